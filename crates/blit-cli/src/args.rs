@@ -1,0 +1,92 @@
+//! The command-line contract, in one place; completions and the man page are generated from it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "blit",
+    version,
+    about = "Copy, mirror and move file trees exactly and fast",
+    long_about = "Copy, mirror and move file trees exactly and fast.\n\n\
+        When SRC is a folder, its contents land in DST (created if missing); trailing slashes \
+        change nothing. When SRC is a file, DST is the target file, or DST/name when DST is an \
+        existing folder or ends with '/'.\n\n\
+        Exit codes: 0 all done; 1 some entries failed (the rest done); 2 usage error or refused \
+        before anything changed; 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Add new and changed entries to DST; never delete anything in DST
+    Copy(TransferArgs),
+    /// Make DST an exact replica of SRC, deleting what SRC lacks (excluded entries are kept)
+    Mirror(TransferArgs),
+    /// Copy, then remove each source entry once its copy is complete and flushed to disk
+    Move(TransferArgs),
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TransferArgs {
+    /// Source folder or file
+    pub src: PathBuf,
+    /// Destination folder (or file, when SRC is a file)
+    pub dst: PathBuf,
+    /// Report what would be done; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// One line per created/updated/deleted entry with the reason (-vv adds statistics)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print nothing but errors
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print the final summary as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Show a progress bar even when stderr is not a terminal
+    #[arg(long, overrides_with = "no_progress")]
+    pub progress: bool,
+    /// Never show a progress bar
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Compare content by BLAKE3 instead of size and modification time
+    #[arg(short, long)]
+    pub checksum: bool,
+    /// Leave out entries matching GLOB (relative to SRC; `**` crosses folders; repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Keep entries matching GLOB even when an exclude matches them (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Read exclude globs from FILE, one per line (`#` starts a comment)
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+    /// Delete nothing (and exit 1) when more than N deletions would be needed
+    #[arg(long, value_name = "N")]
+    pub max_delete: Option<u64>,
+    /// Worker threads (default: chosen by Blit)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub workers: Option<usize>,
+    /// Flush each file to disk before it is renamed into place
+    #[arg(long)]
+    pub fsync: bool,
+    /// Allow a mirror from an empty SRC to empty a non-empty DST
+    #[arg(long)]
+    pub force: bool,
+    /// Print statistics: copy paths taken, workers, time per phase
+    #[arg(long)]
+    pub stats: bool,
+}

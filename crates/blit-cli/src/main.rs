@@ -1,0 +1,86 @@
+//! `blit`: the command line. It parses arguments, wires Ctrl-C to cancellation, prints what the
+//! engine reports, and maps the outcome to an exit code. All logic lives in `blit-core`.
+
+mod args;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use args::{Cli, Command, TransferArgs};
+use blit_core::{CancelToken, Endpoint, Job, Mode, Options};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Copy(a) => transfer(Mode::Copy, a),
+        Command::Mirror(a) => transfer(Mode::Mirror, a),
+        Command::Move(a) => transfer(Mode::Move, a),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "blit", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("blit: man: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+fn transfer(mode: Mode, a: TransferArgs) -> ExitCode {
+    match run_transfer(mode, a) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("blit: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
+    let cancel = CancelToken::new();
+    install_interrupt_handler(cancel.clone());
+
+    let mut excludes = a.exclude.clone();
+    for file in &a.exclude_from {
+        excludes.extend(blit_core::filter::Filter::read_pattern_file(file)?);
+    }
+    let opts = Options {
+        dry_run: a.dry_run,
+        checksum: a.checksum,
+        excludes,
+        includes: a.include.clone(),
+        max_delete: a.max_delete,
+        workers: a.workers,
+        fsync: a.fsync,
+        force: a.force,
+        cancel,
+    };
+    let job = Job::new(
+        mode,
+        Endpoint::Local(a.src.clone()),
+        Endpoint::Local(a.dst.clone()),
+        opts,
+    );
+    let printer = output::Printer::new(&a);
+    let summary = job.run(&printer)?;
+    printer.finish(&summary);
+    Ok(summary.exit_code.clamp(0, 255) as u8)
+}
+
+/// First Ctrl-C (or SIGTERM) asks the engine to stop cleanly, removing its temporaries; a second
+/// one exits at once (temporaries left then are removed by the next run).
+fn install_interrupt_handler(cancel: CancelToken) {
+    let _ = ctrlc::set_handler(move || {
+        if cancel.is_cancelled() {
+            std::process::exit(130);
+        }
+        cancel.cancel();
+    });
+}

@@ -1,0 +1,157 @@
+//! Everything `blit` prints: itemized lines (`-v`), errors as they happen, a progress bar on a
+//! terminal, and the closing summary (a line, or one JSON object with `--json`).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+use blit_core::entry::Kind;
+use blit_core::names::escape;
+use blit_core::report::{Event, Observer, Summary};
+use blit_core::Error;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::args::TransferArgs;
+
+pub struct Printer {
+    verbose: u8,
+    quiet: bool,
+    json: bool,
+    stats: bool,
+    bar: Option<ProgressBar>,
+    /// Serialises stdout lines from worker threads.
+    out: Mutex<()>,
+}
+
+impl Printer {
+    pub fn new(a: &TransferArgs) -> Self {
+        let show_bar = !a.quiet
+            && !a.no_progress
+            && (a.progress || std::io::stderr().is_terminal())
+            && !a.dry_run;
+        let bar = show_bar.then(|| {
+            let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            pb
+        });
+        Printer {
+            verbose: a.verbose,
+            quiet: a.quiet,
+            json: a.json,
+            stats: a.stats || a.verbose >= 2,
+            bar,
+            out: Mutex::new(()),
+        }
+    }
+
+    fn line(&self, to_stderr: bool, text: &str) {
+        let _guard = self.out.lock();
+        let print = || {
+            if to_stderr {
+                eprintln!("{text}");
+            } else {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+        };
+        match &self.bar {
+            Some(pb) => pb.suspend(print),
+            None => print(),
+        }
+    }
+
+    pub fn finish(&self, s: &Summary) {
+        if let Some(pb) = &self.bar {
+            pb.finish_and_clear();
+        }
+        if self.json {
+            let text =
+                serde_json::to_string(s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            println!("{text}");
+        } else if !self.quiet {
+            let a = &s.actions;
+            let mib = (a.create.bytes + a.update.bytes) as f64 / (1024.0 * 1024.0);
+            eprintln!(
+                "{}{}: {} created, {} updated, {} metadata, {} deleted, {} linked, {} unchanged; {:.1} MiB in {:.2} s{}{}",
+                s.mode,
+                if s.dry_run { " (dry run)" } else { "" },
+                a.create.count,
+                a.update.count,
+                a.metadata.count,
+                a.delete.count,
+                a.link.count,
+                s.unchanged,
+                mib,
+                s.elapsed_secs,
+                if s.failures.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} failed", s.failures.len())
+                },
+                if s.interrupted { "; interrupted" } else { "" },
+            );
+        }
+        if self.stats {
+            let st = &s.stats;
+            let phases: Vec<String> = st
+                .phases
+                .iter()
+                .map(|(k, v)| format!("{k} {:.3}s", v))
+                .collect();
+            let methods: Vec<String> = st.methods.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            eprintln!(
+                "stats: workers {}; entries src {} dst {}; phases: {}; copy paths: {}",
+                st.workers,
+                st.source_entries,
+                st.dest_entries,
+                phases.join(", "),
+                if methods.is_empty() {
+                    "none".into()
+                } else {
+                    methods.join(", ")
+                }
+            );
+        }
+    }
+}
+
+impl Observer for Printer {
+    fn planned(&self, bytes: u64, _entries: u64) {
+        if let Some(pb) = &self.bar {
+            pb.set_length(bytes);
+        }
+    }
+
+    fn event(&self, e: &Event<'_>) {
+        if self.verbose == 0 {
+            return;
+        }
+        let slash = if e.kind == Kind::Dir && !e.rel.as_os_str().is_empty() {
+            "/"
+        } else {
+            ""
+        };
+        let path = if e.rel.as_os_str().is_empty() {
+            ".".to_string()
+        } else {
+            escape(e.rel)
+        };
+        let text = format!("{} {}{} [{}]", e.action.symbol(), path, slash, e.reason);
+        // With --json, stdout carries only the JSON object.
+        self.line(self.json, &text);
+    }
+
+    fn failure(&self, error: &Error) {
+        self.line(true, &format!("blit: {error}"));
+    }
+
+    fn progress(&self, bytes: u64) {
+        if let Some(pb) = &self.bar {
+            pb.inc(bytes);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! What the walk records about each entry: exactly the fields the planner compares and the
+//! executor restores, taken from one `lstat`, so no second stat is needed per file.
+
+use std::fs::Metadata;
+use std::path::PathBuf;
+
+/// The type of an entry; symlinks are never followed, so a link is its own kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "folder",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "fifo",
+            Kind::CharDevice => "char device",
+            Kind::BlockDevice => "block device",
+            Kind::Socket => "socket",
+        }
+    }
+}
+
+/// Modification time to the nanosecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct MTime {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+/// One entry of a walked tree. `rel` is relative to the walked root; the root itself is `""`.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub rel: PathBuf,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: MTime,
+    /// Permission bits including setuid/setgid/sticky (`mode & 0o7777`).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    /// Allocated 512-byte blocks, to tell sparse files.
+    pub blocks: u64,
+    /// Device number for device nodes.
+    pub rdev: u64,
+}
+
+impl Entry {
+    #[cfg(unix)]
+    pub fn from_metadata(rel: PathBuf, md: &Metadata) -> Self {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let ft = md.file_type();
+        let kind = if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_char_device() {
+            Kind::CharDevice
+        } else if ft.is_block_device() {
+            Kind::BlockDevice
+        } else if ft.is_socket() {
+            Kind::Socket
+        } else {
+            Kind::File
+        };
+        Entry {
+            rel,
+            kind,
+            size: md.size(),
+            mtime: MTime {
+                sec: md.mtime(),
+                nsec: md.mtime_nsec() as u32,
+            },
+            perm: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            dev: md.dev(),
+            ino: md.ino(),
+            nlink: md.nlink(),
+            blocks: md.blocks(),
+            rdev: md.rdev(),
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub fn from_metadata(rel: PathBuf, md: &Metadata) -> Self {
+        let ft = md.file_type();
+        let kind = if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::File
+        };
+        let mtime = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| MTime {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            })
+            .unwrap_or_default();
+        Entry {
+            rel,
+            kind,
+            size: md.len(),
+            mtime,
+            perm: if md.permissions().readonly() {
+                0o444
+            } else {
+                0o644
+            },
+            uid: 0,
+            gid: 0,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            blocks: md.len().div_ceil(512),
+            rdev: 0,
+        }
+    }
+
+    /// True when the file has fewer blocks allocated than its size needs: it has holes worth
+    /// keeping.
+    pub fn is_sparse(&self) -> bool {
+        self.kind == Kind::File && self.blocks.saturating_mul(512) < self.size
+    }
+}

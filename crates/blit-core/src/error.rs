@@ -1,0 +1,156 @@
+//! One error type for the library. Every error says which operation failed on which path, because
+//! a user with a million files needs to know exactly which one and why; the cause is kept as the
+//! `source` so callers can still inspect the OS error.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::names::escape;
+
+/// The operation that failed, printed before the path (`open /a/b: ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Stat,
+    Open,
+    Read,
+    ReadDir,
+    Create,
+    Write,
+    Copy,
+    Link,
+    Symlink,
+    Mkdir,
+    Rename,
+    Delete,
+    Chmod,
+    Chown,
+    Utimes,
+    Xattr,
+    Sync,
+    Checksum,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Op::Stat => "stat",
+            Op::Open => "open",
+            Op::Read => "read",
+            Op::ReadDir => "read folder",
+            Op::Create => "create",
+            Op::Write => "write",
+            Op::Copy => "copy",
+            Op::Link => "link",
+            Op::Symlink => "symlink",
+            Op::Mkdir => "mkdir",
+            Op::Rename => "rename",
+            Op::Delete => "delete",
+            Op::Chmod => "chmod",
+            Op::Chown => "chown",
+            Op::Utimes => "set times",
+            Op::Xattr => "xattr",
+            Op::Sync => "fsync",
+            Op::Checksum => "checksum",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An OS call failed on a path.
+    #[error("{op} {}: {source}", escape(.path))]
+    Io {
+        op: Op,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The source changed while it was being read; the copy was discarded.
+    #[error("copy {}: source changed while being copied", escape(.path))]
+    Changed { path: PathBuf },
+    /// The job was refused before anything was touched.
+    #[error("{0}")]
+    Refused(String),
+    /// A filter pattern does not parse.
+    #[error("bad pattern {pattern:?}: {reason}")]
+    Pattern { pattern: String, reason: String },
+    /// Cancelled by the user (Ctrl-C).
+    #[error("interrupted")]
+    Cancelled,
+}
+
+impl Error {
+    pub fn io(op: Op, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Name of the operation for reports (`"copy"` for a changed source).
+    pub fn op_name(&self) -> String {
+        match self {
+            Error::Io { op, .. } => op.to_string(),
+            Error::Changed { .. } => "copy".into(),
+            Error::Refused(_) | Error::Pattern { .. } => "refused".into(),
+            Error::Cancelled => "cancel".into(),
+        }
+    }
+
+    /// Path the error is about, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. } | Error::Changed { path } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The cause without the op and path, for structured output.
+    pub fn cause(&self) -> String {
+        match self {
+            Error::Io { source, .. } => source.to_string(),
+            Error::Changed { .. } => "source changed while being copied".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Attaches an operation and path to an `io::Result`.
+pub trait IoContext<T> {
+    fn at(self, op: Op, path: &std::path::Path) -> Result<T, Error>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, op: Op, path: &std::path::Path) -> Result<T, Error> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}
+
+impl<T> IoContext<T> for Result<T, rustix_errno::Errno> {
+    fn at(self, op: Op, path: &std::path::Path) -> Result<T, Error> {
+        self.map_err(|e| Error::io(op, path, e.into()))
+    }
+}
+
+#[cfg(unix)]
+mod rustix_errno {
+    pub use rustix::io::Errno;
+}
+
+#[cfg(not(unix))]
+mod rustix_errno {
+    /// Stand-in so the trait impl above compiles on platforms without rustix.
+    #[derive(Debug)]
+    pub struct Errno;
+    impl From<Errno> for std::io::Error {
+        fn from(_: Errno) -> Self {
+            std::io::Error::other("os error")
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,690 @@
+//! Carries a plan out. Order matters for safety and is fixed:
+//!
+//! 1. leftover temporaries of an interrupted run are removed;
+//! 2. folders are created, parents first (owner-only until filled);
+//! 3. files, links and specials are written in parallel, each to a temporary in its target folder
+//!    and renamed over the final name only when complete;
+//! 4. hard links, then metadata-only updates;
+//! 5. for `move`, sources are released only after their copies are flushed (file, then folder);
+//! 6. deletions, only now that everything the source has is in place;
+//! 7. folder metadata, deepest first, so writing a child never disturbs a parent's restored time.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::cancel::CancelToken;
+use crate::entry::{Entry, Kind};
+use crate::error::{Error, Op, Result};
+use crate::plan::{Item, Plan, Reason};
+use crate::report::{Action, Actions, Event, Observer, Stats};
+use crate::sys::{self, FastPaths, MetaOpts, Method};
+use crate::tempname;
+use crate::walk::Tree;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecMode {
+    Copy,
+    Mirror,
+    Move,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    pub mode: ExecMode,
+    pub dry_run: bool,
+    pub fsync: bool,
+    pub workers: usize,
+    pub meta: MetaOpts,
+    pub max_delete: Option<u64>,
+    pub cancel: CancelToken,
+}
+
+/// What execution produced, merged into the summary by the job.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub actions: Actions,
+    pub failures: Vec<Error>,
+    pub interrupted: bool,
+    pub stats: Stats,
+}
+
+/// The destination path of `rel` under `root` (`rel` empty means the root itself).
+pub fn at(root: &Path, rel: &Path) -> PathBuf {
+    if rel.as_os_str().is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+/// Removes its temporary on drop unless the rename into place happened, so an error or a
+/// cancellation never leaves one behind.
+struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempGuard {
+    fn new(final_path: &Path) -> Self {
+        let parent = final_path.parent().unwrap_or(Path::new("."));
+        TempGuard {
+            path: parent.join(tempname::next()),
+            armed: true,
+        }
+    }
+
+    fn commit(mut self, final_path: &Path) -> Result<()> {
+        sys::rename(&self.path, final_path)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+pub fn execute(
+    src: &Tree,
+    dst: &Tree,
+    plan: &Plan,
+    opts: &ExecOptions,
+    observer: &dyn Observer,
+) -> Outcome {
+    let ex = Executor {
+        src,
+        dst,
+        plan,
+        opts,
+        observer,
+        actions: Mutex::new(Actions::default()),
+        failures: Mutex::new(Vec::new()),
+        methods: Mutex::new(Default::default()),
+        fast: FastPaths::default(),
+        failed_dirs: Mutex::new(HashSet::new()),
+        failed_src: Mutex::new(HashSet::new()),
+        released: Mutex::new(Vec::new()),
+        cross_device: AtomicBool::new(false),
+    };
+    ex.run()
+}
+
+struct Executor<'a> {
+    src: &'a Tree,
+    dst: &'a Tree,
+    plan: &'a Plan,
+    opts: &'a ExecOptions,
+    observer: &'a dyn Observer,
+    actions: Mutex<Actions>,
+    failures: Mutex<Vec<Error>>,
+    methods: Mutex<std::collections::BTreeMap<String, u64>>,
+    fast: FastPaths,
+    /// Folders that could not be created: their contents are not attempted (one error suffices).
+    failed_dirs: Mutex<HashSet<PathBuf>>,
+    /// Source entries whose write failed (a move keeps them; their links are not made).
+    failed_src: Mutex<HashSet<usize>>,
+    /// Move: source entries copied across devices, to remove once flushed.
+    released: Mutex<Vec<usize>>,
+    /// Move: renames across devices failed once, so copy from now on.
+    cross_device: AtomicBool,
+}
+
+impl Executor<'_> {
+    fn run(self) -> Outcome {
+        let mut phases = std::collections::BTreeMap::new();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.workers.max(1))
+            .build()
+            .expect("cannot start worker threads");
+
+        let t = Instant::now();
+        self.remove_leftovers();
+        self.make_dirs();
+        pool.install(|| {
+            self.plan
+                .writes
+                .par_iter()
+                .with_max_len(1)
+                .for_each(|item| self.write(item))
+        });
+        self.make_links();
+        pool.install(|| {
+            self.plan
+                .metas
+                .par_iter()
+                .for_each(|item| self.update_meta(item))
+        });
+        phases.insert("copy", t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        if self.opts.mode == ExecMode::Move {
+            self.release_sources();
+        }
+        if self.opts.mode == ExecMode::Mirror {
+            self.delete_extras();
+        }
+        phases.insert("delete", t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        self.finish_dirs();
+        if self.opts.mode == ExecMode::Move {
+            self.remove_source_dirs();
+        }
+        phases.insert("finish", t.elapsed().as_secs_f64());
+
+        Outcome {
+            actions: self.actions.into_inner().unwrap(),
+            failures: self.failures.into_inner().unwrap(),
+            interrupted: self.opts.cancel.is_cancelled(),
+            stats: Stats {
+                workers: self.opts.workers,
+                phases,
+                methods: self.methods.into_inner().unwrap(),
+                ..Stats::default()
+            },
+        }
+    }
+
+    fn s(&self, i: usize) -> &Entry {
+        &self.src.entries[i]
+    }
+
+    fn d(&self, j: usize) -> &Entry {
+        &self.dst.entries[j]
+    }
+
+    fn src_path(&self, i: usize) -> PathBuf {
+        at(&self.src.root, &self.s(i).rel)
+    }
+
+    fn dst_path_of(&self, rel: &Path) -> PathBuf {
+        at(&self.dst.root, rel)
+    }
+
+    fn emit(&self, action: Action, kind: Kind, rel: &Path, reason: &str, bytes: u64) {
+        self.actions.lock().unwrap().add(action, bytes);
+        self.observer.event(&Event {
+            action,
+            kind,
+            rel,
+            reason,
+            bytes,
+        });
+    }
+
+    fn fail(&self, err: Error) {
+        if matches!(err, Error::Cancelled) {
+            return;
+        }
+        self.observer.failure(&err);
+        self.failures.lock().unwrap().push(err);
+    }
+
+    fn count_method(&self, m: &str) {
+        *self
+            .methods
+            .lock()
+            .unwrap()
+            .entry(m.to_owned())
+            .or_default() += 1;
+    }
+
+    fn cancelled(&self) -> bool {
+        self.opts.cancel.is_cancelled()
+    }
+
+    /// True when an ancestor folder of `rel` could not be made; its error was already reported.
+    fn under_failed_dir(&self, rel: &Path) -> bool {
+        let failed = self.failed_dirs.lock().unwrap();
+        !failed.is_empty() && rel.ancestors().skip(1).any(|a| failed.contains(a))
+    }
+
+    fn remove_leftovers(&self) {
+        if self.opts.dry_run {
+            return;
+        }
+        for rel in &self.dst.leftovers {
+            let p = self.dst_path_of(rel);
+            if let Err(e) = sys::remove_file(&p) {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn make_dirs(&self) {
+        for item in &self.plan.mkdirs {
+            if self.cancelled() {
+                return;
+            }
+            let e = self.s(item.src);
+            if self.under_failed_dir(&e.rel) {
+                self.failed_dirs.lock().unwrap().insert(e.rel.clone());
+                continue;
+            }
+            let path = self.dst_path_of(&e.rel);
+            let result = if self.opts.dry_run {
+                Ok(())
+            } else if e.rel.as_os_str().is_empty() {
+                std::fs::create_dir_all(&path).map_err(|err| Error::io(Op::Mkdir, &path, err))
+            } else {
+                // A non-folder standing there (a symlink included) is removed, never followed.
+                item.dst
+                    .map_or(Ok(()), |_| sys::remove_file(&path))
+                    .and_then(|()| sys::make_dir(&path))
+            };
+            match result {
+                Ok(()) => {
+                    let action = if item.dst.is_some() {
+                        Action::Update
+                    } else {
+                        Action::Create
+                    };
+                    self.emit(action, Kind::Dir, &e.rel, &item.reason.label(), 0);
+                }
+                Err(err) => {
+                    self.failed_dirs.lock().unwrap().insert(e.rel.clone());
+                    self.fail(err);
+                }
+            }
+        }
+    }
+
+    fn write(&self, item: &Item) {
+        if self.cancelled() {
+            return;
+        }
+        let e = self.s(item.src);
+        if e.kind == Kind::Socket || self.under_failed_dir(&e.rel) {
+            return;
+        }
+        let action = if item.dst.is_none() {
+            Action::Create
+        } else {
+            Action::Update
+        };
+        let bytes = if e.kind == Kind::File { e.size } else { 0 };
+        if self.opts.dry_run {
+            self.emit(action, e.kind, &e.rel, &item.reason.label(), bytes);
+            return;
+        }
+        match self.write_entry(item) {
+            Ok((bytes, method)) => {
+                self.count_method(method);
+                self.observer.progress(bytes);
+                self.emit(action, e.kind, &e.rel, &item.reason.label(), bytes);
+            }
+            Err(err) => {
+                self.failed_src.lock().unwrap().insert(item.src);
+                self.fail(err);
+            }
+        }
+    }
+
+    /// Puts one non-folder entry in place; returns the bytes written and the method's name.
+    fn write_entry(&self, item: &Item) -> Result<(u64, &'static str)> {
+        let e = self.s(item.src);
+        let src = self.src_path(item.src);
+        let dst = self.dst_path_of(&e.rel);
+        if self.opts.mode == ExecMode::Move && !self.cross_device.load(Ordering::Relaxed) {
+            if let Some(r) = self.try_move_rename(item, &src, &dst) {
+                return r.map(|()| (0, "rename"));
+            }
+        }
+        let result = match e.kind {
+            Kind::File => self
+                .copy_file(item, &src, &dst)
+                .map(|(n, m)| (n, method_name(m))),
+            Kind::Symlink => {
+                let target = sys::read_link(&src)?;
+                self.place(item, &dst, |tmp| {
+                    sys::make_symlink(&target, tmp)?;
+                    sys::apply_path_meta(tmp, &src, e, self.opts.meta)
+                })
+                .map(|()| (0, "symlink"))
+            }
+            _ => self
+                .place(item, &dst, |tmp| {
+                    sys::make_special(tmp, e)?;
+                    sys::apply_path_meta(tmp, &src, e, self.opts.meta)
+                })
+                .map(|()| (0, "special")),
+        }?;
+        if self.opts.mode == ExecMode::Move {
+            self.released.lock().unwrap().push(item.src);
+        }
+        Ok(result)
+    }
+
+    /// Move within one filesystem: one rename carries content and every piece of metadata.
+    /// Returns `None` when the rename cannot apply (across devices), so the caller copies.
+    fn try_move_rename(&self, item: &Item, src: &Path, dst: &Path) -> Option<Result<()>> {
+        if let Some(j) = item.dst {
+            if let Err(e) = self.clear_replaced(j) {
+                return Some(Err(e));
+            }
+        }
+        match sys::try_rename(src, dst) {
+            Ok(()) => Some(Ok(())),
+            Err(e) if sys::is_cross_device(&e) => {
+                self.cross_device.store(true, Ordering::Relaxed);
+                None
+            }
+            Err(e) => Some(Err(Error::io(Op::Rename, dst, e))),
+        }
+    }
+
+    /// Creates an entry at a temporary with `make`, clears what it replaces, renames it in place.
+    fn place(&self, item: &Item, dst: &Path, make: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let guard = TempGuard::new(dst);
+        make(&guard.path)?;
+        if let Some(j) = item.dst {
+            self.clear_replaced(j)?;
+        }
+        guard.commit(dst)
+    }
+
+    /// When a folder in the destination is replaced by a non-folder, its contents go first.
+    fn clear_replaced(&self, j: usize) -> Result<()> {
+        let Some(&end) = self.plan.subtree_end.get(&j) else {
+            return Ok(());
+        };
+        for k in (j + 1..end).rev() {
+            self.delete_one(k)?;
+        }
+        let path = self.dst_path_of(&self.d(j).rel);
+        if sys::remove_dir(&path)? {
+            Ok(())
+        } else {
+            Err(Error::io(
+                Op::Delete,
+                path,
+                std::io::Error::other("folder still holds excluded or unlisted entries"),
+            ))
+        }
+    }
+
+    fn copy_file(&self, item: &Item, src: &Path, dst: &Path) -> Result<(u64, Method)> {
+        let sync = self.opts.fsync || self.opts.mode == ExecMode::Move;
+        // A source that changes while read is copied again; a third change is reported.
+        for _ in 0..3 {
+            let mut input = sys::open_source(src)?;
+            let before = Entry::from_metadata(
+                PathBuf::new(),
+                &input.metadata().map_err(|e| Error::io(Op::Stat, src, e))?,
+            );
+            if before.kind != Kind::File {
+                return Err(Error::Changed {
+                    path: src.to_path_buf(),
+                });
+            }
+            let guard = TempGuard::new(dst);
+            let mut out = sys::create_temp(&guard.path)?;
+            let (n, method) = match sys::copy_data(
+                &mut input,
+                &mut out,
+                before.size,
+                before.is_sparse(),
+                &self.fast,
+                &self.opts.cancel,
+            ) {
+                Ok(r) => r,
+                Err(_) if self.cancelled() => return Err(Error::Cancelled),
+                Err(e) => return Err(Error::io(Op::Copy, dst, e)),
+            };
+            let after = input.metadata().map_err(|e| Error::io(Op::Stat, src, e))?;
+            let after = Entry::from_metadata(PathBuf::new(), &after);
+            if n != before.size || after.size != before.size || after.mtime != before.mtime {
+                continue;
+            }
+            sys::apply_file_meta(&out, &guard.path, &input, src, &before, self.opts.meta)?;
+            if sync {
+                sys::fsync_file(&out, &guard.path)?;
+            }
+            drop(out);
+            if let Some(j) = item.dst {
+                self.clear_replaced(j)?;
+            }
+            guard.commit(dst)?;
+            return Ok((n, method));
+        }
+        Err(Error::Changed {
+            path: src.to_path_buf(),
+        })
+    }
+
+    fn make_links(&self) {
+        for link in &self.plan.links {
+            if self.cancelled() {
+                return;
+            }
+            let e = self.s(link.src);
+            if self.under_failed_dir(&e.rel) {
+                continue;
+            }
+            let leader_rel = &self.s(link.leader).rel;
+            let reason = format!("to {}", crate::names::escape(leader_rel));
+            if self.opts.dry_run {
+                self.emit(Action::Link, Kind::File, &e.rel, &reason, 0);
+                continue;
+            }
+            if self.failed_src.lock().unwrap().contains(&link.leader) {
+                self.failed_src.lock().unwrap().insert(link.src);
+                continue;
+            }
+            let item = Item {
+                src: link.src,
+                dst: link.dst,
+                reason: Reason::Link,
+            };
+            let src = self.src_path(link.src);
+            let dst = self.dst_path_of(&e.rel);
+            let result =
+                if self.opts.mode == ExecMode::Move && !self.cross_device.load(Ordering::Relaxed) {
+                    match self.try_move_rename(&item, &src, &dst) {
+                        Some(r) => r,
+                        None => self.link_into_place(&item, leader_rel, &dst),
+                    }
+                } else {
+                    self.link_into_place(&item, leader_rel, &dst)
+                };
+            match result {
+                Ok(()) => self.emit(Action::Link, Kind::File, &e.rel, &reason, 0),
+                Err(err) => {
+                    self.failed_src.lock().unwrap().insert(link.src);
+                    self.fail(err);
+                }
+            }
+        }
+    }
+
+    fn link_into_place(&self, item: &Item, leader_rel: &Path, dst: &Path) -> Result<()> {
+        let leader = self.dst_path_of(leader_rel);
+        self.place(item, dst, |tmp| sys::hard_link(&leader, tmp))?;
+        if self.opts.mode == ExecMode::Move {
+            self.released.lock().unwrap().push(item.src);
+        }
+        Ok(())
+    }
+
+    fn update_meta(&self, item: &Item) {
+        if self.cancelled() {
+            return;
+        }
+        let e = self.s(item.src);
+        if !self.opts.dry_run {
+            let dst = self.dst_path_of(&e.rel);
+            if let Err(err) =
+                sys::apply_path_meta(&dst, &self.src_path(item.src), e, self.opts.meta)
+            {
+                self.failed_src.lock().unwrap().insert(item.src);
+                return self.fail(err);
+            }
+        }
+        self.emit(Action::Metadata, e.kind, &e.rel, &item.reason.label(), 0);
+    }
+
+    /// Move: removes each source entry whose destination is now complete and flushed. Entries
+    /// renamed within one filesystem are already gone from the source.
+    fn release_sources(&self) {
+        if self.opts.dry_run || self.cancelled() {
+            return;
+        }
+        let failed = self.failed_src.lock().unwrap().clone();
+        let mut release: Vec<usize> = std::mem::take(&mut *self.released.lock().unwrap());
+        // Entries that were already right, or only needed metadata: their destination may still
+        // sit in cache from an earlier run, so flush it before the source goes.
+        for &i in self
+            .plan
+            .unchanged
+            .iter()
+            .chain(self.plan.metas.iter().map(|m| &m.src))
+        {
+            let e = self.s(i);
+            if failed.contains(&i) || e.kind == Kind::Dir {
+                continue;
+            }
+            if e.kind == Kind::File {
+                let dst = self.dst_path_of(&e.rel);
+                let flushed = std::fs::File::open(&dst)
+                    .map_err(|err| Error::io(Op::Open, &dst, err))
+                    .and_then(|f| sys::fsync_file(&f, &dst));
+                if let Err(err) = flushed {
+                    self.fail(err);
+                    continue;
+                }
+            }
+            release.push(i);
+        }
+        let parents: HashSet<PathBuf> = release
+            .iter()
+            .map(|&i| {
+                self.dst_path_of(&self.s(i).rel)
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut unsynced = HashSet::new();
+        for dir in &parents {
+            if let Err(err) = sys::fsync_dir(dir) {
+                unsynced.insert(dir.clone());
+                self.fail(err);
+            }
+        }
+        for i in release {
+            let dst = self.dst_path_of(&self.s(i).rel);
+            if dst.parent().is_some_and(|p| unsynced.contains(p)) {
+                continue;
+            }
+            if let Err(err) = sys::remove_file(&self.src_path(i)) {
+                self.fail(err);
+            }
+        }
+    }
+
+    fn delete_one(&self, j: usize) -> Result<()> {
+        let e = self.d(j);
+        let path = self.dst_path_of(&e.rel);
+        if path.symlink_metadata().is_err() {
+            // Already gone (removed by someone else meanwhile): the goal is reached.
+            return Ok(());
+        }
+        if e.kind == Kind::Dir {
+            if !sys::remove_dir(&path)? {
+                // Holds excluded entries, which a mirror leaves alone: so is their folder.
+                return Ok(());
+            }
+        } else {
+            sys::remove_file(&path)?;
+        }
+        let bytes = if e.kind == Kind::File { e.size } else { 0 };
+        self.emit(Action::Delete, e.kind, &e.rel, "not in source", bytes);
+        Ok(())
+    }
+
+    fn delete_extras(&self) {
+        if self.cancelled() {
+            return;
+        }
+        let planned = self.plan.removals() as u64;
+        if let Some(max) = self.opts.max_delete {
+            if planned > max {
+                self.fail(Error::Refused(format!(
+                    "{planned} deletions planned, more than --max-delete {max}: nothing deleted"
+                )));
+                return;
+            }
+        }
+        for &j in &self.plan.deletes {
+            if self.opts.dry_run {
+                let e = self.d(j);
+                let bytes = if e.kind == Kind::File { e.size } else { 0 };
+                self.emit(Action::Delete, e.kind, &e.rel, "not in source", bytes);
+                continue;
+            }
+            if let Err(err) = self.delete_one(j) {
+                self.fail(err);
+            }
+        }
+    }
+
+    fn finish_dirs(&self) {
+        if self.cancelled() {
+            return;
+        }
+        for item in &self.plan.dir_metas {
+            let e = self.s(item.src);
+            if self.under_failed_dir(&e.rel) || self.failed_dirs.lock().unwrap().contains(&e.rel) {
+                continue;
+            }
+            if !self.opts.dry_run {
+                let dst = self.dst_path_of(&e.rel);
+                if let Err(err) =
+                    sys::apply_path_meta(&dst, &self.src_path(item.src), e, self.opts.meta)
+                {
+                    self.fail(err);
+                    continue;
+                }
+            }
+            if let Reason::Meta(_) = item.reason {
+                self.emit(Action::Metadata, Kind::Dir, &e.rel, &item.reason.label(), 0);
+            }
+        }
+    }
+
+    /// Move: source folders emptied by the move are removed, deepest first, the root included;
+    /// one still holding something (an excluded or failed entry) stays.
+    fn remove_source_dirs(&self) {
+        if self.opts.dry_run || self.cancelled() {
+            return;
+        }
+        for e in self.src.entries.iter().rev() {
+            if e.kind != Kind::Dir {
+                continue;
+            }
+            let p = at(&self.src.root, &e.rel);
+            if let Err(err) = sys::remove_dir(&p) {
+                self.fail(err);
+            }
+        }
+    }
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Empty => "empty",
+        Method::Clone => "clone",
+        Method::KernelCopy => "kernel_copy",
+        Method::Sparse => "sparse",
+        Method::ReadWrite => "read_write",
+    }
+}

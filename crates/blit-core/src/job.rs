@@ -1,0 +1,282 @@
+//! One run from arguments to summary: resolve what SRC and DST mean, refuse what would be
+//! dangerous before touching anything, then walk → plan → execute.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cancel::CancelToken;
+use crate::endpoint::Endpoint;
+use crate::entry::Kind;
+use crate::error::{Error, Op, Result};
+use crate::execute::{self, ExecMode, ExecOptions};
+use crate::filter::Filter;
+use crate::plan::{self, PlanMode, PlanOptions};
+use crate::report::{Failure, Observer, Summary};
+use crate::sys::{self, MetaOpts};
+use crate::walk::{self, Tree};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Copy,
+    Mirror,
+    Move,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Copy => "copy",
+            Mode::Mirror => "mirror",
+            Mode::Move => "move",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub checksum: bool,
+    pub excludes: Vec<String>,
+    pub includes: Vec<String>,
+    pub max_delete: Option<u64>,
+    /// Worker threads; `None` lets Blit choose.
+    pub workers: Option<usize>,
+    pub fsync: bool,
+    /// Allow a mirror from an empty source to empty a non-empty destination.
+    pub force: bool,
+    pub cancel: CancelToken,
+}
+
+pub struct Job {
+    pub mode: Mode,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub opts: Options,
+}
+
+/// Workers when the user does not say: copying small files waits on the filesystem more than on
+/// the CPU, so a few more threads than cores keep both busy.
+pub fn default_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 2).clamp(2, 16)
+}
+
+impl Job {
+    pub fn new(mode: Mode, src: Endpoint, dst: Endpoint, opts: Options) -> Self {
+        Job {
+            mode,
+            src,
+            dst,
+            opts,
+        }
+    }
+
+    /// Runs the job. `Err` means it was refused or failed before anything changed (exit 2);
+    /// per-entry failures are in the summary.
+    pub fn run(&self, observer: &dyn Observer) -> Result<Summary> {
+        let started = Instant::now();
+        let (Endpoint::Local(src_arg), Endpoint::Local(dst_arg)) = (&self.src, &self.dst);
+        let workers = self.opts.workers.unwrap_or_else(default_workers).max(1);
+
+        let src_md = std::fs::metadata(src_arg).map_err(|e| Error::io(Op::Stat, src_arg, e))?;
+        let src_root =
+            std::fs::canonicalize(src_arg).map_err(|e| Error::io(Op::Stat, src_arg, e))?;
+        let dst_root = resolve_dest(src_md.is_dir(), &src_root, dst_arg)?;
+        refuse_overlap(&src_root, &dst_root)?;
+
+        let filter = if src_md.is_dir() {
+            let mut excludes = self.opts.excludes.clone();
+            excludes.retain(|p| !p.is_empty());
+            Filter::new(&excludes, &self.opts.includes)?
+        } else {
+            Filter::default()
+        };
+
+        let t = Instant::now();
+        let (src_tree, dst_tree) = std::thread::scope(|s| {
+            let d = s.spawn(|| walk::walk(&dst_root, &filter, workers));
+            let src = walk::walk(&src_root, &filter, workers);
+            (src, d.join().expect("destination walk panicked"))
+        });
+        let (src_tree, dst_tree) = (src_tree?, dst_tree?);
+        let walk_secs = t.elapsed().as_secs_f64();
+
+        if let Some(root) = dst_tree.root_entry() {
+            if src_md.is_dir() && root.kind != Kind::Dir {
+                return Err(Error::Refused(format!(
+                    "destination {} is not a folder, but the source is",
+                    crate::names::escape(&dst_root)
+                )));
+            }
+        }
+        if self.mode == Mode::Mirror
+            && !self.opts.force
+            && is_empty_source(&src_tree)
+            && dst_tree.entries.len() > 1
+        {
+            return Err(Error::Refused(format!(
+                "source {} is empty and would empty the destination {}; use --force if that is meant",
+                crate::names::escape(&src_root),
+                crate::names::escape(&dst_root)
+            )));
+        }
+
+        let t = Instant::now();
+        let owner = sys::is_root();
+        let plan = plan::plan(
+            &src_tree,
+            &dst_tree,
+            &PlanOptions {
+                mode: if self.mode == Mode::Mirror {
+                    PlanMode::Mirror
+                } else {
+                    PlanMode::Copy
+                },
+                checksum: self.opts.checksum,
+                owner,
+                xattrs: cfg!(unix),
+            },
+        );
+        let plan_secs = t.elapsed().as_secs_f64();
+        observer.planned(
+            plan.bytes,
+            (plan.writes.len() + plan.mkdirs.len() + plan.links.len()) as u64,
+        );
+
+        let outcome = execute::execute(
+            &src_tree,
+            &dst_tree,
+            &plan,
+            &ExecOptions {
+                mode: match self.mode {
+                    Mode::Copy => ExecMode::Copy,
+                    Mode::Mirror => ExecMode::Mirror,
+                    Mode::Move => ExecMode::Move,
+                },
+                dry_run: self.opts.dry_run,
+                fsync: self.opts.fsync,
+                workers,
+                meta: MetaOpts {
+                    owner,
+                    xattrs: cfg!(unix),
+                },
+                max_delete: self.opts.max_delete,
+                cancel: self.opts.cancel.clone(),
+            },
+            observer,
+        );
+
+        let mut errors: Vec<Error> = Vec::new();
+        errors.extend(src_tree.errors);
+        errors.extend(dst_tree.errors);
+        errors.extend(plan.errors);
+        for e in &errors {
+            observer.failure(e);
+        }
+        for (_, e) in &plan.refused {
+            observer.failure(e);
+        }
+        let mut failures: Vec<Failure> = errors.iter().map(Failure::from).collect();
+        failures.extend(plan.refused.iter().map(|(_, e)| Failure::from(e)));
+        failures.extend(outcome.failures.iter().map(Failure::from));
+
+        let mut stats = outcome.stats;
+        stats.phases.insert("walk", walk_secs);
+        stats.phases.insert("plan", plan_secs);
+        stats.source_entries = src_tree.entries.len() as u64;
+        stats.dest_entries = dst_tree.entries.len() as u64;
+        let mut summary = Summary {
+            mode: self.mode.name(),
+            dry_run: self.opts.dry_run,
+            actions: outcome.actions,
+            unchanged: plan.unchanged.len() as u64,
+            kept: plan.kept.len() as u64,
+            failures,
+            interrupted: outcome.interrupted,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            exit_code: 0,
+            stats,
+        };
+        summary.exit_code = summary.compute_exit_code();
+        Ok(summary)
+    }
+}
+
+fn is_empty_source(src: &Tree) -> bool {
+    src.entries.len() == 1 && src.entries[0].kind == Kind::Dir && src.unreadable.is_empty()
+}
+
+/// Where the source lands. A folder's contents go into DST. A file goes to DST itself, or into
+/// DST when DST is an existing folder or is written with a trailing slash.
+fn resolve_dest(src_is_dir: bool, src_root: &Path, dst_arg: &Path) -> Result<PathBuf> {
+    if src_is_dir {
+        return Ok(absolute(dst_arg));
+    }
+    let name = src_root.file_name().unwrap_or_default();
+    let trailing_slash = has_trailing_separator(dst_arg);
+    match std::fs::metadata(dst_arg) {
+        Ok(md) if md.is_dir() => Ok(absolute(dst_arg).join(name)),
+        _ if trailing_slash => Ok(absolute(dst_arg).join(name)),
+        _ => Ok(absolute(dst_arg)),
+    }
+}
+
+fn has_trailing_separator(p: &Path) -> bool {
+    let s = p.as_os_str().as_encoded_bytes();
+    s.last()
+        .is_some_and(|&b| b == b'/' || (cfg!(windows) && b == b'\\'))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The real location of `p`, which may not exist yet: its deepest existing ancestor is resolved
+/// (symlinks included) and the rest appended.
+fn real_location(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p.to_path_buf();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&cur) {
+            let mut out = real;
+            for c in rest.iter().rev() {
+                out.push(c);
+            }
+            return out;
+        }
+        match (cur.file_name().map(|n| n.to_os_string()), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                cur = parent.to_path_buf();
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+/// Copying a tree into itself (or over its own parent) would recurse or destroy the source.
+fn refuse_overlap(src: &Path, dst: &Path) -> Result<()> {
+    let d = real_location(dst);
+    let shown = |p: &Path| crate::names::escape(p);
+    if d == src {
+        return Err(Error::Refused(format!(
+            "source and destination are the same: {}",
+            shown(src)
+        )));
+    }
+    if d.starts_with(src) {
+        return Err(Error::Refused(format!(
+            "destination {} is inside the source {}",
+            shown(dst),
+            shown(src)
+        )));
+    }
+    if src.starts_with(&d) {
+        return Err(Error::Refused(format!(
+            "source {} is inside the destination {}",
+            shown(src),
+            shown(dst)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Portable data copy: a positional read/write loop with a buffer sized to the file. Used where the
+//! OS has no kernel copy call, and by the Linux path when the kernel refuses one.
+
+#![cfg_attr(target_os = "linux", allow(dead_code))]
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use super::{FastPaths, Method, BUFFER_MAX};
+use crate::cancel::CancelToken;
+
+/// Copies `len` bytes of `src` from `offset` to the same offset of `dst`. Returns the bytes copied,
+/// which is less than `len` only when the source ended early (it shrank while being read).
+pub fn copy_range_rw(
+    src: &mut File,
+    dst: &mut File,
+    offset: u64,
+    len: u64,
+    cancel: &CancelToken,
+) -> io::Result<u64> {
+    src.seek(SeekFrom::Start(offset))?;
+    dst.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; (len.min(BUFFER_MAX as u64) as usize).max(1)];
+    let mut done = 0u64;
+    while done < len {
+        if cancel.is_cancelled() {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        let want = buf.len().min((len - done) as usize);
+        let n = match src.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all(&buf[..n])?;
+        done += n as u64;
+    }
+    Ok(done)
+}
+
+/// Copies the whole content; see the Linux version for the fast paths.
+pub fn copy_data(
+    src: &mut File,
+    dst: &mut File,
+    len: u64,
+    _sparse: bool,
+    _fast: &FastPaths,
+    cancel: &CancelToken,
+) -> io::Result<(u64, Method)> {
+    if len == 0 {
+        return Ok((0, Method::Empty));
+    }
+    let n = copy_range_rw(src, dst, 0, len, cancel)?;
+    Ok((n, Method::ReadWrite))
+}

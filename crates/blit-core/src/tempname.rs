@@ -1,0 +1,46 @@
+//! Names for files being written. Every file is written as `.~blit-<pid>-<n>.tmp` in its target
+//! folder and renamed over its final name only when complete, so a crash can leave a temporary
+//! behind but never a half-written file under a real name. The next run recognises these names,
+//! never treats them as data, and removes them.
+
+use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const PREFIX: &str = ".~blit-";
+const SUFFIX: &str = ".tmp";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh temporary name, unique within this process; the pid keeps concurrent runs apart.
+pub fn next() -> OsString {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{PREFIX}{:x}-{n:x}{SUFFIX}", std::process::id()).into()
+}
+
+/// True for names made by [`next`] (by this or an earlier run).
+pub fn is_temp(name: &OsStr) -> bool {
+    let Some(s) = name.to_str() else {
+        return false;
+    };
+    s.len() > PREFIX.len() + SUFFIX.len()
+        && s.starts_with(PREFIX)
+        && s.ends_with(SUFFIX)
+        && s[PREFIX.len()..s.len() - SUFFIX.len()]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_are_recognised_and_others_are_not() {
+        let a = next();
+        let b = next();
+        assert_ne!(a, b);
+        assert!(is_temp(&a));
+        assert!(!is_temp(OsStr::new(".~blit-notes.tmp")));
+        assert!(!is_temp(OsStr::new("report.tmp")));
+    }
+}
