@@ -22,7 +22,7 @@ use crate::entry::{Entry, Kind};
 use crate::error::{Error, Op, Result};
 use crate::plan::{Item, Plan, Reason};
 use crate::report::{Action, Actions, Event, Observer, Stats};
-use crate::sys::{self, FastPaths, MetaOpts, Method};
+use crate::sys::{self, CopyOutcome, FastPaths, MetaOpts, Method};
 use crate::tempname;
 use crate::walk::Tree;
 
@@ -319,7 +319,6 @@ impl Executor<'_> {
         match self.write_entry(item) {
             Ok((bytes, method)) => {
                 self.count_method(method);
-                self.observer.progress(bytes);
                 self.emit(action, e.kind, &e.rel, &item.reason.label(), bytes);
             }
             Err(err) => {
@@ -413,48 +412,29 @@ impl Executor<'_> {
     }
 
     fn copy_file(&self, item: &Item, src: &Path, dst: &Path) -> Result<(u64, Method)> {
-        let sync = self.opts.fsync || self.opts.mode == ExecMode::Move;
+        let progress = |n: u64| self.observer.progress(n);
         // A source that changes while read is copied again; a third change is reported.
         for _ in 0..3 {
-            let mut input = sys::open_source(src)?;
-            let before = Entry::from_metadata(
-                PathBuf::new(),
-                &input.metadata().map_err(|e| Error::io(Op::Stat, src, e))?,
-            );
-            if before.kind != Kind::File {
-                return Err(Error::Changed {
-                    path: src.to_path_buf(),
-                });
-            }
             let guard = TempGuard::new(dst);
-            let mut out = sys::create_temp(&guard.path)?;
-            let (n, method) = match sys::copy_data(
-                &mut input,
-                &mut out,
-                before.size,
-                before.is_sparse(),
-                &self.fast,
-                &self.opts.cancel,
-            ) {
-                Ok(r) => r,
-                Err(_) if self.cancelled() => return Err(Error::Cancelled),
-                Err(e) => return Err(Error::io(Op::Copy, dst, e)),
+            let req = sys::CopyRequest {
+                src,
+                tmp: &guard.path,
+                meta: self.opts.meta,
+                fsync: self.opts.fsync || self.opts.mode == ExecMode::Move,
+                fast: &self.fast,
+                cancel: &self.opts.cancel,
+                progress: &progress,
             };
-            let after = input.metadata().map_err(|e| Error::io(Op::Stat, src, e))?;
-            let after = Entry::from_metadata(PathBuf::new(), &after);
-            if n != before.size || after.size != before.size || after.mtime != before.mtime {
-                continue;
+            match sys::copy_to_temp(&req)? {
+                CopyOutcome::Changed => continue,
+                CopyOutcome::Done { bytes, method } => {
+                    if let Some(j) = item.dst {
+                        self.clear_replaced(j)?;
+                    }
+                    guard.commit(dst)?;
+                    return Ok((bytes, method));
+                }
             }
-            sys::apply_file_meta(&out, &guard.path, &input, src, &before, self.opts.meta)?;
-            if sync {
-                sys::fsync_file(&out, &guard.path)?;
-            }
-            drop(out);
-            if let Some(j) = item.dst {
-                self.clear_replaced(j)?;
-            }
-            guard.commit(dst)?;
-            return Ok((n, method));
         }
         Err(Error::Changed {
             path: src.to_path_buf(),
@@ -553,11 +533,7 @@ impl Executor<'_> {
                 continue;
             }
             if e.kind == Kind::File {
-                let dst = self.dst_path_of(&e.rel);
-                let flushed = std::fs::File::open(&dst)
-                    .map_err(|err| Error::io(Op::Open, &dst, err))
-                    .and_then(|f| sys::fsync_file(&f, &dst));
-                if let Err(err) = flushed {
+                if let Err(err) = sys::fsync_path(&self.dst_path_of(&e.rel)) {
                     self.fail(err);
                     continue;
                 }

@@ -1,8 +1,6 @@
 //! Portable data copy: a positional read/write loop with a buffer sized to the file. Used where the
 //! OS has no kernel copy call, and by the Linux path when the kernel refuses one.
 
-#![cfg_attr(target_os = "linux", allow(dead_code))]
-
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -40,6 +38,7 @@ pub fn copy_range_rw(
 }
 
 /// Copies the whole content; see the Linux version for the fast paths.
+#[cfg_attr(any(target_os = "linux", target_vendor = "apple"), allow(dead_code))]
 pub fn copy_data(
     src: &mut File,
     dst: &mut File,

@@ -5,7 +5,10 @@
 //! so a filesystem without reflink falls through to the kernel copy, and a real I/O error is never
 //! swallowed by a fallback.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
+
+use crate::cancel::CancelToken;
 
 mod fallback;
 
@@ -19,8 +22,43 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::copy_data;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_vendor = "apple")]
+mod macos;
+#[cfg(target_vendor = "apple")]
+pub use macos::copy_data;
+
+#[cfg(all(unix, not(target_os = "linux"), not(target_vendor = "apple")))]
 pub use fallback::copy_data;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::*;
+
+/// One whole-file copy into a new temporary, as the executor asks for it.
+pub struct CopyRequest<'a> {
+    pub src: &'a Path,
+    /// Created by the copy; must not exist.
+    pub tmp: &'a Path,
+    pub meta: MetaOpts,
+    /// Flush the temporary to disk before returning.
+    pub fsync: bool,
+    pub fast: &'a FastPaths,
+    pub cancel: &'a CancelToken,
+    /// Called with each increment of bytes copied.
+    pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+pub enum CopyOutcome {
+    Done { bytes: u64, method: Method },
+    /// The source changed while being read; the temporary holds no trustworthy copy.
+    Changed,
+}
+
+/// True when a rename failed only because source and destination are on different devices.
+pub fn is_cross_device(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::CrossesDevices
+}
 
 /// How a file's bytes were moved, for `--stats`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

@@ -5,12 +5,12 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid, CWD, UTIME_OMIT};
 use xattr::FileExt;
 
+use super::{copy_data, CopyOutcome, CopyRequest, Method};
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
 
@@ -28,7 +28,9 @@ pub fn is_root() -> bool {
 
 /// Opens a source file for reading without following a symlink swapped in since the walk.
 pub fn open_source(path: &Path) -> Result<File> {
+    #[allow(unused_mut)]
     let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    #[cfg(target_os = "linux")]
     if is_root() {
         // Reading for a copy is not a use of the file; keep atime as it was.
         flags |= OFlags::NOATIME;
@@ -63,6 +65,71 @@ fn timestamps(mtime: MTime) -> Timestamps {
     }
 }
 
+/// Copies `req.src` into a new temporary at `req.tmp`, with its metadata, through descriptors:
+/// the source is `fstat`ed before and after the copy, and a source that changed meanwhile gives
+/// [`CopyOutcome::Changed`] so the caller can discard the temporary and try again.
+pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
+    let mut input = open_source(req.src)?;
+    let stat = |f: &File| {
+        f.metadata()
+            .map(|md| Entry::from_metadata(std::path::PathBuf::new(), &md))
+            .at(Op::Stat, req.src)
+    };
+    let before = stat(&input)?;
+    if before.kind != Kind::File {
+        return Ok(CopyOutcome::Changed);
+    }
+    #[cfg(target_vendor = "apple")]
+    if super::macos::try_clone(&input, req.tmp, req.fast).at(Op::Copy, req.tmp)? {
+        let out = rustix::fs::open(
+            req.tmp,
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .at(Op::Open, req.tmp)?;
+        return finish_copy(req, &input, out, &before, before.size, Method::Clone);
+    }
+    let mut out = create_temp(req.tmp)?;
+    let (n, method) = match copy_data(
+        &mut input,
+        &mut out,
+        before.size,
+        before.is_sparse(),
+        req.fast,
+        req.cancel,
+    ) {
+        Ok(r) => r,
+        Err(_) if req.cancel.is_cancelled() => return Err(Error::Cancelled),
+        Err(e) => return Err(Error::io(Op::Copy, req.tmp, e)),
+    };
+    finish_copy(req, &input, out, &before, n, method)
+}
+
+/// Checks that the source did not change during the copy, then restores metadata and flushes.
+fn finish_copy(
+    req: &CopyRequest<'_>,
+    input: &File,
+    out: File,
+    before: &Entry,
+    n: u64,
+    method: Method,
+) -> Result<CopyOutcome> {
+    let after = input
+        .metadata()
+        .map(|md| Entry::from_metadata(std::path::PathBuf::new(), &md))
+        .at(Op::Stat, req.src)?;
+    if n != before.size || after.size != before.size || after.mtime != before.mtime {
+        return Ok(CopyOutcome::Changed);
+    }
+    apply_file_meta(&out, req.tmp, input, req.src, before, req.meta)?;
+    if req.fsync {
+        out.sync_all().at(Op::Sync, req.tmp)?;
+    }
+    (req.progress)(n);
+    Ok(CopyOutcome::Done { bytes: n, method })
+}
+
 /// Restores metadata on a freshly written file through its descriptor.
 pub fn apply_file_meta(
     dst: &File,
@@ -88,7 +155,7 @@ pub fn apply_file_meta(
             }
         }
     }
-    rustix::fs::fchmod(dst, Mode::from_raw_mode(meta.perm)).at(Op::Chmod, dst_path)?;
+    rustix::fs::fchmod(dst, Mode::from_raw_mode(meta.perm as _)).at(Op::Chmod, dst_path)?;
     rustix::fs::futimens(dst, &timestamps(meta.mtime)).at(Op::Utimes, dst_path)?;
     Ok(())
 }
@@ -111,7 +178,7 @@ pub fn apply_path_meta(dst: &Path, src: &Path, meta: &Entry, opts: MetaOpts) -> 
         sync_xattrs(src, dst)?;
     }
     if meta.kind != Kind::Symlink {
-        rustix::fs::chmodat(CWD, dst, Mode::from_raw_mode(meta.perm), AtFlags::empty())
+        rustix::fs::chmodat(CWD, dst, Mode::from_raw_mode(meta.perm as _), AtFlags::empty())
             .at(Op::Chmod, dst)?;
     }
     rustix::fs::utimensat(CWD, dst, &timestamps(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
@@ -193,6 +260,7 @@ fn mknod(at: &Path, ft: rustix::fs::FileType, meta: &Entry) -> Result<()> {
 
 #[cfg(target_vendor = "apple")]
 fn mknod(at: &Path, ft: rustix::fs::FileType, meta: &Entry) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(at.as_os_str().as_bytes())
         .map_err(|e| Error::io(Op::Create, at, io::Error::other(e)))?;
     let mode = (ft.as_raw_mode() | 0o600) as libc::mode_t;
@@ -214,13 +282,9 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).at(Op::Rename, to)
 }
 
-/// Renames without the error wrapping, so the caller can tell `EXDEV`.
+/// Renames without the error wrapping, so the caller can tell a cross-device refusal.
 pub fn try_rename(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::rename(from, to)
-}
-
-pub fn is_cross_device(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EXDEV)
 }
 
 pub fn remove_file(path: &Path) -> Result<()> {
@@ -231,7 +295,7 @@ pub fn remove_file(path: &Path) -> Result<()> {
 pub fn remove_dir(path: &Path) -> Result<bool> {
     match std::fs::remove_dir(path) {
         Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(false),
         Err(e) => Err(Error::io(Op::Delete, path, e)),
     }
 }
@@ -246,8 +310,11 @@ pub fn make_dir(path: &Path) -> Result<()> {
         .at(Op::Mkdir, path)
 }
 
-pub fn fsync_file(f: &File, path: &Path) -> Result<()> {
-    f.sync_all().at(Op::Sync, path)
+/// Flushes an existing file (opened read-only: `fsync` needs no write access).
+pub fn fsync_path(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .at(Op::Sync, path)
 }
 
 pub fn fsync_dir(path: &Path) -> Result<()> {
@@ -258,9 +325,4 @@ pub fn fsync_dir(path: &Path) -> Result<()> {
     )
     .at(Op::Open, path)?;
     rustix::fs::fsync(&d).at(Op::Sync, path)
-}
-
-/// Raw bytes of a path, for hashing link targets and similar.
-pub fn path_bytes(p: &Path) -> &[u8] {
-    p.as_os_str().as_bytes()
 }
