@@ -45,7 +45,8 @@ pub struct Entry {
     pub kind: Kind,
     pub size: u64,
     pub mtime: MTime,
-    /// Permission bits including setuid/setgid/sticky (`mode & 0o7777`).
+    /// Permission bits including setuid/setgid/sticky (`mode & 0o7777`); on Windows the
+    /// read-only, hidden and system attribute bits.
     pub perm: u32,
     pub uid: u32,
     pub gid: u32,
@@ -97,8 +98,9 @@ impl Entry {
         }
     }
 
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     pub fn from_metadata(rel: PathBuf, md: &Metadata) -> Self {
+        use std::os::windows::fs::MetadataExt;
         let ft = md.file_type();
         let kind = if ft.is_symlink() {
             Kind::Symlink
@@ -107,25 +109,18 @@ impl Entry {
         } else {
             Kind::File
         };
-        let mtime = md
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| MTime {
-                sec: d.as_secs() as i64,
-                nsec: d.subsec_nanos(),
-            })
-            .unwrap_or_default();
+        // FILETIME counts 100 ns ticks since 1601; Unix time starts 11,644,473,600 s later.
+        let ticks = md.last_write_time() as i64 - 116_444_736_000_000_000;
+        let mtime = MTime {
+            sec: ticks.div_euclid(10_000_000),
+            nsec: (ticks.rem_euclid(10_000_000) * 100) as u32,
+        };
         Entry {
             rel,
             kind,
-            size: md.len(),
+            size: if kind == Kind::File { md.len() } else { 0 },
             mtime,
-            perm: if md.permissions().readonly() {
-                0o444
-            } else {
-                0o644
-            },
+            perm: md.file_attributes() & crate::sys::KEPT_ATTRIBUTES,
             uid: 0,
             gid: 0,
             dev: 0,

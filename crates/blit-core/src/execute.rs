@@ -345,7 +345,7 @@ impl Executor<'_> {
             Kind::Symlink => {
                 let target = sys::read_link(&src)?;
                 self.place(item, &dst, |tmp| {
-                    sys::make_symlink(&target, tmp)?;
+                    sys::make_symlink(&target, tmp, &src)?;
                     sys::apply_path_meta(tmp, &src, e, self.opts.meta)
                 })
                 .map(|()| (0, "symlink"))
@@ -658,6 +658,7 @@ impl Executor<'_> {
 fn method_name(m: Method) -> &'static str {
     match m {
         Method::Empty => "empty",
+        Method::Native => "native",
         Method::Clone => "clone",
         Method::KernelCopy => "kernel_copy",
         Method::Sparse => "sparse",

@@ -203,6 +203,8 @@ struct Planner<'a> {
     followers: Vec<(usize, Option<usize>)>,
     leader_dst: HashMap<usize, usize>,
     dirty: HashSet<PathBuf>,
+    /// Source entries the destination cannot hold (see [`Planner::find_unplaceable`]).
+    skip: HashSet<usize>,
 }
 
 impl<'a> Planner<'a> {
@@ -237,10 +239,48 @@ impl<'a> Planner<'a> {
             followers: Vec::new(),
             leader_dst: HashMap::new(),
             dirty: HashSet::new(),
+            skip: HashSet::new(),
+        }
+    }
+
+    /// On Windows, names that are reserved there, or that collide with another only by case,
+    /// cannot be created; each gets its own error (with everything beneath it skipped) instead
+    /// of a confusing failure or, worse, one file silently overwriting another.
+    fn find_unplaceable(&mut self) {
+        if !cfg!(windows) {
+            return;
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut bad: Vec<PathBuf> = Vec::new();
+        for (i, e) in self.src.entries.iter().enumerate() {
+            if bad.iter().any(|b| e.rel.starts_with(b)) {
+                self.skip.insert(i);
+                continue;
+            }
+            let why = if let Some(why) = e.rel.file_name().and_then(sys::unsupported_name) {
+                Some(why.to_string())
+            } else {
+                let key = e.rel.to_string_lossy().to_lowercase();
+                seen.insert(key, i).map(|other| {
+                    format!(
+                        "name differs only by case from {}",
+                        crate::names::escape(&self.src.entries[other].rel)
+                    )
+                })
+            };
+            if let Some(why) = why {
+                self.skip.insert(i);
+                bad.push(e.rel.clone());
+                let path = self.src.root.join(&e.rel);
+                self.plan
+                    .refused
+                    .push((i, Error::io(Op::Create, path, std::io::Error::other(why))));
+            }
         }
     }
 
     fn run(mut self) -> Plan {
+        self.find_unplaceable();
         let (s, d) = (&self.src.entries, &self.dst.entries);
         let (mut i, mut j) = (0, 0);
         // Destination entries below this index belong to a folder being replaced wholesale.
@@ -256,6 +296,14 @@ impl<'a> Planner<'a> {
                 (None, Some(_)) => std::cmp::Ordering::Greater,
                 (None, None) => break,
             };
+            if order != std::cmp::Ordering::Greater && self.skip.contains(&i) {
+                // Not placeable here: neither written nor, for its counterpart, deleted.
+                if order == std::cmp::Ordering::Equal {
+                    j += 1;
+                }
+                i += 1;
+                continue;
+            }
             match order {
                 std::cmp::Ordering::Less => {
                     self.only_in_source(i);

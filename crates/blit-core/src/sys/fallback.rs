@@ -38,7 +38,10 @@ pub fn copy_range_rw(
 }
 
 /// Copies the whole content; see the Linux version for the fast paths.
-#[cfg_attr(any(target_os = "linux", target_vendor = "apple"), allow(dead_code))]
+#[cfg_attr(
+    any(target_os = "linux", target_vendor = "apple", windows),
+    allow(dead_code)
+)]
 pub fn copy_data(
     src: &mut File,
     dst: &mut File,

@@ -35,6 +35,14 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
+/// What metadata to restore besides mode (or attributes) and times.
+#[derive(Clone, Copy, Debug)]
+pub struct MetaOpts {
+    /// Owner and group: only root may give files away.
+    pub owner: bool,
+    pub xattrs: bool,
+}
+
 /// One whole-file copy into a new temporary, as the executor asks for it.
 pub struct CopyRequest<'a> {
     pub src: &'a Path,
@@ -50,9 +58,39 @@ pub struct CopyRequest<'a> {
 }
 
 pub enum CopyOutcome {
-    Done { bytes: u64, method: Method },
+    Done {
+        bytes: u64,
+        method: Method,
+    },
     /// The source changed while being read; the temporary holds no trustworthy copy.
     Changed,
+}
+
+/// Names Windows reserves for devices, in any case and with any extension (`nul.txt` too).
+const RESERVED: [&str; 22] = [
+    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+];
+
+/// Why a name cannot be created on this platform, if it cannot.
+pub fn unsupported_name(name: &std::ffi::OsStr) -> Option<&'static str> {
+    if !cfg!(windows) {
+        return None;
+    }
+    let s = name.to_string_lossy();
+    let stem = s.split('.').next().unwrap_or("").trim_end();
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+        return Some("reserved device name on Windows");
+    }
+    if s.ends_with('.') || s.ends_with(' ') {
+        return Some("Windows does not allow names ending in a dot or space");
+    }
+    if s.chars()
+        .any(|c| matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') || (c as u32) < 32)
+    {
+        return Some("character not allowed in Windows names");
+    }
+    None
 }
 
 /// True when a rename failed only because source and destination are on different devices.
@@ -66,6 +104,8 @@ pub fn is_cross_device(e: &std::io::Error) -> bool {
 pub enum Method {
     /// Nothing to copy (empty file).
     Empty,
+    /// The OS's own whole-file copy (`CopyFileExW` on Windows).
+    Native,
     /// Shared extents (reflink / clone): no bytes moved at all.
     Clone,
     /// In-kernel copy (`copy_file_range`): bytes never enter userspace.

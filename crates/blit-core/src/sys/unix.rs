@@ -10,17 +10,9 @@ use std::path::Path;
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid, CWD, UTIME_OMIT};
 use xattr::FileExt;
 
-use super::{copy_data, CopyOutcome, CopyRequest, Method};
+use super::{copy_data, CopyOutcome, CopyRequest, MetaOpts, Method};
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
-
-/// What metadata to restore besides mode and times.
-#[derive(Clone, Copy, Debug)]
-pub struct MetaOpts {
-    /// Owner and group: only root may give files away.
-    pub owner: bool,
-    pub xattrs: bool,
-}
 
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -178,8 +170,13 @@ pub fn apply_path_meta(dst: &Path, src: &Path, meta: &Entry, opts: MetaOpts) -> 
         sync_xattrs(src, dst)?;
     }
     if meta.kind != Kind::Symlink {
-        rustix::fs::chmodat(CWD, dst, Mode::from_raw_mode(meta.perm as _), AtFlags::empty())
-            .at(Op::Chmod, dst)?;
+        rustix::fs::chmodat(
+            CWD,
+            dst,
+            Mode::from_raw_mode(meta.perm as _),
+            AtFlags::empty(),
+        )
+        .at(Op::Chmod, dst)?;
     }
     rustix::fs::utimensat(CWD, dst, &timestamps(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
         .at(Op::Utimes, dst)?;
@@ -231,7 +228,8 @@ pub fn read_link(path: &Path) -> Result<std::path::PathBuf> {
     std::fs::read_link(path).at(Op::Read, path)
 }
 
-pub fn make_symlink(target: &Path, at: &Path) -> Result<()> {
+/// Creates a symlink at `at` like the one at `_src` (whose kind matters only on Windows).
+pub fn make_symlink(target: &Path, at: &Path, _src: &Path) -> Result<()> {
     std::os::unix::fs::symlink(target, at).at(Op::Symlink, at)
 }
 

@@ -1,0 +1,345 @@
+//! Windows primitives. Whole-file copies go through `CopyFileExW`, the call robocopy uses: the
+//! project's origin is a measured 2.16x loss to robocopy by a Blit that copied through a userspace
+//! buffer instead. The fallback, for when the OS call refuses, is a sequential-scan read/write
+//! loop with a large buffer.
+//!
+//! Windows has no mode bits or owners to restore here; an entry's `perm` holds its
+//! read-only/hidden/system attributes, and times are kept at the 100 ns NTFS resolution.
+
+use std::ffi::c_void;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::windows::ffi::OsStrExt;
+use std::os::windows::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use windows_sys::Win32::Foundation::{ERROR_REQUEST_ABORTED, HANDLE};
+use windows_sys::Win32::Storage::FileSystem::{
+    CopyFileExW, GetFileAttributesW, SetFileAttributesW, COPY_FILE_FAIL_IF_EXISTS,
+    FILE_ATTRIBUTE_ARCHIVE, FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_READONLY,
+    FILE_ATTRIBUTE_SYSTEM, FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT,
+    FILE_FLAG_SEQUENTIAL_SCAN, FILE_WRITE_ATTRIBUTES, INVALID_FILE_ATTRIBUTES, PROGRESS_CANCEL,
+    PROGRESS_CONTINUE,
+};
+
+use super::fallback::copy_range_rw;
+use super::{CopyOutcome, CopyRequest, MetaOpts, Method};
+use crate::entry::{Entry, Kind, MTime};
+use crate::error::{Error, IoContext, Op, Result};
+
+/// The attribute bits Blit restores.
+pub const KEPT_ATTRIBUTES: u32 =
+    FILE_ATTRIBUTE_READONLY | FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM;
+
+pub fn is_root() -> bool {
+    false
+}
+
+/// A NUL-terminated wide path for the Win32 `W` calls, in `\\?\` form when absolute, so paths
+/// beyond 260 characters work (std does the same for its own calls).
+fn wide(path: &Path) -> Vec<u16> {
+    let mut out: Vec<u16> = Vec::new();
+    let s = path.as_os_str();
+    let raw: Vec<u16> = s.encode_wide().collect();
+    let is_drive_abs = raw.len() >= 3 && raw[1] == b':' as u16 && (raw[2] == b'\\' as u16);
+    let verbatim = raw.starts_with(&[b'\\' as u16, b'\\' as u16, b'?' as u16, b'\\' as u16]);
+    if is_drive_abs && !verbatim {
+        out.extend(r"\\?\".encode_utf16());
+    }
+    out.extend(
+        raw.iter()
+            .map(|&c| if c == b'/' as u16 { b'\\' as u16 } else { c }),
+    );
+    out.push(0);
+    out
+}
+
+pub fn open_source(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(FILE_FLAG_SEQUENTIAL_SCAN | FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)
+        .at(Op::Open, path)
+}
+
+fn create_temp(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .at(Op::Create, path)
+}
+
+struct Progress<'a> {
+    req: &'a CopyRequest<'a>,
+    last: u64,
+}
+
+/// Called by `CopyFileExW` between chunks: feeds Blit's progress, and cancels on Ctrl-C.
+unsafe extern "system" fn on_progress(
+    _total: i64,
+    transferred: i64,
+    _stream_size: i64,
+    _stream_transferred: i64,
+    _stream: u32,
+    _reason: u32,
+    _src: HANDLE,
+    _dst: HANDLE,
+    data: *const c_void,
+) -> u32 {
+    // SAFETY: `data` is the `Progress` passed to `CopyFileExW` below, alive for the whole call.
+    let p = unsafe { &mut *(data as *mut Progress<'_>) };
+    let now = transferred.max(0) as u64;
+    if now > p.last {
+        (p.req.progress)(now - p.last);
+        p.last = now;
+    }
+    if p.req.cancel.is_cancelled() {
+        PROGRESS_CANCEL
+    } else {
+        PROGRESS_CONTINUE
+    }
+}
+
+fn stat(path: &Path) -> Result<Entry> {
+    std::fs::symlink_metadata(path)
+        .map(|md| Entry::from_metadata(PathBuf::new(), &md))
+        .at(Op::Stat, path)
+}
+
+pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
+    let before = stat(req.src)?;
+    if before.kind != Kind::File {
+        return Ok(CopyOutcome::Changed);
+    }
+    let mut progress = Progress { req, last: 0 };
+    let (src_w, tmp_w) = (wide(req.src), wide(req.tmp));
+    // SAFETY: both strings are NUL-terminated and outlive the call; `progress` outlives it too.
+    let ok = unsafe {
+        CopyFileExW(
+            src_w.as_ptr(),
+            tmp_w.as_ptr(),
+            Some(on_progress),
+            &mut progress as *mut Progress<'_> as *const c_void,
+            std::ptr::null_mut(),
+            COPY_FILE_FAIL_IF_EXISTS,
+        )
+    };
+    let (bytes, method) = if ok != 0 {
+        (before.size, Method::Native)
+    } else {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(ERROR_REQUEST_ABORTED as i32) || req.cancel.is_cancelled() {
+            let _ = std::fs::remove_file(req.tmp);
+            return Err(Error::Cancelled);
+        }
+        // The OS call refused (a filesystem or filter that cannot do it): copy by hand.
+        let _ = std::fs::remove_file(req.tmp);
+        let mut input = open_source(req.src)?;
+        let mut out = create_temp(req.tmp)?;
+        let n = copy_range_rw(&mut input, &mut out, 0, before.size, req.cancel).map_err(|e| {
+            if req.cancel.is_cancelled() {
+                Error::Cancelled
+            } else {
+                Error::io(Op::Copy, req.tmp, e)
+            }
+        })?;
+        (req.progress)(n);
+        (n, Method::ReadWrite)
+    };
+    let after = stat(req.src)?;
+    if bytes != before.size || after.size != before.size || after.mtime != before.mtime {
+        return Ok(CopyOutcome::Changed);
+    }
+    set_attributes(req.tmp, FILE_ATTRIBUTE_NORMAL)?;
+    set_mtime(req.tmp, before.mtime, false)?;
+    if req.fsync {
+        OpenOptions::new()
+            .write(true)
+            .open(req.tmp)
+            .and_then(|f| f.sync_all())
+            .at(Op::Sync, req.tmp)?;
+    }
+    set_attributes(req.tmp, before.perm | FILE_ATTRIBUTE_ARCHIVE)?;
+    Ok(CopyOutcome::Done { bytes, method })
+}
+
+fn system_time(m: MTime) -> SystemTime {
+    if m.sec >= 0 {
+        UNIX_EPOCH + Duration::new(m.sec as u64, m.nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(m.sec.unsigned_abs()) + Duration::from_nanos(m.nsec as u64)
+    }
+}
+
+fn set_mtime(path: &Path, m: MTime, no_follow: bool) -> Result<()> {
+    let mut flags = FILE_FLAG_BACKUP_SEMANTICS;
+    if no_follow {
+        flags |= FILE_FLAG_OPEN_REPARSE_POINT;
+    }
+    let f = OpenOptions::new()
+        .access_mode(FILE_WRITE_ATTRIBUTES)
+        .custom_flags(flags)
+        .open(path)
+        .at(Op::Utimes, path)?;
+    f.set_times(std::fs::FileTimes::new().set_modified(system_time(m)))
+        .at(Op::Utimes, path)
+}
+
+fn get_attributes(path: &Path) -> Result<u32> {
+    let w = wide(path);
+    // SAFETY: NUL-terminated wide string alive for the call.
+    let a = unsafe { GetFileAttributesW(w.as_ptr()) };
+    if a == INVALID_FILE_ATTRIBUTES {
+        return Err(Error::io(Op::Stat, path, io::Error::last_os_error()));
+    }
+    Ok(a)
+}
+
+/// Replaces the kept attribute bits, leaving the others (directory, reparse point...) alone.
+fn set_attributes(path: &Path, kept: u32) -> Result<()> {
+    let current = get_attributes(path)?;
+    let mut want = (current & !KEPT_ATTRIBUTES) | (kept & KEPT_ATTRIBUTES);
+    if kept & FILE_ATTRIBUTE_ARCHIVE != 0 {
+        want |= FILE_ATTRIBUTE_ARCHIVE;
+    }
+    if want == 0 {
+        want = FILE_ATTRIBUTE_NORMAL;
+    }
+    if want == current {
+        return Ok(());
+    }
+    let w = wide(path);
+    // SAFETY: NUL-terminated wide string alive for the call.
+    if unsafe { SetFileAttributesW(w.as_ptr(), want) } == 0 {
+        return Err(Error::io(Op::Chmod, path, io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Sets times and attributes of an existing entry, never through a symlink.
+pub fn apply_path_meta(dst: &Path, _src: &Path, meta: &Entry, _opts: MetaOpts) -> Result<()> {
+    let is_link = meta.kind == Kind::Symlink;
+    if !is_link {
+        // Read-only entries refuse attribute writes' companion, the time change: lift it first.
+        set_attributes(dst, 0)?;
+    }
+    set_mtime(dst, meta.mtime, true)?;
+    if !is_link {
+        set_attributes(dst, meta.perm)?;
+    }
+    Ok(())
+}
+
+/// Windows has no extended attributes in the POSIX sense (alternate streams are not copied).
+pub fn xattrs_equal(_a: &Path, _b: &Path) -> Result<bool> {
+    Ok(true)
+}
+
+pub fn read_link(path: &Path) -> Result<PathBuf> {
+    std::fs::read_link(path).at(Op::Read, path)
+}
+
+/// Windows symlinks are either file or folder links; make the same kind as the source's.
+pub fn make_symlink(target: &Path, at: &Path, src: &Path) -> Result<()> {
+    let is_dir = std::fs::symlink_metadata(src)
+        .map(|m| m.file_type().is_symlink_dir())
+        .unwrap_or(false);
+    let r = if is_dir {
+        std::os::windows::fs::symlink_dir(target, at)
+    } else {
+        std::os::windows::fs::symlink_file(target, at)
+    };
+    r.map_err(|e| {
+        if e.raw_os_error() == Some(1314) {
+            io::Error::new(
+                e.kind(),
+                "creating symlinks needs Developer Mode or the SeCreateSymbolicLink privilege",
+            )
+        } else {
+            e
+        }
+    })
+    .at(Op::Symlink, at)
+}
+
+pub fn make_special(at: &Path, _meta: &Entry) -> Result<()> {
+    Err(Error::io(
+        Op::Create,
+        at,
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "fifos and devices do not exist on Windows",
+        ),
+    ))
+}
+
+pub fn hard_link(existing: &Path, new: &Path) -> Result<()> {
+    std::fs::hard_link(existing, new).at(Op::Link, new)
+}
+
+/// A read-only file can be neither replaced nor deleted on Windows: lift the flag and retry.
+fn retry_read_only<T>(path: &Path, f: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    match f() {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            if let Ok(a) = get_attributes(path) {
+                if a & FILE_ATTRIBUTE_READONLY != 0
+                    && set_attributes(path, a & !FILE_ATTRIBUTE_READONLY).is_ok()
+                {
+                    return f();
+                }
+            }
+            Err(e)
+        }
+        r => r,
+    }
+}
+
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    try_rename(from, to).at(Op::Rename, to)
+}
+
+pub fn try_rename(from: &Path, to: &Path) -> io::Result<()> {
+    retry_read_only(to, || std::fs::rename(from, to))
+}
+
+pub fn remove_file(path: &Path) -> Result<()> {
+    let dir_link = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_symlink_dir())
+        .unwrap_or(false);
+    retry_read_only(path, || {
+        if dir_link {
+            std::fs::remove_dir(path)
+        } else {
+            std::fs::remove_file(path)
+        }
+    })
+    .at(Op::Delete, path)
+}
+
+pub fn remove_dir(path: &Path) -> Result<bool> {
+    match retry_read_only(path, || std::fs::remove_dir(path)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(false),
+        Err(e) => Err(Error::io(Op::Delete, path, e)),
+    }
+}
+
+pub fn make_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir(path).at(Op::Mkdir, path)
+}
+
+pub fn fsync_path(path: &Path) -> Result<()> {
+    match OpenOptions::new().write(true).open(path) {
+        Ok(f) => f.sync_all().at(Op::Sync, path),
+        // A read-only file cannot be opened for the flush; its data was flushed when written.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        Err(e) => Err(Error::io(Op::Sync, path, e)),
+    }
+}
+
+/// NTFS journals folder changes itself, and a folder cannot be opened for flushing.
+pub fn fsync_dir(_path: &Path) -> Result<()> {
+    Ok(())
+}
