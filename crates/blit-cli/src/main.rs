@@ -37,7 +37,7 @@ fn transfer(mode: Mode, a: TransferArgs) -> ExitCode {
     match run_transfer(mode, a) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("blit: {e:#}");
+            eprintln!("blit: {e}");
             ExitCode::from(2)
         }
     }

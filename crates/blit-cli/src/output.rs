@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
 use blit_core::entry::Kind;
-use blit_core::names::escape;
+use blit_core::names::escape_rel;
 use blit_core::report::{Event, Observer, Summary};
 use blit_core::Error;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -138,7 +138,7 @@ impl Observer for Printer {
         let path = if e.rel.as_os_str().is_empty() {
             ".".to_string()
         } else {
-            escape(e.rel)
+            escape_rel(e.rel)
         };
         let text = format!("{} {}{} [{}]", e.action.symbol(), path, slash, e.reason);
         // With --json, stdout carries only the JSON object.

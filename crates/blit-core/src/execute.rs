@@ -451,7 +451,7 @@ impl Executor<'_> {
                 continue;
             }
             let leader_rel = &self.s(link.leader).rel;
-            let reason = format!("to {}", crate::names::escape(leader_rel));
+            let reason = format!("to {}", crate::names::escape_rel(leader_rel));
             if self.opts.dry_run {
                 self.emit(Action::Link, Kind::File, &e.rel, &reason, 0);
                 continue;

@@ -11,8 +11,10 @@
 //! [`Job`] wires the stages together:
 //!
 //! ```no_run
-//! use blit_core::{Job, Mode, Options, NullObserver};
-//! let job = Job::new(Mode::Mirror, "/data/src".into(), "/backup/dst".into(), Options::default());
+//! use blit_core::{Endpoint, Job, Mode, NullObserver, Options};
+//! let src = Endpoint::parse("/data/src");
+//! let dst = Endpoint::parse("/backup/dst");
+//! let job = Job::new(Mode::Mirror, src, dst, Options::default());
 //! let summary = job.run(&NullObserver).expect("mirror refused");
 //! assert!(summary.failures.is_empty());
 //! ```

@@ -11,12 +11,22 @@ pub fn escape(path: &Path) -> String {
     escape_bytes(path_bytes(path).as_ref())
 }
 
+/// Like [`escape`] for a path relative to a tree root, with `/` between components on every
+/// platform, so output about the same tree reads the same on Windows and Unix.
+pub fn escape_rel(rel: &Path) -> String {
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| escape(Path::new(c.as_os_str())))
+        .collect();
+    parts.join("/")
+}
+
 pub fn escape_bytes(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
-                '\\' => out.push_str("\\\\"),
+                '\\' if cfg!(unix) => out.push_str("\\\\"),
                 '\n' => out.push_str("\\n"),
                 '\t' => out.push_str("\\t"),
                 '\r' => out.push_str("\\r"),
@@ -57,5 +67,11 @@ mod tests {
         assert_eq!(escape_bytes(b"caf\xe9"), "caf\\xe9");
         assert_eq!(escape_bytes("héllo".as_bytes()), "héllo");
         assert_eq!(escape_bytes(b"\x01"), "\\x01");
+    }
+
+    #[test]
+    fn relative_paths_use_forward_slashes() {
+        let rel: std::path::PathBuf = ["a", "b c", "d"].iter().collect();
+        assert_eq!(escape_rel(&rel), "a/b c/d");
     }
 }
