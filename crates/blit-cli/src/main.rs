@@ -33,6 +33,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The main page, then the synopsis and options of each transfer verb, so that every option is
+/// documented in one page.
+fn render_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = Cli::command();
+    clap_mangen::Man::new(cmd.clone()).render(out)?;
+    for name in ["copy", "mirror", "move"] {
+        if let Some(sub) = cmd.find_subcommand(name) {
+            let sub = sub.clone().name(format!("blit {name}"));
+            let man = clap_mangen::Man::new(sub);
+            man.render_synopsis_section(out)?;
+            man.render_options_section(out)?;
+        }
+    }
+    Ok(())
+}
+
 fn transfer(mode: Mode, a: TransferArgs) -> ExitCode {
     match run_transfer(mode, a) {
         Ok(code) => ExitCode::from(code),

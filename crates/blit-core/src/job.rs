@@ -143,6 +143,12 @@ impl Job {
             (plan.writes.len() + plan.mkdirs.len() + plan.links.len()) as u64,
         );
 
+        if !src_md.is_dir() && !self.opts.dry_run {
+            // A file goes into a folder that may not exist yet (`blit copy f new/dir/`).
+            if let Some(parent) = dst_root.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(Op::Mkdir, parent, e))?;
+            }
+        }
         let outcome = execute::execute(
             &src_tree,
             &dst_tree,

@@ -1,0 +1,309 @@
+//! What a copy preserves: every entry type and every metadata field the contract lists, checked
+//! field by field through `assert_trees_equal`.
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use common::*;
+
+fn mirror(sb: &Sandbox) {
+    expect_code(
+        &run(["mirror".as_ref(), sb.src().root(), sb.dst().root()]),
+        0,
+    );
+}
+
+#[test]
+fn rich_tree_is_replicated_exactly() {
+    let sb = Sandbox::new();
+    populate_rich(&sb.src());
+    expect_code(&run(["copy".as_ref(), sb.src().root(), sb.dst().root()]), 0);
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+}
+
+#[test]
+fn file_contents_are_byte_exact_at_awkward_sizes() {
+    let sb = Sandbox::new();
+    let t = sb.src();
+    for (i, len) in [0usize, 1, 511, 4095, 4096, 4097, (1 << 20) + 3, 17 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        t.file(format!("f{len}"), noise(len, i as u64 + 1));
+    }
+    // Zero-filled data must still be data when it was written, not turned into a wrong size.
+    t.file("zeros", vec![0u8; 300_000]);
+    mirror(&sb);
+    assert_trees_equal(t.root(), sb.dst().root());
+}
+
+#[test]
+fn symlinks_are_copied_as_links_and_never_followed() {
+    let sb = Sandbox::new();
+    let outside = sb.tree("outside");
+    outside.file("secret.txt", b"outside data");
+    sb.src()
+        .file("real/file", b"f")
+        .symlink("to-dir", "real")
+        .symlink("to-outside-dir", outside.root())
+        .symlink("to-outside-file", outside.p("secret.txt"))
+        .symlink("dangling", "no/such/thing")
+        .symlink("loop-a", "loop-b")
+        .symlink("loop-b", "loop-a")
+        .symlink("dots", "../../..")
+        .chown("to-dir", 1001, 1002)
+        .set_mtime("to-dir", 1_234_567_890, 987_654_321)
+        .set_mtime("dangling", 1, 2);
+    mirror(&sb);
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+    for l in [
+        "to-dir",
+        "to-outside-dir",
+        "to-outside-file",
+        "dangling",
+        "dots",
+    ] {
+        assert!(
+            sb.dst().meta(l).file_type().is_symlink(),
+            "{l} is not a symlink"
+        );
+    }
+}
+
+#[test]
+fn hard_link_groups_inside_the_source_are_kept() {
+    let sb = Sandbox::new();
+    let outside = sb.tree("outside");
+    outside.file("shared", b"linked from outside the source");
+    sb.src()
+        .file("g1/a", b"group one")
+        .hardlink("g1/b", "g1/a")
+        .hardlink("other/c", "g1/a")
+        .file("g2/x", b"group two")
+        .hardlink("g2/y", "g2/x")
+        .file("single", b"not linked");
+    std::fs::hard_link(outside.p("shared"), sb.src().p("half-outside")).unwrap();
+    let a = run([
+        "copy".as_ref(),
+        "-v".as_ref(),
+        sb.src().root(),
+        sb.dst().root(),
+    ]);
+    expect_code(&a, 0);
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+    // A link whose other name is outside the tree is an ordinary file in the copy.
+    assert_eq!(sb.dst().meta("half-outside").nlink(), 1);
+    assert_eq!(sb.dst().meta("g1/a").nlink(), 3);
+
+    let v = verbose_entries(&stdout_of(&a));
+    let count =
+        |sym: &str, names: &[&str]| names.iter().filter(|n| v.contains(&entry(sym, n))).count();
+    assert_eq!(count("+", &["g1/a", "g1/b", "other/c"]), 1, "{v:?}");
+    assert_eq!(count("=", &["g1/a", "g1/b", "other/c"]), 2, "{v:?}");
+    assert_eq!(count("+", &["g2/x", "g2/y"]), 1, "{v:?}");
+    assert_eq!(count("=", &["g2/x", "g2/y"]), 1, "{v:?}");
+}
+
+#[test]
+fn mirror_joins_and_splits_hard_links_to_match_the_source() {
+    let sb = Sandbox::new();
+    sb.src()
+        .file("join-a", b"same")
+        .hardlink("join-b", "join-a")
+        .file("split-a", b"twin")
+        .file("split-b", b"twin")
+        .set_mtime("join-a", 1_650_000_000, 0)
+        .set_mtime("split-a", 1_650_000_000, 0)
+        .set_mtime("split-b", 1_650_000_000, 0);
+    sb.dst()
+        .file("join-a", b"same")
+        .file("join-b", b"same")
+        .file("split-a", b"twin")
+        .hardlink("split-b", "split-a")
+        .set_mtime("join-a", 1_650_000_000, 0)
+        .set_mtime("join-b", 1_650_000_000, 0)
+        .set_mtime("split-a", 1_650_000_000, 0);
+    mirror(&sb);
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+}
+
+#[test]
+fn sparse_files_keep_their_holes() {
+    let sb = Sandbox::new();
+    sb.src()
+        .sparse("all-hole", 256 << 20, &[])
+        .sparse(
+            "islands",
+            64 << 20,
+            &[
+                (0, &noise(4096, 1)),
+                (32 << 20, &noise(1 << 20, 2)),
+                ((64 << 20) - 10, b"tail-bytes"),
+            ],
+        )
+        .sparse("hole-at-end", 16 << 20, &[(0, b"only the start")]);
+    mirror(&sb);
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+    assert!(sb.dst().meta("all-hole").blocks() <= 16);
+}
+
+#[test]
+fn fifos_are_recreated_without_being_opened() {
+    let sb = Sandbox::new();
+    sb.src()
+        .fifo("pipe")
+        .fifo("sub/pipe2")
+        .file("after", b"still copied");
+    sb.src().chmod("pipe", 0o600);
+    mirror(&sb);
+    assert!(sb.dst().meta("pipe").file_type().is_fifo());
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+}
+
+#[test]
+fn special_permission_bits_survive() {
+    let sb = Sandbox::new();
+    let t = sb.src();
+    t.file("suid", b"x")
+        .chown("suid", 1000, 1000)
+        .chmod("suid", 0o4755)
+        .file("sgid", b"x")
+        .chown("sgid", 1000, 2000)
+        .chmod("sgid", 0o2711)
+        .file("both", b"x")
+        .chmod("both", 0o6750)
+        .file("none", b"unreadable to others, readable to root")
+        .chmod("none", 0o000)
+        .file("ro-dir/inside", b"written before the folder went read-only")
+        .chmod("ro-dir", 0o500)
+        .file("sticky/x", b"x")
+        .chmod("sticky", 0o1733)
+        .file("sgid-dir/x", b"x")
+        // Created inside a setgid folder, a copy would inherit its group and setgid bit unless
+        // blit sets both explicitly.
+        .dir("sgid-dir/plain-sub")
+        .file("locked-dir/in", b"x")
+        .chmod("locked-dir", 0o000)
+        .chown("sgid-dir", 0, 3000)
+        .chmod("sgid-dir", 0o2775);
+    mirror(&sb);
+    assert_trees_equal(t.root(), sb.dst().root());
+}
+
+#[test]
+fn owners_and_groups_are_kept_as_root() {
+    let sb = Sandbox::new();
+    sb.src()
+        .file("f", b"f")
+        .chown("f", 1234, 5678)
+        .file("d/g", b"g")
+        .chown("d", 4321, 8765)
+        .chown("d/g", 0, 99)
+        .symlink("l", "f")
+        .chown("l", 1111, 2222)
+        .fifo("p")
+        .chown("p", 3333, 4444)
+        .chown("", 5555, 6666);
+    mirror(&sb);
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+}
+
+#[test]
+fn nanosecond_mtimes_of_files_folders_and_links_are_kept() {
+    let sb = Sandbox::new();
+    let t = sb.src();
+    t.file("d1/d2/f", b"deep")
+        .file("d1/g", b"g")
+        .symlink("d1/l", "g")
+        .file("future", b"2100")
+        .set_mtime("future", 4_102_444_800, 999_999_999)
+        .set_mtime("d1/l", 1_000_000_000, 1)
+        .set_mtime("d1/d2/f", 1_111_111_111, 111_111_111)
+        .set_mtime("d1/g", 1_222_222_222, 222_222_222)
+        // Folders last: their times must survive blit writing their contents afterwards.
+        .set_mtime("d1/d2", 1_333_333_333, 333_333_333)
+        .set_mtime("d1", 1_444_444_444, 444_444_444)
+        .set_mtime("", 1_555_555_555, 555_555_555);
+    expect_code(&run(["copy".as_ref(), t.root(), sb.dst().root()]), 0);
+    assert_trees_equal(t.root(), sb.dst().root());
+    assert_eq!(sb.dst().mtime("d1/d2"), (1_333_333_333, 333_333_333));
+}
+
+#[test]
+fn existing_destination_root_takes_the_source_root_mode_and_mtime() {
+    let sb = Sandbox::new();
+    sb.src()
+        .file("f", b"x")
+        .chmod("", 0o750)
+        .set_mtime("", 1_300_000_000, 123);
+    sb.dst().mkroot().chmod("", 0o755);
+    expect_code(
+        &run(["mirror".as_ref(), sb.src().root(), sb.dst().root()]),
+        0,
+    );
+    assert_eq!(sb.dst().mode(""), 0o750);
+    assert_eq!(sb.dst().mtime(""), (1_300_000_000, 123));
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+}
+
+#[test]
+fn user_xattrs_are_copied_with_exact_values() {
+    let sb = Sandbox::new();
+    sb.src()
+        .file("f", b"x")
+        .set_xattr("f", "user.text", b"hello")
+        .set_xattr("f", "user.binary", &[0, 1, 2, 255, 0])
+        .set_xattr("f", "user.empty", b"")
+        .set_xattr("f", "user.large", &noise(3000, 9))
+        .dir("d")
+        .set_xattr("d", "user.on-dir", b"dir value")
+        .set_xattr("", "user.on-root", b"root value");
+    mirror(&sb);
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+}
+
+#[test]
+fn mirror_updates_and_removes_xattrs_in_place() {
+    let sb = Sandbox::new();
+    sb.src()
+        .file("f", b"x")
+        .set_xattr("f", "user.keep", b"1")
+        .set_xattr("f", "user.change", b"old");
+    mirror(&sb);
+    let ino = sb.dst().ino("f");
+    sb.src().set_xattr("f", "user.change", b"new value");
+    sb.dst().set_xattr("f", "user.stray", b"not in source");
+    mirror(&sb);
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+    assert_eq!(sb.dst().ino("f"), ino, "xattr-only change rewrote the file");
+}
+
+#[test]
+fn raw_byte_names_are_copied_unchanged() {
+    let sb = Sandbox::new();
+    sb.src()
+        .file(bpath(b"caf\xe9"), b"latin-1")
+        .file(bpath(b"dir\xff\xfe/inner\x01name"), b"control byte")
+        .file("line\nbreak", b"newline")
+        .file("tab\tname", b"tab")
+        .file("back\\slash", b"backslash")
+        .file(" leading and trailing space ", b"spaces")
+        .file("-starts-with-dash", b"dash")
+        .symlink(bpath(b"link\xe9"), bpath(b"caf\xe9"));
+    mirror(&sb);
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+}
+
+#[test]
+fn many_small_files_in_many_folders() {
+    let sb = Sandbox::new();
+    let t = sb.src();
+    for d in 0..20 {
+        for f in 0..50 {
+            t.file(format!("d{d:02}/f{f:02}"), format!("{d}-{f}").repeat(f + 1));
+        }
+    }
+    mirror(&sb);
+    assert_trees_equal(t.root(), sb.dst().root());
+}
