@@ -21,15 +21,13 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "blit", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Man => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("blit: man: {e}");
-                    ExitCode::from(2)
-                }
+        Command::Man => match render_man(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("blit: man: {e}");
+                ExitCode::from(2)
             }
-        }
+        },
     }
 }
 
@@ -38,9 +36,13 @@ fn main() -> ExitCode {
 fn render_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let cmd = Cli::command();
     clap_mangen::Man::new(cmd.clone()).render(out)?;
-    for name in ["copy", "mirror", "move"] {
+    for (name, title) in [
+        ("copy", "blit copy"),
+        ("mirror", "blit mirror"),
+        ("move", "blit move"),
+    ] {
         if let Some(sub) = cmd.find_subcommand(name) {
-            let sub = sub.clone().name(format!("blit {name}"));
+            let sub = sub.clone().name(title);
             let man = clap_mangen::Man::new(sub);
             man.render_synopsis_section(out)?;
             man.render_options_section(out)?;
