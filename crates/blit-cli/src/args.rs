@@ -83,6 +83,10 @@ pub struct TransferArgs {
     /// Flush each file to disk before it is renamed into place
     #[arg(long)]
     pub fsync: bool,
+    /// Re-read each written file and compare its BLAKE3 with the source's before it is put in
+    /// place
+    #[arg(long)]
+    pub verify: bool,
     /// Allow a mirror from an empty SRC to empty a non-empty DST
     #[arg(long)]
     pub force: bool,

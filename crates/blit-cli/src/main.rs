@@ -77,6 +77,7 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         max_delete: a.max_delete,
         workers: a.workers,
         fsync: a.fsync,
+        verify: a.verify,
         force: a.force,
         cancel,
     };

@@ -38,6 +38,7 @@ pub struct ExecOptions {
     pub mode: ExecMode,
     pub dry_run: bool,
     pub fsync: bool,
+    pub verify: bool,
     pub workers: usize,
     pub meta: MetaOpts,
     pub max_delete: Option<u64>,
@@ -428,6 +429,9 @@ impl Executor<'_> {
             match sys::copy_to_temp(&req)? {
                 CopyOutcome::Changed => continue,
                 CopyOutcome::Done { bytes, method } => {
+                    if self.opts.verify {
+                        verify_copy(src, &guard.path)?;
+                    }
                     if let Some(j) = item.dst {
                         self.clear_replaced(j)?;
                     }
@@ -652,6 +656,21 @@ impl Executor<'_> {
                 self.fail(err);
             }
         }
+    }
+}
+
+/// Reads back the written temporary and the source, and refuses the copy if their BLAKE3 differ.
+fn verify_copy(src: &Path, tmp: &Path) -> Result<()> {
+    let want = crate::plan::hash_file(src)?;
+    let got = crate::plan::hash_file(tmp)?;
+    if want == got {
+        Ok(())
+    } else {
+        Err(Error::io(
+            Op::Checksum,
+            tmp,
+            std::io::Error::other("written copy differs from the source (BLAKE3 mismatch)"),
+        ))
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Options {
     /// Worker threads; `None` lets Blit choose.
     pub workers: Option<usize>,
     pub fsync: bool,
+    /// Re-read each written file and compare its BLAKE3 with the source's before it is renamed
+    /// into place.
+    pub verify: bool,
     /// Allow a mirror from an empty source to empty a non-empty destination.
     pub force: bool,
     pub cancel: CancelToken,
@@ -161,6 +164,7 @@ impl Job {
                 },
                 dry_run: self.opts.dry_run,
                 fsync: self.opts.fsync,
+                verify: self.opts.verify,
                 workers,
                 meta: MetaOpts {
                     owner,
