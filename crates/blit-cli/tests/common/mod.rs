@@ -371,9 +371,13 @@ pub fn temps_under(root: &Path) -> Vec<PathBuf> {
 // Running blit
 // ---------------------------------------------------------------------------------------------
 
-/// A command for the blit binary under test.
+/// A command for the blit binary under test: `BLIT_BIN` when set (e.g. `scripts/wine/blit`, which
+/// runs the Windows build under Wine), else the binary cargo built.
 pub fn blit() -> std::process::Command {
-    let mut cmd = std::process::Command::cargo_bin("blit").expect("blit binary");
+    let mut cmd = match std::env::var_os("BLIT_BIN") {
+        Some(bin) => std::process::Command::new(bin),
+        None => std::process::Command::cargo_bin("blit").expect("blit binary"),
+    };
     cmd.stdin(Stdio::null());
     cmd
 }

@@ -1,0 +1,290 @@
+//! Behaviour every platform must share: copy, mirror, move, deletions, filters, times and the
+//! refusals. These tests judge only what Windows can hold too (types, bytes, modification times at
+//! NTFS's 100 ns resolution), so CI also runs them against the Windows build under Wine
+//! (`BLIT_BIN=scripts/wine/blit`), where the copies go through `CopyFileExW`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{expect_code, json_of, run, Sandbox, Tree};
+
+/// What a Windows filesystem keeps of an entry: kind, content, and mtime in 100 ns ticks.
+#[derive(Debug, PartialEq, Eq)]
+enum Shape {
+    Dir { mtime: (i64, i64) },
+    File { bytes: Vec<u8>, mtime: (i64, i64) },
+}
+
+fn ticks(md: &fs::Metadata) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (md.mtime(), md.mtime_nsec() / 100)
+}
+
+fn shapes(root: &Path) -> BTreeMap<PathBuf, Shape> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Shape>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if md.is_dir() {
+                out.insert(rel, Shape::Dir { mtime: ticks(&md) });
+                walk(root, &p, out);
+            } else {
+                assert!(md.is_file(), "unexpected entry type at {}", p.display());
+                let bytes = fs::read(&p).unwrap();
+                out.insert(
+                    rel,
+                    Shape::File {
+                        bytes,
+                        mtime: ticks(&md),
+                    },
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Both trees hold the same entries with the same bytes and times (100 ns), the roots' times too.
+fn assert_same(src: &Path, dst: &Path) {
+    let (a, b) = (shapes(src), shapes(dst));
+    let names = |m: &BTreeMap<PathBuf, Shape>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "entry lists differ");
+    for (rel, shape) in &a {
+        assert_eq!(Some(shape), b.get(rel), "{} differs", rel.display());
+    }
+    let root = |p: &Path| ticks(&fs::metadata(p).unwrap());
+    assert_eq!(root(src), root(dst), "root folder times differ");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// A small tree with nested folders and set times (on 100 ns boundaries, as NTFS stores them).
+fn sample(t: &Tree) {
+    t.file("top.txt", b"top level")
+        .file("a/one.bin", common::noise(70_000, 1))
+        .file("a/b/two.txt", b"two")
+        .file("a/b/c/three.txt", b"three")
+        .file("empty.dat", b"")
+        .dir("hollow")
+        .set_mtime("top.txt", 1_500_000_000, 123_456_700)
+        .set_mtime("a/one.bin", 1_600_000_000, 0)
+        .set_mtime("a/b/two.txt", 1_600_000_002, 200)
+        .set_mtime("a/b/c/three.txt", 1_600_000_003, 300)
+        .set_mtime("empty.dat", 1_600_000_004, 400)
+        .set_mtime("a/b/c", 1_400_000_000, 500)
+        .set_mtime("hollow", 1_300_000_000, 900);
+}
+
+#[test]
+fn copy_makes_the_tree_with_bytes_and_times() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    sample(&src);
+    let dst = sb.join("out");
+    expect_code(&run(["copy", s(src.root()), s(&dst)]), 0);
+    assert_same(src.root(), &dst);
+}
+
+#[test]
+fn copy_keeps_extra_destination_entries() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    sample(&src);
+    let dst = sb.dst();
+    dst.file("mine.txt", b"keep me")
+        .file("a/also-mine", b"me too");
+    expect_code(&run(["copy", s(src.root()), s(dst.root())]), 0);
+    assert_eq!(dst.read("mine.txt"), b"keep me");
+    assert_eq!(dst.read("a/also-mine"), b"me too");
+    assert_eq!(dst.read("a/b/c/three.txt"), b"three");
+}
+
+#[test]
+fn mirror_updates_changes_and_deletes_extras() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    sample(&src);
+    let dst = sb.join("out");
+    expect_code(&run(["mirror", s(src.root()), s(&dst)]), 0);
+    src.file("top.txt", b"grown top level content")
+        .set_mtime("top.txt", 1_500_000_001, 0)
+        .file("a/b/two.txt", b"TWO")
+        .set_mtime("a/b/two.txt", 1_000_000_000, 100)
+        .remove("a/b/c")
+        .file("new/file.txt", b"new");
+    let d = Tree::at(dst.clone());
+    d.file("stray.txt", b"not in source")
+        .file("a/stray/deep.txt", b"gone");
+    expect_code(&run(["mirror", s(src.root()), s(&dst)]), 0);
+    assert_same(src.root(), &dst);
+}
+
+#[test]
+fn a_second_mirror_changes_nothing() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    sample(&src);
+    let dst = sb.join("out");
+    expect_code(&run(["mirror", s(src.root()), s(&dst)]), 0);
+    let a = run(["mirror", "--json", s(src.root()), s(&dst)]);
+    expect_code(&a, 0);
+    let v = json_of(&a);
+    for action in ["create", "update", "metadata", "delete", "link"] {
+        assert_eq!(v["actions"][action]["count"], 0, "{action} in {v}");
+    }
+    assert_eq!(v["unchanged"], 5, "{v}");
+}
+
+#[test]
+fn mirror_replaces_a_file_by_a_folder_and_back() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("x", b"file").dir("y").file("y/inner", b"inner");
+    let dst = sb.join("out");
+    expect_code(&run(["mirror", s(src.root()), s(&dst)]), 0);
+    src.remove("x")
+        .remove("y")
+        .file("x/inside", b"now a folder")
+        .file("y", b"now a file");
+    expect_code(&run(["mirror", s(src.root()), s(&dst)]), 0);
+    assert_same(src.root(), &dst);
+}
+
+#[test]
+fn move_empties_the_source_into_the_destination() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    sample(&src);
+    let snapshot = sb.tree("snapshot");
+    sample(&snapshot);
+    let dst = sb.join("out");
+    expect_code(&run(["move", s(src.root()), s(&dst)]), 0);
+    assert!(!src.root().exists(), "the emptied source folder is removed");
+    let (want, got) = (shapes(snapshot.root()), shapes(&dst));
+    assert_eq!(want.len(), got.len());
+    for (rel, shape) in want {
+        match (shape, got.get(&rel)) {
+            (Shape::File { bytes, mtime }, Some(Shape::File { bytes: b, mtime: m })) => {
+                assert_eq!(&bytes, b, "{}", rel.display());
+                assert_eq!(&mtime, m, "{}", rel.display());
+            }
+            (Shape::Dir { .. }, Some(Shape::Dir { .. })) => {}
+            (want, got) => panic!("{}: want {want:?}, got {got:?}", rel.display()),
+        }
+    }
+}
+
+#[test]
+fn filters_leave_excluded_entries_alone_on_both_sides() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("keep.txt", b"k")
+        .file("skip.log", b"s")
+        .file("logs/important.log", b"i")
+        .file("cache/big.bin", b"c");
+    let dst = sb.dst();
+    dst.file("local.log", b"dst-only excluded entry");
+    expect_code(
+        &run([
+            "mirror",
+            "--exclude",
+            "*.log",
+            "--include",
+            "important.log",
+            "--exclude",
+            "cache/",
+            s(src.root()),
+            s(dst.root()),
+        ]),
+        0,
+    );
+    assert_eq!(dst.read("keep.txt"), b"k");
+    assert_eq!(dst.read("logs/important.log"), b"i");
+    assert!(!dst.exists("skip.log"));
+    assert!(!dst.exists("cache"));
+    assert_eq!(dst.read("local.log"), b"dst-only excluded entry");
+}
+
+#[test]
+fn a_file_source_lands_in_an_existing_folder() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("report.pdf", b"%PDF")
+        .set_mtime("report.pdf", 1_234_567_890, 100);
+    let dst = sb.dst();
+    dst.dir("docs");
+    expect_code(
+        &run(["copy", s(&src.p("report.pdf")), s(&dst.p("docs"))]),
+        0,
+    );
+    assert_eq!(dst.read("docs/report.pdf"), b"%PDF");
+    assert_eq!(dst.mtime("docs/report.pdf"), (1_234_567_890, 100));
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    sample(&src);
+    let dst = sb.dst();
+    dst.file("stray", b"x");
+    let before = shapes(dst.root());
+    expect_code(&run(["mirror", "-n", s(src.root()), s(dst.root())]), 0);
+    assert_eq!(before, shapes(dst.root()));
+}
+
+#[test]
+fn a_missing_source_is_refused_and_nothing_is_created() {
+    let sb = Sandbox::new();
+    let dst = sb.join("out");
+    let a = run(["mirror", s(&sb.join("no-such-source")), s(&dst)]);
+    expect_code(&a, 2);
+    assert!(common::stderr_of(&a).contains("no-such-source"));
+    assert!(!dst.exists());
+}
+
+#[test]
+fn a_destination_inside_the_source_is_refused() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    sample(&src);
+    let before = shapes(src.root());
+    expect_code(&run(["mirror", s(src.root()), s(&src.p("a/inner"))]), 2);
+    assert_eq!(before, shapes(src.root()));
+}
+
+#[test]
+fn an_empty_source_does_not_empty_the_destination_without_force() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.mkroot();
+    let dst = sb.dst();
+    dst.file("precious", b"p");
+    expect_code(&run(["mirror", s(src.root()), s(dst.root())]), 2);
+    assert_eq!(dst.read("precious"), b"p");
+    expect_code(&run(["mirror", "--force", s(src.root()), s(dst.root())]), 0);
+    assert!(!dst.exists("precious"));
+}
+
+#[test]
+fn max_delete_stops_all_deletions_beyond_the_cap() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("kept", b"k");
+    let dst = sb.dst();
+    dst.file("x1", b"1").file("x2", b"2").file("x3", b"3");
+    expect_code(
+        &run(["mirror", "--max-delete", "2", s(src.root()), s(dst.root())]),
+        1,
+    );
+    assert!(dst.exists("x1") && dst.exists("x2") && dst.exists("x3"));
+    assert_eq!(dst.read("kept"), b"k");
+}
