@@ -64,6 +64,7 @@ fn transfer(mode: Mode, a: TransferArgs) -> ExitCode {
 fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
     let cancel = CancelToken::new();
     install_interrupt_handler(cancel.clone());
+    blit_core::sys::raise_fd_limit();
 
     let mut excludes = a.exclude.clone();
     for file in &a.exclude_from {

@@ -10,19 +10,21 @@
 //! 7. folder metadata, deepest first, so writing a child never disturbs a parent's restored time.
 
 use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rayon::prelude::*;
 
 use crate::cancel::CancelToken;
+use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Op, Result};
 use crate::plan::{Item, Plan, Reason};
 use crate::report::{Action, Actions, Event, Observer, Stats};
-use crate::sys::{self, CopyOutcome, FastPaths, MetaOpts, Method};
+use crate::sys::{self, At, CopyOutcome, Dir, FastPaths, MetaOpts, Method};
 use crate::tempname;
 use crate::walk::Tree;
 
@@ -54,33 +56,29 @@ pub struct Outcome {
     pub stats: Stats,
 }
 
-/// The destination path of `rel` under `root` (`rel` empty means the root itself).
-pub fn at(root: &Path, rel: &Path) -> PathBuf {
-    if rel.as_os_str().is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(rel)
-    }
-}
-
-/// Removes its temporary on drop unless the rename into place happened, so an error or a
-/// cancellation never leaves one behind.
+/// A temporary in a destination folder, removed on drop unless renamed into place, so an error or
+/// a cancellation never leaves one behind.
 struct TempGuard {
-    path: PathBuf,
+    dir: Arc<Dir>,
+    name: OsString,
     armed: bool,
 }
 
 impl TempGuard {
-    fn new(final_path: &Path) -> Self {
-        let parent = final_path.parent().unwrap_or(Path::new("."));
+    fn new(dir: &Arc<Dir>) -> Self {
         TempGuard {
-            path: parent.join(tempname::next()),
+            dir: Arc::clone(dir),
+            name: tempname::next(),
             armed: true,
         }
     }
 
-    fn commit(mut self, final_path: &Path) -> Result<()> {
-        sys::rename(&self.path, final_path)?;
+    fn at(&self) -> At<'_> {
+        At::new(&self.dir, &self.name)
+    }
+
+    fn commit(mut self, final_name: &OsStr) -> Result<()> {
+        sys::rename_at(self.at(), At::new(&self.dir, final_name))?;
         self.armed = false;
         Ok(())
     }
@@ -89,14 +87,21 @@ impl TempGuard {
 impl Drop for TempGuard {
     fn drop(&mut self) {
         if self.armed {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = sys::unlink_at(At::new(&self.dir, &self.name));
         }
     }
+}
+
+/// The two trees' folder handles.
+pub struct Dirs<'a> {
+    pub src: &'a DirCache,
+    pub dst: &'a DirCache,
 }
 
 pub fn execute(
     src: &Tree,
     dst: &Tree,
+    dirs: Dirs<'_>,
     plan: &Plan,
     opts: &ExecOptions,
     observer: &dyn Observer,
@@ -104,6 +109,8 @@ pub fn execute(
     let ex = Executor {
         src,
         dst,
+        src_dirs: dirs.src,
+        dst_dirs: dirs.dst,
         plan,
         opts,
         observer,
@@ -122,6 +129,8 @@ pub fn execute(
 struct Executor<'a> {
     src: &'a Tree,
     dst: &'a Tree,
+    src_dirs: &'a DirCache,
+    dst_dirs: &'a DirCache,
     plan: &'a Plan,
     opts: &'a ExecOptions,
     observer: &'a dyn Observer,
@@ -203,12 +212,14 @@ impl Executor<'_> {
         &self.dst.entries[j]
     }
 
-    fn src_path(&self, i: usize) -> PathBuf {
-        at(&self.src.root, &self.s(i).rel)
+    /// The source entry's folder handle and name.
+    fn src_loc(&self, rel: &Path) -> Result<(Arc<Dir>, OsString)> {
+        self.src_dirs.parent_of(rel)
     }
 
-    fn dst_path_of(&self, rel: &Path) -> PathBuf {
-        at(&self.dst.root, rel)
+    /// The destination entry's folder handle and name.
+    fn dst_loc(&self, rel: &Path) -> Result<(Arc<Dir>, OsString)> {
+        self.dst_dirs.parent_of(rel)
     }
 
     fn emit(&self, action: Action, kind: Kind, rel: &Path, reason: &str, bytes: u64) {
@@ -254,8 +265,10 @@ impl Executor<'_> {
             return;
         }
         for rel in &self.dst.leftovers {
-            let p = self.dst_path_of(rel);
-            if let Err(e) = sys::remove_file(&p) {
+            let removed = self
+                .dst_loc(rel)
+                .and_then(|(dir, name)| sys::unlink_at(At::new(&dir, &name)));
+            if let Err(e) = removed {
                 self.fail(e);
             }
         }
@@ -271,16 +284,18 @@ impl Executor<'_> {
                 self.failed_dirs.lock().unwrap().insert(e.rel.clone());
                 continue;
             }
-            let path = self.dst_path_of(&e.rel);
             let result = if self.opts.dry_run {
                 Ok(())
             } else if e.rel.as_os_str().is_empty() {
-                std::fs::create_dir_all(&path).map_err(|err| Error::io(Op::Mkdir, &path, err))
+                let root = self.dst_dirs.root();
+                std::fs::create_dir_all(root).map_err(|err| Error::io(Op::Mkdir, root, err))
             } else {
                 // A non-folder standing there (a symlink included) is removed, never followed.
-                item.dst
-                    .map_or(Ok(()), |_| sys::remove_file(&path))
-                    .and_then(|()| sys::make_dir(&path))
+                self.dst_loc(&e.rel).and_then(|(dir, name)| {
+                    let at = At::new(&dir, &name);
+                    item.dst.map_or(Ok(()), |_| sys::unlink_at(at))?;
+                    sys::mkdir_at(at)
+                })
             };
             match result {
                 Ok(()) => {
@@ -332,29 +347,30 @@ impl Executor<'_> {
     /// Puts one non-folder entry in place; returns the bytes written and the method's name.
     fn write_entry(&self, item: &Item) -> Result<(u64, &'static str)> {
         let e = self.s(item.src);
-        let src = self.src_path(item.src);
-        let dst = self.dst_path_of(&e.rel);
+        let (sdir, sname) = self.src_loc(&e.rel)?;
+        let (ddir, dname) = self.dst_loc(&e.rel)?;
+        let (src, dst) = (At::new(&sdir, &sname), At::new(&ddir, &dname));
         if self.opts.mode == ExecMode::Move && !self.cross_device.load(Ordering::Relaxed) {
-            if let Some(r) = self.try_move_rename(item, &src, &dst) {
+            if let Some(r) = self.try_move_rename(item, src, dst) {
                 return r.map(|()| (0, "rename"));
             }
         }
         let result = match e.kind {
             Kind::File => self
-                .copy_file(item, &src, &dst)
+                .copy_file(item, src, &ddir, &dname)
                 .map(|(n, m)| (n, method_name(m))),
             Kind::Symlink => {
-                let target = sys::read_link(&src)?;
-                self.place(item, &dst, |tmp| {
-                    sys::make_symlink(&target, tmp, &src)?;
-                    sys::apply_path_meta(tmp, &src, e, self.opts.meta)
+                let target = sys::read_link_at(src)?;
+                self.place(item, &ddir, &dname, |tmp| {
+                    sys::symlink_at(&target, tmp, src)?;
+                    sys::apply_meta_at(tmp, src, e, self.opts.meta)
                 })
                 .map(|()| (0, "symlink"))
             }
             _ => self
-                .place(item, &dst, |tmp| {
-                    sys::make_special(tmp, e)?;
-                    sys::apply_path_meta(tmp, &src, e, self.opts.meta)
+                .place(item, &ddir, &dname, |tmp| {
+                    sys::make_special_at(tmp, e)?;
+                    sys::apply_meta_at(tmp, src, e, self.opts.meta)
                 })
                 .map(|()| (0, "special")),
         }?;
@@ -366,30 +382,36 @@ impl Executor<'_> {
 
     /// Move within one filesystem: one rename carries content and every piece of metadata.
     /// Returns `None` when the rename cannot apply (across devices), so the caller copies.
-    fn try_move_rename(&self, item: &Item, src: &Path, dst: &Path) -> Option<Result<()>> {
+    fn try_move_rename(&self, item: &Item, src: At<'_>, dst: At<'_>) -> Option<Result<()>> {
         if let Some(j) = item.dst {
             if let Err(e) = self.clear_replaced(j) {
                 return Some(Err(e));
             }
         }
-        match sys::try_rename(src, dst) {
+        match sys::try_rename_at(src, dst) {
             Ok(()) => Some(Ok(())),
             Err(e) if sys::is_cross_device(&e) => {
                 self.cross_device.store(true, Ordering::Relaxed);
                 None
             }
-            Err(e) => Some(Err(Error::io(Op::Rename, dst, e))),
+            Err(e) => Some(Err(Error::io(Op::Rename, dst.path(), e))),
         }
     }
 
     /// Creates an entry at a temporary with `make`, clears what it replaces, renames it in place.
-    fn place(&self, item: &Item, dst: &Path, make: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-        let guard = TempGuard::new(dst);
-        make(&guard.path)?;
+    fn place(
+        &self,
+        item: &Item,
+        dir: &Arc<Dir>,
+        name: &OsStr,
+        make: impl FnOnce(At<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let guard = TempGuard::new(dir);
+        make(guard.at())?;
         if let Some(j) = item.dst {
             self.clear_replaced(j)?;
         }
-        guard.commit(dst)
+        guard.commit(name)
     }
 
     /// When a folder in the destination is replaced by a non-folder, its contents go first.
@@ -400,26 +422,36 @@ impl Executor<'_> {
         for k in (j + 1..end).rev() {
             self.delete_one(k)?;
         }
-        let path = self.dst_path_of(&self.d(j).rel);
-        if sys::remove_dir(&path)? {
-            Ok(())
-        } else {
-            Err(Error::io(
+        let rel = &self.d(j).rel;
+        let (dir, name) = self.dst_loc(rel)?;
+        let at = At::new(&dir, &name);
+        self.dst_dirs.forget(rel);
+        match sys::rmdir_at(at) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::io(
                 Op::Delete,
-                path,
+                at.path(),
                 std::io::Error::other("folder still holds excluded or unlisted entries"),
-            ))
+            )),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
-    fn copy_file(&self, item: &Item, src: &Path, dst: &Path) -> Result<(u64, Method)> {
+    fn copy_file(
+        &self,
+        item: &Item,
+        src: At<'_>,
+        ddir: &Arc<Dir>,
+        dname: &OsStr,
+    ) -> Result<(u64, Method)> {
         let progress = |n: u64| self.observer.progress(n);
         // A source that changes while read is copied again; a third change is reported.
         for _ in 0..3 {
-            let guard = TempGuard::new(dst);
+            let guard = TempGuard::new(ddir);
             let req = sys::CopyRequest {
                 src,
-                tmp: &guard.path,
+                tmp: guard.at(),
                 meta: self.opts.meta,
                 fsync: self.opts.fsync || self.opts.mode == ExecMode::Move,
                 fast: &self.fast,
@@ -430,19 +462,17 @@ impl Executor<'_> {
                 CopyOutcome::Changed => continue,
                 CopyOutcome::Done { bytes, method } => {
                     if self.opts.verify {
-                        verify_copy(src, &guard.path)?;
+                        verify_copy(src, guard.at())?;
                     }
                     if let Some(j) = item.dst {
                         self.clear_replaced(j)?;
                     }
-                    guard.commit(dst)?;
+                    guard.commit(dname)?;
                     return Ok((bytes, method));
                 }
             }
         }
-        Err(Error::Changed {
-            path: src.to_path_buf(),
-        })
+        Err(Error::Changed { path: src.path() })
     }
 
     fn make_links(&self) {
@@ -469,17 +499,7 @@ impl Executor<'_> {
                 dst: link.dst,
                 reason: Reason::Link,
             };
-            let src = self.src_path(link.src);
-            let dst = self.dst_path_of(&e.rel);
-            let result =
-                if self.opts.mode == ExecMode::Move && !self.cross_device.load(Ordering::Relaxed) {
-                    match self.try_move_rename(&item, &src, &dst) {
-                        Some(r) => r,
-                        None => self.link_into_place(&item, leader_rel, &dst),
-                    }
-                } else {
-                    self.link_into_place(&item, leader_rel, &dst)
-                };
+            let result = self.link_one(&item, &e.rel, leader_rel);
             match result {
                 Ok(()) => self.emit(Action::Link, Kind::File, &e.rel, &reason, 0),
                 Err(err) => {
@@ -490,9 +510,19 @@ impl Executor<'_> {
         }
     }
 
-    fn link_into_place(&self, item: &Item, leader_rel: &Path, dst: &Path) -> Result<()> {
-        let leader = self.dst_path_of(leader_rel);
-        self.place(item, dst, |tmp| sys::hard_link(&leader, tmp))?;
+    fn link_one(&self, item: &Item, rel: &Path, leader_rel: &Path) -> Result<()> {
+        let (sdir, sname) = self.src_loc(rel)?;
+        let (ddir, dname) = self.dst_loc(rel)?;
+        if self.opts.mode == ExecMode::Move && !self.cross_device.load(Ordering::Relaxed) {
+            let (src, dst) = (At::new(&sdir, &sname), At::new(&ddir, &dname));
+            if let Some(r) = self.try_move_rename(item, src, dst) {
+                return r;
+            }
+        }
+        let (ldir, lname) = self.dst_loc(leader_rel)?;
+        self.place(item, &ddir, &dname, |tmp| {
+            sys::hard_link_at(At::new(&ldir, &lname), tmp)
+        })?;
         if self.opts.mode == ExecMode::Move {
             self.released.lock().unwrap().push(item.src);
         }
@@ -505,15 +535,23 @@ impl Executor<'_> {
         }
         let e = self.s(item.src);
         if !self.opts.dry_run {
-            let dst = self.dst_path_of(&e.rel);
-            if let Err(err) =
-                sys::apply_path_meta(&dst, &self.src_path(item.src), e, self.opts.meta)
-            {
+            if let Err(err) = self.apply_meta(&e.rel, e) {
                 self.failed_src.lock().unwrap().insert(item.src);
                 return self.fail(err);
             }
         }
         self.emit(Action::Metadata, e.kind, &e.rel, &item.reason.label(), 0);
+    }
+
+    fn apply_meta(&self, rel: &Path, e: &Entry) -> Result<()> {
+        let (sdir, sname) = self.src_loc(rel)?;
+        let (ddir, dname) = self.dst_loc(rel)?;
+        sys::apply_meta_at(
+            At::new(&ddir, &dname),
+            At::new(&sdir, &sname),
+            e,
+            self.opts.meta,
+        )
     }
 
     /// Move: removes each source entry whose destination is now complete and flushed. Entries
@@ -537,7 +575,10 @@ impl Executor<'_> {
                 continue;
             }
             if e.kind == Kind::File {
-                if let Err(err) = sys::fsync_path(&self.dst_path_of(&e.rel)) {
+                let flushed = self
+                    .dst_loc(&e.rel)
+                    .and_then(|(dir, name)| sys::fsync_at(At::new(&dir, &name)));
+                if let Err(err) = flushed {
                     self.fail(err);
                     continue;
                 }
@@ -546,26 +587,24 @@ impl Executor<'_> {
         }
         let parents: HashSet<PathBuf> = release
             .iter()
-            .map(|&i| {
-                self.dst_path_of(&self.s(i).rel)
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default()
-            })
+            .map(|&i| parent_rel(&self.s(i).rel))
             .collect();
         let mut unsynced = HashSet::new();
-        for dir in &parents {
-            if let Err(err) = sys::fsync_dir(dir) {
-                unsynced.insert(dir.clone());
+        for rel in &parents {
+            if let Err(err) = self.dst_dirs.dir(rel).and_then(|d| sys::fsync_dir(&d)) {
+                unsynced.insert(rel.clone());
                 self.fail(err);
             }
         }
         for i in release {
-            let dst = self.dst_path_of(&self.s(i).rel);
-            if dst.parent().is_some_and(|p| unsynced.contains(p)) {
+            let rel = &self.s(i).rel;
+            if unsynced.contains(&parent_rel(rel)) {
                 continue;
             }
-            if let Err(err) = sys::remove_file(&self.src_path(i)) {
+            let removed = self
+                .src_loc(rel)
+                .and_then(|(dir, name)| sys::unlink_at(At::new(&dir, &name)));
+            if let Err(err) = removed {
                 self.fail(err);
             }
         }
@@ -573,18 +612,21 @@ impl Executor<'_> {
 
     fn delete_one(&self, j: usize) -> Result<()> {
         let e = self.d(j);
-        let path = self.dst_path_of(&e.rel);
-        if path.symlink_metadata().is_err() {
-            // Already gone (removed by someone else meanwhile): the goal is reached.
-            return Ok(());
-        }
-        if e.kind == Kind::Dir {
-            if !sys::remove_dir(&path)? {
-                // Holds excluded entries, which a mirror leaves alone: so is their folder.
-                return Ok(());
-            }
+        let (dir, name) = self.dst_loc(&e.rel)?;
+        let at = At::new(&dir, &name);
+        let removed = if e.kind == Kind::Dir {
+            self.dst_dirs.forget(&e.rel);
+            // `false`: it holds excluded entries, which a mirror leaves alone, so it stays too.
+            sys::rmdir_at(at)
         } else {
-            sys::remove_file(&path)?;
+            sys::unlink_at(at).map(|()| true)
+        };
+        match removed {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            // Already gone (removed by someone else meanwhile): the goal is reached.
+            Err(err) if is_not_found(&err) => return Ok(()),
+            Err(err) => return Err(err),
         }
         let bytes = if e.kind == Kind::File { e.size } else { 0 };
         self.emit(Action::Delete, e.kind, &e.rel, "not in source", bytes);
@@ -627,10 +669,7 @@ impl Executor<'_> {
                 continue;
             }
             if !self.opts.dry_run {
-                let dst = self.dst_path_of(&e.rel);
-                if let Err(err) =
-                    sys::apply_path_meta(&dst, &self.src_path(item.src), e, self.opts.meta)
-                {
+                if let Err(err) = self.apply_meta(&e.rel, e) {
                     self.fail(err);
                     continue;
                 }
@@ -651,24 +690,34 @@ impl Executor<'_> {
             if e.kind != Kind::Dir {
                 continue;
             }
-            let p = at(&self.src.root, &e.rel);
-            if let Err(err) = sys::remove_dir(&p) {
+            let removed = self
+                .src_loc(&e.rel)
+                .and_then(|(dir, name)| sys::rmdir_at(At::new(&dir, &name)));
+            if let Err(err) = removed {
                 self.fail(err);
             }
         }
     }
 }
 
+fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+fn parent_rel(rel: &Path) -> PathBuf {
+    rel.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
 /// Reads back the written temporary and the source, and refuses the copy if their BLAKE3 differ.
-fn verify_copy(src: &Path, tmp: &Path) -> Result<()> {
-    let want = crate::plan::hash_file(src)?;
-    let got = crate::plan::hash_file(tmp)?;
+fn verify_copy(src: At<'_>, tmp: At<'_>) -> Result<()> {
+    let want = crate::plan::hash_at(src)?;
+    let got = crate::plan::hash_at(tmp)?;
     if want == got {
         Ok(())
     } else {
         Err(Error::io(
             Op::Checksum,
-            tmp,
+            tmp.path(),
             std::io::Error::other("written copy differs from the source (BLAKE3 mismatch)"),
         ))
     }

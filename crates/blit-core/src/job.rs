@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::cancel::CancelToken;
+use crate::dirs::DirCache;
 use crate::endpoint::Endpoint;
 use crate::entry::Kind;
 use crate::error::{Error, Op, Result};
@@ -126,6 +127,8 @@ impl Job {
 
         let t = Instant::now();
         let owner = sys::is_root();
+        let src_dirs = DirCache::new(src_root.clone());
+        let dst_dirs = DirCache::new(dst_root.clone());
         let plan = plan::plan(
             &src_tree,
             &dst_tree,
@@ -139,6 +142,8 @@ impl Job {
                 owner,
                 xattrs: cfg!(unix),
             },
+            &src_dirs,
+            &dst_dirs,
         );
         let plan_secs = t.elapsed().as_secs_f64();
         observer.planned(
@@ -155,6 +160,10 @@ impl Job {
         let outcome = execute::execute(
             &src_tree,
             &dst_tree,
+            execute::Dirs {
+                src: &src_dirs,
+                dst: &dst_dirs,
+            },
             &plan,
             &ExecOptions {
                 mode: match self.mode {

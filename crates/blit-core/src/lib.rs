@@ -20,6 +20,7 @@
 //! ```
 
 pub mod cancel;
+pub mod dirs;
 pub mod endpoint;
 pub mod entry;
 pub mod error;

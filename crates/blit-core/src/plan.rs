@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind};
-use crate::error::{Error, IoContext, Op};
-use crate::sys;
+use crate::error::{Error, Op};
+use crate::sys::{self, At};
 use crate::walk::Tree;
 
 /// Why an entry is acted on; printed by `--verbose`.
@@ -183,14 +184,24 @@ enum Verdict {
     Error(Error),
 }
 
-pub fn plan(src: &Tree, dst: &Tree, opts: &PlanOptions) -> Plan {
-    Planner::new(src, dst, opts).run()
+/// Plans the run. The folder caches give the few checks that must look inside entries (link
+/// targets, checksums, xattrs) descriptor-relative access to both trees.
+pub fn plan(
+    src: &Tree,
+    dst: &Tree,
+    opts: &PlanOptions,
+    src_dirs: &DirCache,
+    dst_dirs: &DirCache,
+) -> Plan {
+    Planner::new(src, dst, opts, src_dirs, dst_dirs).run()
 }
 
 struct Planner<'a> {
     src: &'a Tree,
     dst: &'a Tree,
     opts: &'a PlanOptions,
+    src_dirs: &'a DirCache,
+    dst_dirs: &'a DirCache,
     plan: Plan,
     /// Source file index → leader of its hard-link group (leaders map to themselves).
     leader_of: HashMap<usize, usize>,
@@ -208,7 +219,13 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(src: &'a Tree, dst: &'a Tree, opts: &'a PlanOptions) -> Self {
+    fn new(
+        src: &'a Tree,
+        dst: &'a Tree,
+        opts: &'a PlanOptions,
+        src_dirs: &'a DirCache,
+        dst_dirs: &'a DirCache,
+    ) -> Self {
         let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
         let mut leader_of = HashMap::new();
         let mut group_size: HashMap<usize, usize> = HashMap::new();
@@ -231,6 +248,8 @@ impl<'a> Planner<'a> {
             src,
             dst,
             opts,
+            src_dirs,
+            dst_dirs,
             plan: Plan::default(),
             leader_of,
             group_size,
@@ -520,15 +539,23 @@ impl<'a> Planner<'a> {
     }
 
     fn check(&self, a: &Entry, b: &Entry) -> Verdict {
-        let sp = self.src.root.join(&a.rel);
-        let dp = self.dst.root.join(&b.rel);
+        let located = self
+            .src_dirs
+            .parent_of(&a.rel)
+            .and_then(|s| self.dst_dirs.parent_of(&b.rel).map(|d| (s, d)));
+        let ((sdir, sname), (ddir, dname)) = match located {
+            Ok(x) => x,
+            Err(e) => return Verdict::Error(e),
+        };
+        let sp = At::new(&sdir, &sname);
+        let dp = At::new(&ddir, &dname);
         match a.kind {
-            Kind::File if self.opts.checksum => match (hash_file(&sp), hash_file(&dp)) {
+            Kind::File if self.opts.checksum => match (hash_at(sp), hash_at(dp)) {
                 (Ok(x), Ok(y)) if x != y => return Verdict::Rewrite(Reason::Checksum),
                 (Ok(_), Ok(_)) => {}
                 (Err(e), _) | (_, Err(e)) => return Verdict::Error(e),
             },
-            Kind::Symlink => match (sys::read_link(&sp), sys::read_link(&dp)) {
+            Kind::Symlink => match (sys::read_link_at(sp), sys::read_link_at(dp)) {
                 (Ok(x), Ok(y)) if x != y => return Verdict::Rewrite(Reason::Target),
                 (Ok(_), Ok(_)) => {}
                 (Err(e), _) | (_, Err(e)) => return Verdict::Error(e),
@@ -546,7 +573,7 @@ impl<'a> Planner<'a> {
             xattr: false,
         };
         if self.opts.xattrs {
-            match sys::xattrs_equal(&sp, &dp) {
+            match sys::xattrs_equal(sp, dp) {
                 Ok(eq) => m.xattr = !eq,
                 Err(e) => return Verdict::Error(e),
             }
@@ -607,9 +634,11 @@ impl<'a> Planner<'a> {
 }
 
 /// BLAKE3 of a file's content, read without following a symlink.
-pub fn hash_file(path: &Path) -> Result<blake3::Hash, Error> {
-    let file = sys::open_source(path)?;
+pub fn hash_at(at: At<'_>) -> Result<blake3::Hash, Error> {
+    let file = sys::open_source(at)?;
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(file).at(Op::Checksum, path)?;
+    hasher
+        .update_reader(file)
+        .map_err(|e| Error::io(Op::Checksum, at.path(), e))?;
     Ok(hasher.finalize())
 }

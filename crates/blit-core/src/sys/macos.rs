@@ -6,11 +6,10 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::fallback::copy_range_rw;
-use super::{FastPaths, Method};
+use super::{At, FastPaths, Method};
 use crate::cancel::CancelToken;
 
 /// `<sys/clonefile.h>` flags, not exported by the libc crate.
@@ -19,16 +18,16 @@ const CLONE_NOOWNERCOPY: u32 = 0x0002;
 
 /// Clones `src` to the new path `tmp`. `Ok(false)` when the volume cannot clone (not APFS, or
 /// another volume), so the caller creates the file and copies instead.
-pub fn try_clone(src: &File, tmp: &Path, fast: &FastPaths) -> io::Result<bool> {
+pub fn try_clone(src: &File, tmp: At<'_>, fast: &FastPaths) -> io::Result<bool> {
     if fast.no_clone.load(Ordering::Relaxed) {
         return Ok(false);
     }
-    let c = CString::new(tmp.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c = CString::new(tmp.name.as_bytes()).map_err(io::Error::other)?;
     // SAFETY: valid descriptor and NUL-terminated path for the duration of the call.
     let rc = unsafe {
         libc::fclonefileat(
             src.as_raw_fd(),
-            libc::AT_FDCWD,
+            tmp.dir.fd().as_raw_fd(),
             c.as_ptr(),
             CLONE_NOFOLLOW | CLONE_NOOWNERCOPY,
         )

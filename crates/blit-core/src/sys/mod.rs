@@ -5,7 +5,8 @@
 //! so a filesystem without reflink falls through to the kernel copy, and a real I/O error is never
 //! swallowed by a fallback.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use crate::cancel::CancelToken;
@@ -43,11 +44,31 @@ pub struct MetaOpts {
     pub xattrs: bool,
 }
 
+/// An entry named by its folder's handle and its own name. Every operation inside a tree goes
+/// through one: on Unix the folder is an open descriptor and the call is an `*at` call, so a
+/// folder swapped for a symlink after it was opened can never redirect a write.
+#[derive(Clone, Copy)]
+pub struct At<'a> {
+    pub dir: &'a Dir,
+    pub name: &'a OsStr,
+}
+
+impl<'a> At<'a> {
+    pub fn new(dir: &'a Dir, name: &'a OsStr) -> Self {
+        At { dir, name }
+    }
+
+    /// The full path, for messages only (never for access).
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(self.name)
+    }
+}
+
 /// One whole-file copy into a new temporary, as the executor asks for it.
 pub struct CopyRequest<'a> {
-    pub src: &'a Path,
+    pub src: At<'a>,
     /// Created by the copy; must not exist.
-    pub tmp: &'a Path,
+    pub tmp: At<'a>,
     pub meta: MetaOpts,
     /// Flush the temporary to disk before returning.
     pub fsync: bool,

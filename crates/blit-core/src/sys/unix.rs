@@ -1,16 +1,22 @@
-//! Unix primitives shared by Linux and macOS: opening without following links, creating the
-//! temporary, and restoring metadata in the order the kernel requires (owner before mode, because
-//! `chown` clears setuid/setgid; times last, because every other change touches ctime/mtime).
+//! Unix primitives shared by Linux and macOS. Everything inside a tree is reached through an open
+//! folder descriptor and `*at` calls with a single-component name and `NOFOLLOW`, never through a
+//! full path, so a folder swapped for a symlink mid-run cannot redirect a write (the class of bug
+//! behind most of rsync's recent CVEs), and trees deeper than `PATH_MAX` work.
+//!
+//! Metadata is restored in the order the kernel requires: owner before mode (`chown` clears
+//! setuid/setgid), times last (every other change touches them).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid, CWD, UTIME_OMIT};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, UTIME_OMIT};
 use xattr::FileExt;
 
-use super::{copy_data, CopyOutcome, CopyRequest, MetaOpts, Method};
+use super::{copy_data, At, CopyOutcome, CopyRequest, MetaOpts, Method};
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
 
@@ -18,8 +24,140 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// Opens a source file for reading without following a symlink swapped in since the walk.
-pub fn open_source(path: &Path) -> Result<File> {
+/// An open folder, plus its path for messages.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
+
+impl Dir {
+    /// Opens a tree's root. The root is the one path the user named, so a symlink there is
+    /// followed; nothing below it ever is.
+    pub fn open(path: &Path) -> Result<Dir> {
+        let fd = rustix::fs::open(path, DIR_FLAGS, Mode::empty()).at(Op::Open, path)?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens a subfolder; fails (rather than following) if `name` is now a symlink.
+    pub fn open_child(&self, name: &OsStr) -> Result<Dir> {
+        let path = self.path.join(name);
+        let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
+            .at(Op::Open, &path)?;
+        Ok(Dir { fd, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// The names in this folder (without `.` and `..`), with their type when the filesystem
+    /// reports it, so folders can be told without a stat.
+    pub fn read_names(&self) -> Result<Vec<(OsString, Option<Kind>)>> {
+        let mut out = Vec::new();
+        read_names_into(self, &mut out).at(Op::ReadDir, &self.path)?;
+        Ok(out)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn read_names_into(dir: &Dir, out: &mut Vec<(OsString, Option<Kind>)>) -> io::Result<()> {
+    use rustix::fs::RawDir;
+    let mut buf: Vec<u8> = Vec::with_capacity(32 * 1024);
+    let mut iter = RawDir::new(&dir.fd, buf.spare_capacity_mut());
+    while let Some(entry) = iter.next() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((
+            OsString::from_vec(name.to_vec()),
+            kind_of_type(entry.file_type()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_names_into(dir: &Dir, out: &mut Vec<(OsString, Option<Kind>)>) -> io::Result<()> {
+    let mut d = rustix::fs::Dir::read_from(&dir.fd)?;
+    while let Some(entry) = d.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((
+            OsString::from_vec(name.to_vec()),
+            kind_of_type(entry.file_type()),
+        ));
+    }
+    Ok(())
+}
+
+fn kind_of_type(t: FileType) -> Option<Kind> {
+    Some(match t {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        FileType::Fifo => Kind::Fifo,
+        FileType::CharacterDevice => Kind::CharDevice,
+        FileType::BlockDevice => Kind::BlockDevice,
+        FileType::Socket => Kind::Socket,
+        _ => return None,
+    })
+}
+
+// `stat`'s field types differ between platforms and architectures; the casts are no-ops on some.
+#[allow(clippy::unnecessary_cast)]
+fn entry_from_stat(rel: PathBuf, st: &rustix::fs::Stat) -> Entry {
+    let kind = kind_of_type(FileType::from_raw_mode(st.st_mode as _)).unwrap_or(Kind::File);
+    Entry {
+        rel,
+        kind,
+        size: st.st_size as u64,
+        mtime: MTime {
+            sec: st.st_mtime as i64,
+            nsec: st.st_mtime_nsec as u32,
+        },
+        perm: (st.st_mode as u32) & 0o7777,
+        uid: st.st_uid as u32,
+        gid: st.st_gid as u32,
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        nlink: st.st_nlink as u64,
+        blocks: st.st_blocks as u64,
+        rdev: st.st_rdev as u64,
+    }
+}
+
+/// `lstat` of an entry, relative to its folder.
+pub fn stat_at(at: At<'_>, rel: PathBuf) -> Result<Entry> {
+    let st = rustix::fs::statat(&at.dir.fd, at.name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| Error::io(Op::Stat, at.path(), e.into()))?;
+    Ok(entry_from_stat(rel, &st))
+}
+
+fn fstat(f: &File, at: At<'_>) -> Result<Entry> {
+    let st = rustix::fs::fstat(f).map_err(|e| Error::io(Op::Stat, at.path(), e.into()))?;
+    Ok(entry_from_stat(PathBuf::new(), &st))
+}
+
+/// Opens a source file for reading; `NOFOLLOW` so a symlink swapped in since the walk is refused.
+pub fn open_source(at: At<'_>) -> Result<File> {
     #[allow(unused_mut)]
     let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     #[cfg(target_os = "linux")]
@@ -27,21 +165,22 @@ pub fn open_source(path: &Path) -> Result<File> {
         // Reading for a copy is not a use of the file; keep atime as it was.
         flags |= OFlags::NOATIME;
     }
-    rustix::fs::open(path, flags, Mode::empty())
+    rustix::fs::openat(&at.dir.fd, at.name, flags, Mode::empty())
         .map(File::from)
-        .at(Op::Open, path)
+        .map_err(|e| Error::io(Op::Open, at.path(), e.into()))
 }
 
 /// Creates the temporary that will become a file; `EXCL` + `NOFOLLOW` so it can never land on
 /// something that already exists, a planted symlink included.
-pub fn create_temp(path: &Path) -> Result<File> {
-    rustix::fs::open(
-        path,
+fn create_temp(at: At<'_>) -> Result<File> {
+    rustix::fs::openat(
+        &at.dir.fd,
+        at.name,
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
     .map(File::from)
-    .at(Op::Create, path)
+    .map_err(|e| Error::io(Op::Create, at.path(), e.into()))
 }
 
 fn timestamps(mtime: MTime) -> Timestamps {
@@ -51,35 +190,32 @@ fn timestamps(mtime: MTime) -> Timestamps {
             tv_nsec: UTIME_OMIT,
         },
         last_modification: Timespec {
-            tv_sec: mtime.sec,
+            tv_sec: mtime.sec as _,
             tv_nsec: mtime.nsec as _,
         },
     }
 }
 
-/// Copies `req.src` into a new temporary at `req.tmp`, with its metadata, through descriptors:
-/// the source is `fstat`ed before and after the copy, and a source that changed meanwhile gives
+/// Copies `req.src` into a new temporary `req.tmp`, with its metadata, through descriptors: the
+/// source is `fstat`ed before and after, and a source that changed meanwhile gives
 /// [`CopyOutcome::Changed`] so the caller can discard the temporary and try again.
 pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
     let mut input = open_source(req.src)?;
-    let stat = |f: &File| {
-        f.metadata()
-            .map(|md| Entry::from_metadata(std::path::PathBuf::new(), &md))
-            .at(Op::Stat, req.src)
-    };
-    let before = stat(&input)?;
+    let before = fstat(&input, req.src)?;
     if before.kind != Kind::File {
         return Ok(CopyOutcome::Changed);
     }
     #[cfg(target_vendor = "apple")]
-    if super::macos::try_clone(&input, req.tmp, req.fast).at(Op::Copy, req.tmp)? {
-        let out = rustix::fs::open(
-            req.tmp,
+    if super::macos::try_clone(&input, req.tmp, req.fast).at(Op::Copy, &req.tmp.path())? {
+        // The clone carries the data; owner, mode, times and xattrs are set below as usual.
+        let out = rustix::fs::openat(
+            &req.tmp.dir.fd,
+            req.tmp.name,
             OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map(File::from)
-        .at(Op::Open, req.tmp)?;
+        .map_err(|e| Error::io(Op::Open, req.tmp.path(), e.into()))?;
         return finish_copy(req, &input, out, &before, before.size, Method::Clone);
     }
     let mut out = create_temp(req.tmp)?;
@@ -93,7 +229,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
     ) {
         Ok(r) => r,
         Err(_) if req.cancel.is_cancelled() => return Err(Error::Cancelled),
-        Err(e) => return Err(Error::io(Op::Copy, req.tmp, e)),
+        Err(e) => return Err(Error::io(Op::Copy, req.tmp.path(), e)),
     };
     finish_copy(req, &input, out, &before, n, method)
 }
@@ -107,27 +243,24 @@ fn finish_copy(
     n: u64,
     method: Method,
 ) -> Result<CopyOutcome> {
-    let after = input
-        .metadata()
-        .map(|md| Entry::from_metadata(std::path::PathBuf::new(), &md))
-        .at(Op::Stat, req.src)?;
+    let after = fstat(input, req.src)?;
     if n != before.size || after.size != before.size || after.mtime != before.mtime {
         return Ok(CopyOutcome::Changed);
     }
     apply_file_meta(&out, req.tmp, input, req.src, before, req.meta)?;
     if req.fsync {
-        out.sync_all().at(Op::Sync, req.tmp)?;
+        out.sync_all().at(Op::Sync, &req.tmp.path())?;
     }
     (req.progress)(n);
     Ok(CopyOutcome::Done { bytes: n, method })
 }
 
 /// Restores metadata on a freshly written file through its descriptor.
-pub fn apply_file_meta(
+fn apply_file_meta(
     dst: &File,
-    dst_path: &Path,
+    dst_at: At<'_>,
     src: &File,
-    src_path: &Path,
+    src_at: At<'_>,
     meta: &Entry,
     opts: MetaOpts,
 ) -> Result<()> {
@@ -137,56 +270,82 @@ pub fn apply_file_meta(
             Some(Uid::from_raw(meta.uid)),
             Some(Gid::from_raw(meta.gid)),
         )
-        .at(Op::Chown, dst_path)?;
+        .map_err(|e| Error::io(Op::Chown, dst_at.path(), e.into()))?;
     }
     if opts.xattrs {
-        let names = src.list_xattr().at(Op::Xattr, src_path)?;
+        let names = src.list_xattr().at(Op::Xattr, &src_at.path())?;
         for name in names {
-            if let Some(value) = src.get_xattr(&name).at(Op::Xattr, src_path)? {
-                dst.set_xattr(&name, &value).at(Op::Xattr, dst_path)?;
+            if let Some(value) = src.get_xattr(&name).at(Op::Xattr, &src_at.path())? {
+                dst.set_xattr(&name, &value).at(Op::Xattr, &dst_at.path())?;
             }
         }
     }
-    rustix::fs::fchmod(dst, Mode::from_raw_mode(meta.perm as _)).at(Op::Chmod, dst_path)?;
-    rustix::fs::futimens(dst, &timestamps(meta.mtime)).at(Op::Utimes, dst_path)?;
+    rustix::fs::fchmod(dst, Mode::from_raw_mode(meta.perm as _))
+        .map_err(|e| Error::io(Op::Chmod, dst_at.path(), e.into()))?;
+    rustix::fs::futimens(dst, &timestamps(meta.mtime))
+        .map_err(|e| Error::io(Op::Utimes, dst_at.path(), e.into()))?;
     Ok(())
 }
 
-/// Brings the metadata of an existing entry at `dst` in line with `meta` (read from `src`),
-/// without following a symlink at `dst`. Used for folders, links, specials and metadata-only
-/// updates of files.
-pub fn apply_path_meta(dst: &Path, src: &Path, meta: &Entry, opts: MetaOpts) -> Result<()> {
+/// Brings the metadata of an existing entry `dst` in line with `meta` (read from `src`), never
+/// following a symlink at `dst`. Used for folders, links, specials and metadata-only updates.
+pub fn apply_meta_at(dst: At<'_>, src: At<'_>, meta: &Entry, opts: MetaOpts) -> Result<()> {
+    let fd = &dst.dir.fd;
     if opts.owner {
         rustix::fs::chownat(
-            CWD,
-            dst,
+            fd,
+            dst.name,
             Some(Uid::from_raw(meta.uid)),
             Some(Gid::from_raw(meta.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .at(Op::Chown, dst)?;
+        .map_err(|e| Error::io(Op::Chown, dst.path(), e.into()))?;
     }
     if opts.xattrs {
         sync_xattrs(src, dst)?;
     }
     if meta.kind != Kind::Symlink {
+        // The entry was seen as a non-link and renamed into place by us; `fchmodat` has no
+        // portable no-follow mode, but the folder descriptor pins where the name is looked up.
         rustix::fs::chmodat(
-            CWD,
-            dst,
+            fd,
+            dst.name,
             Mode::from_raw_mode(meta.perm as _),
             AtFlags::empty(),
         )
-        .at(Op::Chmod, dst)?;
+        .map_err(|e| Error::io(Op::Chmod, dst.path(), e.into()))?;
     }
-    rustix::fs::utimensat(CWD, dst, &timestamps(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
-        .at(Op::Utimes, dst)?;
+    rustix::fs::utimensat(
+        fd,
+        dst.name,
+        &timestamps(meta.mtime),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::io(Op::Utimes, dst.path(), e.into()))?;
     Ok(())
 }
 
-fn xattr_map(path: &Path) -> Result<Vec<(OsString, Vec<u8>)>> {
+/// A path that reaches `at` through its folder's descriptor (`/proc/self/fd/N/name` on Linux), for
+/// the few calls that have no `*at` form (the `l*xattr` family). Elsewhere, the full path.
+fn xattr_path(at: At<'_>) -> PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let mut p = PathBuf::from(format!("/proc/self/fd/{}", at.dir.fd().as_raw_fd()));
+        p.push(at.name);
+        p
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        at.path()
+    }
+}
+
+fn xattr_map(at: At<'_>) -> Result<Vec<(OsString, Vec<u8>)>> {
+    let p = xattr_path(at);
     let mut out = Vec::new();
-    for name in xattr::list(path).at(Op::Xattr, path)? {
-        if let Some(v) = xattr::get(path, &name).at(Op::Xattr, path)? {
+    for name in xattr::list(&p).at(Op::Xattr, &at.path())? {
+        if let Some(v) = xattr::get(&p, &name).at(Op::Xattr, &at.path())? {
             out.push((name, v));
         }
     }
@@ -195,10 +354,10 @@ fn xattr_map(path: &Path) -> Result<Vec<(OsString, Vec<u8>)>> {
 }
 
 /// True when both entries carry the same extended attributes (names and values).
-pub fn xattrs_equal(a: &Path, b: &Path) -> Result<bool> {
+pub fn xattrs_equal(a: At<'_>, b: At<'_>) -> Result<bool> {
     // Most files have none: one cheap list call each settles it.
-    let la = xattr::list(a).at(Op::Xattr, a)?.count();
-    let lb = xattr::list(b).at(Op::Xattr, b)?.count();
+    let la = xattr::list(xattr_path(a)).at(Op::Xattr, &a.path())?.count();
+    let lb = xattr::list(xattr_path(b)).at(Op::Xattr, &b.path())?.count();
     if la == 0 && lb == 0 {
         return Ok(true);
     }
@@ -208,34 +367,37 @@ pub fn xattrs_equal(a: &Path, b: &Path) -> Result<bool> {
     Ok(xattr_map(a)? == xattr_map(b)?)
 }
 
-fn sync_xattrs(src: &Path, dst: &Path) -> Result<()> {
+fn sync_xattrs(src: At<'_>, dst: At<'_>) -> Result<()> {
     let want = xattr_map(src)?;
     let have = xattr_map(dst)?;
+    let p = xattr_path(dst);
     for (name, _) in &have {
         if !want.iter().any(|(n, _)| n == name) {
-            xattr::remove(dst, name).at(Op::Xattr, dst)?;
+            xattr::remove(&p, name).at(Op::Xattr, &dst.path())?;
         }
     }
     for (name, value) in &want {
         if !have.iter().any(|(n, v)| n == name && v == value) {
-            xattr::set(dst, name, value).at(Op::Xattr, dst)?;
+            xattr::set(&p, name, value).at(Op::Xattr, &dst.path())?;
         }
     }
     Ok(())
 }
 
-pub fn read_link(path: &Path) -> Result<std::path::PathBuf> {
-    std::fs::read_link(path).at(Op::Read, path)
+pub fn read_link_at(at: At<'_>) -> Result<PathBuf> {
+    rustix::fs::readlinkat(&at.dir.fd, at.name, Vec::new())
+        .map(|c| PathBuf::from(OsString::from_vec(c.into_bytes())))
+        .map_err(|e| Error::io(Op::Read, at.path(), e.into()))
 }
 
-/// Creates a symlink at `at` like the one at `_src` (whose kind matters only on Windows).
-pub fn make_symlink(target: &Path, at: &Path, _src: &Path) -> Result<()> {
-    std::os::unix::fs::symlink(target, at).at(Op::Symlink, at)
+/// Creates a symlink like the one at `_src` (whose kind matters only on Windows).
+pub fn symlink_at(target: &Path, at: At<'_>, _src: At<'_>) -> Result<()> {
+    rustix::fs::symlinkat(target, &at.dir.fd, at.name)
+        .map_err(|e| Error::io(Op::Symlink, at.path(), e.into()))
 }
 
 /// Recreates a fifo or device node (devices need root).
-pub fn make_special(at: &Path, meta: &Entry) -> Result<()> {
-    use rustix::fs::FileType;
+pub fn make_special_at(at: At<'_>, meta: &Entry) -> Result<()> {
     let ft = match meta.kind {
         Kind::Fifo => FileType::Fifo,
         Kind::CharDevice => FileType::CharacterDevice,
@@ -243,7 +405,7 @@ pub fn make_special(at: &Path, meta: &Entry) -> Result<()> {
         _ => {
             return Err(Error::io(
                 Op::Create,
-                at,
+                at.path(),
                 io::Error::new(io::ErrorKind::Unsupported, "sockets are not copied"),
             ))
         }
@@ -252,75 +414,113 @@ pub fn make_special(at: &Path, meta: &Entry) -> Result<()> {
 }
 
 #[cfg(not(target_vendor = "apple"))]
-fn mknod(at: &Path, ft: rustix::fs::FileType, meta: &Entry) -> Result<()> {
-    rustix::fs::mknodat(CWD, at, ft, Mode::from_raw_mode(0o600), meta.rdev as _).at(Op::Create, at)
+fn mknod(at: At<'_>, ft: FileType, meta: &Entry) -> Result<()> {
+    rustix::fs::mknodat(
+        &at.dir.fd,
+        at.name,
+        ft,
+        Mode::from_raw_mode(0o600),
+        meta.rdev as _,
+    )
+    .map_err(|e| Error::io(Op::Create, at.path(), e.into()))
 }
 
 #[cfg(target_vendor = "apple")]
-fn mknod(at: &Path, ft: rustix::fs::FileType, meta: &Entry) -> Result<()> {
+fn mknod(at: At<'_>, ft: FileType, meta: &Entry) -> Result<()> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(at.as_os_str().as_bytes())
-        .map_err(|e| Error::io(Op::Create, at, io::Error::other(e)))?;
+    let c = std::ffi::CString::new(at.name.as_bytes())
+        .map_err(|e| Error::io(Op::Create, at.path(), io::Error::other(e)))?;
     let mode = (ft.as_raw_mode() | 0o600) as libc::mode_t;
-    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-    let rc = unsafe { libc::mknod(c.as_ptr(), mode, meta.rdev as libc::dev_t) };
+    // SAFETY: valid descriptor and NUL-terminated name for the duration of the call.
+    let rc = unsafe {
+        libc::mknodat(
+            at.dir.fd().as_raw_fd(),
+            c.as_ptr(),
+            mode,
+            meta.rdev as libc::dev_t,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {
-        Err(Error::io(Op::Create, at, io::Error::last_os_error()))
+        Err(Error::io(Op::Create, at.path(), io::Error::last_os_error()))
     }
 }
 
-pub fn hard_link(existing: &Path, new: &Path) -> Result<()> {
-    std::fs::hard_link(existing, new).at(Op::Link, new)
+pub fn hard_link_at(existing: At<'_>, new: At<'_>) -> Result<()> {
+    rustix::fs::linkat(
+        &existing.dir.fd,
+        existing.name,
+        &new.dir.fd,
+        new.name,
+        AtFlags::empty(),
+    )
+    .map_err(|e| Error::io(Op::Link, new.path(), e.into()))
 }
 
 /// Atomically puts `from` in place of `to` (replacing a non-folder there).
-pub fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).at(Op::Rename, to)
+pub fn rename_at(from: At<'_>, to: At<'_>) -> Result<()> {
+    try_rename_at(from, to).map_err(|e| Error::io(Op::Rename, to.path(), e))
 }
 
 /// Renames without the error wrapping, so the caller can tell a cross-device refusal.
-pub fn try_rename(from: &Path, to: &Path) -> io::Result<()> {
-    std::fs::rename(from, to)
+pub fn try_rename_at(from: At<'_>, to: At<'_>) -> io::Result<()> {
+    rustix::fs::renameat(&from.dir.fd, from.name, &to.dir.fd, to.name).map_err(Into::into)
 }
 
-pub fn remove_file(path: &Path) -> Result<()> {
-    std::fs::remove_file(path).at(Op::Delete, path)
+pub fn unlink_at(at: At<'_>) -> Result<()> {
+    rustix::fs::unlinkat(&at.dir.fd, at.name, AtFlags::empty())
+        .map_err(|e| Error::io(Op::Delete, at.path(), e.into()))
 }
 
 /// Removes an empty folder; `Ok(false)` when it still holds something (an excluded entry).
-pub fn remove_dir(path: &Path) -> Result<bool> {
-    match std::fs::remove_dir(path) {
+pub fn rmdir_at(at: At<'_>) -> Result<bool> {
+    match rustix::fs::unlinkat(&at.dir.fd, at.name, AtFlags::REMOVEDIR) {
         Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(false),
-        Err(e) => Err(Error::io(Op::Delete, path, e)),
+        Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => Ok(false),
+        Err(e) => Err(Error::io(Op::Delete, at.path(), e.into())),
     }
 }
 
-pub fn make_dir(path: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    // Owner-only until its contents are in; the real mode is set last, so a read-only source
-    // folder can still be filled.
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .at(Op::Mkdir, path)
+/// Owner-only until its contents are in; the real mode is set last, so a read-only source
+/// folder can still be filled.
+pub fn mkdir_at(at: At<'_>) -> Result<()> {
+    rustix::fs::mkdirat(&at.dir.fd, at.name, Mode::from_raw_mode(0o700))
+        .map_err(|e| Error::io(Op::Mkdir, at.path(), e.into()))
 }
 
 /// Flushes an existing file (opened read-only: `fsync` needs no write access).
-pub fn fsync_path(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .at(Op::Sync, path)
-}
-
-pub fn fsync_dir(path: &Path) -> Result<()> {
-    let d = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+pub fn fsync_at(at: At<'_>) -> Result<()> {
+    let f = rustix::fs::openat(
+        &at.dir.fd,
+        at.name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .at(Op::Open, path)?;
-    rustix::fs::fsync(&d).at(Op::Sync, path)
+    .map_err(|e| Error::io(Op::Open, at.path(), e.into()))?;
+    rustix::fs::fsync(&f).map_err(|e| Error::io(Op::Sync, at.path(), e.into()))
+}
+
+pub fn fsync_dir(dir: &Dir) -> Result<()> {
+    rustix::fs::fsync(&dir.fd).map_err(|e| Error::io(Op::Sync, dir.path.clone(), e.into()))
+}
+
+/// Lets the process hold as many folder descriptors as the hard limit allows; deep or wide
+/// trees keep many open at once.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let lim = getrlimit(Resource::Nofile);
+    if let Some(max) = lim.maximum {
+        let want = max.min(1 << 20);
+        if lim.current.is_some_and(|c| c < want) {
+            let _ = setrlimit(
+                Resource::Nofile,
+                rustix::process::Rlimit {
+                    current: Some(want),
+                    maximum: lim.maximum,
+                },
+            );
+        }
+    }
 }

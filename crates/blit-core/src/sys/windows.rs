@@ -6,7 +6,7 @@
 //! Windows has no mode bits or owners to restore here; an entry's `perm` holds its
 //! read-only/hidden/system attributes, and times are kept at the 100 ns NTFS resolution.
 
-use std::ffi::c_void;
+use std::ffi::{c_void, OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::windows::ffi::OsStrExt;
@@ -24,7 +24,7 @@ use windows_sys::Win32::Storage::FileSystem::{
 };
 
 use super::fallback::copy_range_rw;
-use super::{CopyOutcome, CopyRequest, MetaOpts, Method};
+use super::{At, CopyOutcome, CopyRequest, MetaOpts, Method};
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
 
@@ -35,6 +35,75 @@ pub const KEPT_ATTRIBUTES: u32 =
 pub fn is_root() -> bool {
     false
 }
+
+/// A folder of a tree. Windows resolves by path here; the descriptor-relative discipline of the
+/// Unix side has no cheap equivalent in the Win32 API.
+#[derive(Debug)]
+pub struct Dir {
+    path: PathBuf,
+}
+
+impl Dir {
+    pub fn open(path: &Path) -> Result<Dir> {
+        let md = std::fs::metadata(path).at(Op::Open, path)?;
+        if !md.is_dir() {
+            return Err(Error::io(
+                Op::Open,
+                path,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a folder"),
+            ));
+        }
+        Ok(Dir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Refuses (rather than follows) a link or junction standing where a folder was.
+    pub fn open_child(&self, name: &OsStr) -> Result<Dir> {
+        let path = self.path.join(name);
+        let md = std::fs::symlink_metadata(&path).at(Op::Open, &path)?;
+        if !md.is_dir() || md.file_type().is_symlink() {
+            return Err(Error::io(
+                Op::Open,
+                path,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a folder (a link?)"),
+            ));
+        }
+        Ok(Dir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn read_names(&self) -> Result<Vec<(OsString, Option<Kind>)>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.path).at(Op::ReadDir, &self.path)? {
+            let e = e.at(Op::ReadDir, &self.path)?;
+            let hint = e.file_type().ok().map(|t| {
+                if t.is_symlink() {
+                    Kind::Symlink
+                } else if t.is_dir() {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                }
+            });
+            out.push((e.file_name(), hint));
+        }
+        Ok(out)
+    }
+}
+
+pub fn stat_at(at: At<'_>, rel: PathBuf) -> Result<Entry> {
+    let p = at.path();
+    std::fs::symlink_metadata(&p)
+        .map(|md| Entry::from_metadata(rel, &md))
+        .at(Op::Stat, &p)
+}
+
+/// Nothing to raise: Windows has no per-process descriptor limit of that kind.
+pub fn raise_fd_limit() {}
 
 /// A NUL-terminated wide path for the Win32 `W` calls, in `\\?\` form when absolute, so paths
 /// beyond 260 characters work (std does the same for its own calls).
@@ -55,7 +124,11 @@ fn wide(path: &Path) -> Vec<u16> {
     out
 }
 
-pub fn open_source(path: &Path) -> Result<File> {
+pub fn open_source(at: At<'_>) -> Result<File> {
+    open_source_path(&at.path())
+}
+
+fn open_source_path(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(FILE_FLAG_SEQUENTIAL_SCAN | FILE_FLAG_OPEN_REPARSE_POINT)
@@ -109,12 +182,13 @@ fn stat(path: &Path) -> Result<Entry> {
 }
 
 pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
-    let before = stat(req.src)?;
+    let (src, tmp) = (req.src.path(), req.tmp.path());
+    let before = stat(&src)?;
     if before.kind != Kind::File {
         return Ok(CopyOutcome::Changed);
     }
     let mut progress = Progress { req, last: 0 };
-    let (src_w, tmp_w) = (wide(req.src), wide(req.tmp));
+    let (src_w, tmp_w) = (wide(&src), wide(&tmp));
     // SAFETY: both strings are NUL-terminated and outlive the call; `progress` outlives it too.
     let ok = unsafe {
         CopyFileExW(
@@ -131,37 +205,37 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
     } else {
         let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(ERROR_REQUEST_ABORTED as i32) || req.cancel.is_cancelled() {
-            let _ = std::fs::remove_file(req.tmp);
+            let _ = std::fs::remove_file(&tmp);
             return Err(Error::Cancelled);
         }
         // The OS call refused (a filesystem or filter that cannot do it): copy by hand.
-        let _ = std::fs::remove_file(req.tmp);
-        let mut input = open_source(req.src)?;
-        let mut out = create_temp(req.tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut input = open_source_path(&src)?;
+        let mut out = create_temp(&tmp)?;
         let n = copy_range_rw(&mut input, &mut out, 0, before.size, req.cancel).map_err(|e| {
             if req.cancel.is_cancelled() {
                 Error::Cancelled
             } else {
-                Error::io(Op::Copy, req.tmp, e)
+                Error::io(Op::Copy, &tmp, e)
             }
         })?;
         (req.progress)(n);
         (n, Method::ReadWrite)
     };
-    let after = stat(req.src)?;
+    let after = stat(&src)?;
     if bytes != before.size || after.size != before.size || after.mtime != before.mtime {
         return Ok(CopyOutcome::Changed);
     }
-    set_attributes(req.tmp, FILE_ATTRIBUTE_NORMAL)?;
-    set_mtime(req.tmp, before.mtime, false)?;
+    set_attributes(&tmp, FILE_ATTRIBUTE_NORMAL)?;
+    set_mtime(&tmp, before.mtime, false)?;
     if req.fsync {
         OpenOptions::new()
             .write(true)
-            .open(req.tmp)
+            .open(&tmp)
             .and_then(|f| f.sync_all())
-            .at(Op::Sync, req.tmp)?;
+            .at(Op::Sync, &tmp)?;
     }
-    set_attributes(req.tmp, before.perm | FILE_ATTRIBUTE_ARCHIVE)?;
+    set_attributes(&tmp, before.perm | FILE_ATTRIBUTE_ARCHIVE)?;
     Ok(CopyOutcome::Done { bytes, method })
 }
 
@@ -219,7 +293,8 @@ fn set_attributes(path: &Path, kept: u32) -> Result<()> {
 }
 
 /// Sets times and attributes of an existing entry, never through a symlink.
-pub fn apply_path_meta(dst: &Path, _src: &Path, meta: &Entry, _opts: MetaOpts) -> Result<()> {
+pub fn apply_meta_at(dst: At<'_>, _src: At<'_>, meta: &Entry, _opts: MetaOpts) -> Result<()> {
+    let dst = &dst.path();
     let is_link = meta.kind == Kind::Symlink;
     if !is_link {
         // Read-only entries refuse attribute writes' companion, the time change: lift it first.
@@ -233,23 +308,25 @@ pub fn apply_path_meta(dst: &Path, _src: &Path, meta: &Entry, _opts: MetaOpts) -
 }
 
 /// Windows has no extended attributes in the POSIX sense (alternate streams are not copied).
-pub fn xattrs_equal(_a: &Path, _b: &Path) -> Result<bool> {
+pub fn xattrs_equal(_a: At<'_>, _b: At<'_>) -> Result<bool> {
     Ok(true)
 }
 
-pub fn read_link(path: &Path) -> Result<PathBuf> {
-    std::fs::read_link(path).at(Op::Read, path)
+pub fn read_link_at(at: At<'_>) -> Result<PathBuf> {
+    let p = at.path();
+    std::fs::read_link(&p).at(Op::Read, &p)
 }
 
 /// Windows symlinks are either file or folder links; make the same kind as the source's.
-pub fn make_symlink(target: &Path, at: &Path, src: &Path) -> Result<()> {
-    let is_dir = std::fs::symlink_metadata(src)
+pub fn symlink_at(target: &Path, at: At<'_>, src: At<'_>) -> Result<()> {
+    let is_dir = std::fs::symlink_metadata(src.path())
         .map(|m| m.file_type().is_symlink_dir())
         .unwrap_or(false);
+    let path = at.path();
     let r = if is_dir {
-        std::os::windows::fs::symlink_dir(target, at)
+        std::os::windows::fs::symlink_dir(target, &path)
     } else {
-        std::os::windows::fs::symlink_file(target, at)
+        std::os::windows::fs::symlink_file(target, &path)
     };
     r.map_err(|e| {
         if e.raw_os_error() == Some(1314) {
@@ -261,13 +338,13 @@ pub fn make_symlink(target: &Path, at: &Path, src: &Path) -> Result<()> {
             e
         }
     })
-    .at(Op::Symlink, at)
+    .at(Op::Symlink, &path)
 }
 
-pub fn make_special(at: &Path, _meta: &Entry) -> Result<()> {
+pub fn make_special_at(at: At<'_>, _meta: &Entry) -> Result<()> {
     Err(Error::io(
         Op::Create,
-        at,
+        at.path(),
         io::Error::new(
             io::ErrorKind::Unsupported,
             "fifos and devices do not exist on Windows",
@@ -275,8 +352,9 @@ pub fn make_special(at: &Path, _meta: &Entry) -> Result<()> {
     ))
 }
 
-pub fn hard_link(existing: &Path, new: &Path) -> Result<()> {
-    std::fs::hard_link(existing, new).at(Op::Link, new)
+pub fn hard_link_at(existing: At<'_>, new: At<'_>) -> Result<()> {
+    let new = new.path();
+    std::fs::hard_link(existing.path(), &new).at(Op::Link, &new)
 }
 
 /// A read-only file can be neither replaced nor deleted on Windows: lift the flag and retry.
@@ -296,43 +374,48 @@ fn retry_read_only<T>(path: &Path, f: impl Fn() -> io::Result<T>) -> io::Result<
     }
 }
 
-pub fn rename(from: &Path, to: &Path) -> Result<()> {
-    try_rename(from, to).at(Op::Rename, to)
+pub fn rename_at(from: At<'_>, to: At<'_>) -> Result<()> {
+    try_rename_at(from, to).at(Op::Rename, &to.path())
 }
 
-pub fn try_rename(from: &Path, to: &Path) -> io::Result<()> {
-    retry_read_only(to, || std::fs::rename(from, to))
+pub fn try_rename_at(from: At<'_>, to: At<'_>) -> io::Result<()> {
+    let (from, to) = (from.path(), to.path());
+    retry_read_only(&to, || std::fs::rename(&from, &to))
 }
 
-pub fn remove_file(path: &Path) -> Result<()> {
-    let dir_link = std::fs::symlink_metadata(path)
+pub fn unlink_at(at: At<'_>) -> Result<()> {
+    let path = at.path();
+    let dir_link = std::fs::symlink_metadata(&path)
         .map(|m| m.file_type().is_symlink_dir())
         .unwrap_or(false);
-    retry_read_only(path, || {
+    retry_read_only(&path, || {
         if dir_link {
-            std::fs::remove_dir(path)
+            std::fs::remove_dir(&path)
         } else {
-            std::fs::remove_file(path)
+            std::fs::remove_file(&path)
         }
     })
-    .at(Op::Delete, path)
+    .at(Op::Delete, &path)
 }
 
-pub fn remove_dir(path: &Path) -> Result<bool> {
-    match retry_read_only(path, || std::fs::remove_dir(path)) {
+pub fn rmdir_at(at: At<'_>) -> Result<bool> {
+    let path = at.path();
+    match retry_read_only(&path, || std::fs::remove_dir(&path)) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(false),
         Err(e) => Err(Error::io(Op::Delete, path, e)),
     }
 }
 
-pub fn make_dir(path: &Path) -> Result<()> {
-    std::fs::create_dir(path).at(Op::Mkdir, path)
+pub fn mkdir_at(at: At<'_>) -> Result<()> {
+    let path = at.path();
+    std::fs::create_dir(&path).at(Op::Mkdir, &path)
 }
 
-pub fn fsync_path(path: &Path) -> Result<()> {
-    match OpenOptions::new().write(true).open(path) {
-        Ok(f) => f.sync_all().at(Op::Sync, path),
+pub fn fsync_at(at: At<'_>) -> Result<()> {
+    let path = at.path();
+    match OpenOptions::new().write(true).open(&path) {
+        Ok(f) => f.sync_all().at(Op::Sync, &path),
         // A read-only file cannot be opened for the flush; its data was flushed when written.
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
         Err(e) => Err(Error::io(Op::Sync, path, e)),
@@ -340,6 +423,6 @@ pub fn fsync_path(path: &Path) -> Result<()> {
 }
 
 /// NTFS journals folder changes itself, and a folder cannot be opened for flushing.
-pub fn fsync_dir(_path: &Path) -> Result<()> {
+pub fn fsync_dir(_dir: &Dir) -> Result<()> {
     Ok(())
 }

@@ -1,0 +1,111 @@
+//! Open folder handles of one tree, found by relative path. The executor asks for "the folder
+//! holding `a/b/c`" for every entry it touches; the handle is opened once, component by component
+//! from the root without following links, and shared by all workers.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::error::{Error, Op, Result};
+use crate::sys::Dir;
+
+/// Past this many cached handles the cache starts over, so a tree with a million folders does
+/// not hold a million descriptors. Handles in use stay valid (they are reference-counted).
+const MAX_CACHED: usize = 4096;
+
+pub struct DirCache {
+    root: PathBuf,
+    map: Mutex<HashMap<PathBuf, Arc<Dir>>>,
+    /// The folder holding the root itself (used when the root is a file).
+    outer: OnceLock<Arc<Dir>>,
+}
+
+impl DirCache {
+    pub fn new(root: PathBuf) -> Self {
+        DirCache {
+            root,
+            map: Mutex::new(HashMap::new()),
+            outer: OnceLock::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The handle of the folder at `rel` (`""` is the root).
+    pub fn dir(&self, rel: &Path) -> Result<Arc<Dir>> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = map.get(rel) {
+            return Ok(Arc::clone(d));
+        }
+        if map.len() >= MAX_CACHED {
+            map.clear();
+        }
+        // Start from the deepest folder already open, then open the rest one name at a time.
+        let mut base: Option<(PathBuf, Arc<Dir>)> = None;
+        for anc in rel.ancestors().skip(1) {
+            if let Some(d) = map.get(anc) {
+                base = Some((anc.to_path_buf(), Arc::clone(d)));
+                break;
+            }
+        }
+        let (mut at_rel, mut dir) = match base {
+            Some(b) => b,
+            None => {
+                let d = Arc::new(Dir::open(&self.root)?);
+                map.insert(PathBuf::new(), Arc::clone(&d));
+                if rel.as_os_str().is_empty() {
+                    return Ok(d);
+                }
+                (PathBuf::new(), d)
+            }
+        };
+        let rest = rel.strip_prefix(&at_rel).unwrap_or(rel).to_path_buf();
+        for comp in rest.components() {
+            let name = comp.as_os_str();
+            let child = Arc::new(dir.open_child(name)?);
+            at_rel.push(name);
+            map.insert(at_rel.clone(), Arc::clone(&child));
+            dir = child;
+        }
+        Ok(dir)
+    }
+
+    /// The folder holding the entry `rel`, and the entry's name in it. For the root itself that
+    /// is the root's parent folder.
+    pub fn parent_of(&self, rel: &Path) -> Result<(Arc<Dir>, OsString)> {
+        match (rel.parent(), rel.file_name()) {
+            (Some(parent), Some(name)) => Ok((self.dir(parent)?, name.to_os_string())),
+            _ => {
+                let name = self
+                    .root
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .ok_or_else(|| {
+                        Error::io(
+                            Op::Open,
+                            &self.root,
+                            std::io::Error::other("the filesystem root has no parent folder"),
+                        )
+                    })?;
+                let outer = match self.outer.get() {
+                    Some(d) => Arc::clone(d),
+                    None => {
+                        let parent = self.root.parent().unwrap_or(Path::new("/"));
+                        let d = Arc::new(Dir::open(parent)?);
+                        Arc::clone(self.outer.get_or_init(|| d))
+                    }
+                };
+                Ok((outer, name))
+            }
+        }
+    }
+
+    /// Drops the handles of `rel` and everything below it (after it was deleted or replaced).
+    pub fn forget(&self, rel: &Path) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|k, _| !k.starts_with(rel) || (rel.as_os_str().is_empty() && k != rel));
+    }
+}
