@@ -57,6 +57,8 @@ pub struct Entry {
     pub blocks: u64,
     /// Device number for device nodes.
     pub rdev: u64,
+    /// Carries extended attributes (as far as the walk looked; `false` when it did not).
+    pub xattrs: bool,
 }
 
 impl Entry {
@@ -95,6 +97,7 @@ impl Entry {
             nlink: md.nlink(),
             blocks: md.blocks(),
             rdev: md.rdev(),
+            xattrs: false,
         }
     }
 
@@ -128,6 +131,7 @@ impl Entry {
             nlink: 1,
             blocks: md.len().div_ceil(512),
             rdev: 0,
+            xattrs: false,
         }
     }
 

@@ -98,8 +98,10 @@ impl Job {
 
         let t = Instant::now();
         let (src_tree, dst_tree) = std::thread::scope(|s| {
-            let d = s.spawn(|| walk::walk(&dst_root, &filter, workers));
-            let src = walk::walk(&src_root, &filter, workers);
+            let xattrs = cfg!(unix);
+            let (dst_root, filter) = (&dst_root, &filter);
+            let d = s.spawn(move || walk::walk(dst_root, filter, workers, xattrs));
+            let src = walk::walk(&src_root, filter, workers, xattrs);
             (src, d.join().expect("destination walk panicked"))
         });
         let (src_tree, dst_tree) = (src_tree?, dst_tree?);

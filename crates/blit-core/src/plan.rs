@@ -539,6 +539,29 @@ impl<'a> Planner<'a> {
     }
 
     fn check(&self, a: &Entry, b: &Entry) -> Verdict {
+        let mut m = MetaDiff {
+            perm: a.kind != Kind::Symlink && a.perm != b.perm,
+            owner: self.opts.owner && (a.uid != b.uid || a.gid != b.gid),
+            // Folder times are compared here but always restored at the end anyway.
+            mtime: a.mtime != b.mtime,
+            xattr: false,
+        };
+        let look_inside = (a.kind == Kind::File && self.opts.checksum)
+            || a.kind == Kind::Symlink
+            || (self.opts.xattrs && (a.xattrs || b.xattrs));
+        if !look_inside {
+            // Everything needed is in the two `lstat`s: no syscall for the common no-op case.
+            if a.kind != b.kind
+                || (matches!(a.kind, Kind::CharDevice | Kind::BlockDevice) && a.rdev != b.rdev)
+            {
+                return Verdict::Rewrite(Reason::Device);
+            }
+            return if m.any() {
+                Verdict::Meta(m)
+            } else {
+                Verdict::Same
+            };
+        }
         let located = self
             .src_dirs
             .parent_of(&a.rel)
@@ -565,14 +588,7 @@ impl<'a> Planner<'a> {
             }
             _ => {}
         }
-        let mut m = MetaDiff {
-            perm: a.kind != Kind::Symlink && a.perm != b.perm,
-            owner: self.opts.owner && (a.uid != b.uid || a.gid != b.gid),
-            // Folder times are compared here but always restored at the end anyway.
-            mtime: a.mtime != b.mtime,
-            xattr: false,
-        };
-        if self.opts.xattrs {
+        if self.opts.xattrs && (a.xattrs || b.xattrs) {
             match sys::xattrs_equal(sp, dp) {
                 Ok(eq) => m.xattr = !eq,
                 Err(e) => return Verdict::Error(e),

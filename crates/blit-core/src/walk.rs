@@ -59,7 +59,9 @@ impl Tree {
 /// Walks `root` with up to `threads` threads. The root is followed if it is a symlink (the user
 /// named it); nothing below it is. A missing root gives an empty tree; any other failure to stat
 /// or open the root is an error.
-pub fn walk(root: &Path, filter: &Filter, threads: usize) -> Result<Tree, Error> {
+/// With `xattrs`, each entry's `xattrs` flag is filled in (one extra query per entry, made here
+/// in parallel rather than later one by one).
+pub fn walk(root: &Path, filter: &Filter, threads: usize, xattrs: bool) -> Result<Tree, Error> {
     let mut tree = Tree {
         root: root.to_path_buf(),
         ..Tree::default()
@@ -69,7 +71,9 @@ pub fn walk(root: &Path, filter: &Filter, threads: usize) -> Result<Tree, Error>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(tree),
         Err(e) => return Err(Error::io(Op::Stat, root, e)),
     };
-    let root_entry = Entry::from_metadata(PathBuf::new(), &md);
+    let mut root_entry = Entry::from_metadata(PathBuf::new(), &md);
+    // The root is not listed in a folder; rather than query it here, let the planner compare it.
+    root_entry.xattrs = xattrs;
     let is_dir = root_entry.kind == Kind::Dir;
     tree.entries.push(root_entry);
     if !is_dir {
@@ -85,6 +89,7 @@ pub fn walk(root: &Path, filter: &Filter, threads: usize) -> Result<Tree, Error>
                 .map_err(|e| Error::io(Op::ReadDir, root, std::io::Error::other(e)))?;
             let walker = Walker {
                 filter,
+                xattrs,
                 found: &shared,
             };
             pool.scope(|s| walker.visit(s, dir, PathBuf::new()));
@@ -128,6 +133,7 @@ impl Found {
 #[derive(Clone, Copy)]
 struct Walker<'a> {
     filter: &'a Filter,
+    xattrs: bool,
     found: &'a Mutex<Found>,
 }
 
@@ -155,7 +161,8 @@ impl<'a> Walker<'a> {
                 local.leftovers.push(child_rel);
                 continue;
             }
-            let entry = match sys::stat_at(At::new(&dir, &name), child_rel.clone()) {
+            let at = At::new(&dir, &name);
+            let mut entry = match sys::stat_at(at, child_rel.clone()) {
                 Ok(e) => e,
                 Err(e) => {
                     let gone = matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
@@ -170,6 +177,16 @@ impl<'a> Walker<'a> {
             let is_dir = entry.kind == Kind::Dir;
             if self.filter.excludes(&child_rel, is_dir) {
                 continue;
+            }
+            if self.xattrs {
+                match sys::has_xattrs(at) {
+                    Ok(has) => entry.xattrs = has,
+                    Err(e) => {
+                        local.errors.push(e);
+                        local.unknown.push(child_rel);
+                        continue;
+                    }
+                }
             }
             local.entries.push(entry);
             if is_dir {

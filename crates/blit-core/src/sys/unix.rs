@@ -141,6 +141,7 @@ fn entry_from_stat(rel: PathBuf, st: &rustix::fs::Stat) -> Entry {
         nlink: st.st_nlink as u64,
         blocks: st.st_blocks as u64,
         rdev: st.st_rdev as u64,
+        xattrs: false,
     }
 }
 
@@ -341,8 +342,39 @@ fn xattr_path(at: At<'_>) -> PathBuf {
     }
 }
 
+/// The path for read-only xattr queries: the full path resolves faster than the `/proc` form,
+/// and reading cannot be redirected into harm; only near `PATH_MAX` is the `/proc` form needed.
+fn read_path(at: At<'_>) -> PathBuf {
+    let full = at.path();
+    if full.as_os_str().len() < 3800 {
+        full
+    } else {
+        xattr_path(at)
+    }
+}
+
+/// Whether the entry carries any extended attribute: one size query, made during the walk so the
+/// planner compares attributes only where some exist.
+pub fn has_xattrs(at: At<'_>) -> Result<bool> {
+    let path = read_path(at);
+    #[cfg(target_os = "linux")]
+    let n = rustix::fs::llistxattr_query(&path).map_err(io::Error::from);
+    #[cfg(not(target_os = "linux"))]
+    let n = xattr::list(&path).map(|l| l.count());
+    match n {
+        Ok(n) => Ok(n > 0),
+        Err(e)
+            if e.kind() == io::ErrorKind::Unsupported
+                || e.raw_os_error() == Some(libc::ENOTSUP) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(Error::io(Op::Xattr, at.path(), e)),
+    }
+}
+
 fn xattr_map(at: At<'_>) -> Result<Vec<(OsString, Vec<u8>)>> {
-    let p = xattr_path(at);
+    let p = read_path(at);
     let mut out = Vec::new();
     for name in xattr::list(&p).at(Op::Xattr, &at.path())? {
         if let Some(v) = xattr::get(&p, &name).at(Op::Xattr, &at.path())? {
@@ -356,8 +388,8 @@ fn xattr_map(at: At<'_>) -> Result<Vec<(OsString, Vec<u8>)>> {
 /// True when both entries carry the same extended attributes (names and values).
 pub fn xattrs_equal(a: At<'_>, b: At<'_>) -> Result<bool> {
     // Most files have none: one cheap list call each settles it.
-    let la = xattr::list(xattr_path(a)).at(Op::Xattr, &a.path())?.count();
-    let lb = xattr::list(xattr_path(b)).at(Op::Xattr, &b.path())?.count();
+    let la = xattr::list(read_path(a)).at(Op::Xattr, &a.path())?.count();
+    let lb = xattr::list(read_path(b)).at(Op::Xattr, &b.path())?.count();
     if la == 0 && lb == 0 {
         return Ok(true);
     }

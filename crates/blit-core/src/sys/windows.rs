@@ -102,6 +102,11 @@ pub fn stat_at(at: At<'_>, rel: PathBuf) -> Result<Entry> {
         .at(Op::Stat, &p)
 }
 
+/// Windows has no extended attributes in the POSIX sense.
+pub fn has_xattrs(_at: At<'_>) -> Result<bool> {
+    Ok(false)
+}
+
 /// Nothing to raise: Windows has no per-process descriptor limit of that kind.
 pub fn raise_fd_limit() {}
 
