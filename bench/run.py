@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""Blit's benchmark: runs Blit and its peers side by side on the same data, alternating
-(A B C A B C ...), and prints per tool the median wall time, CPU time and peak RSS, plus Blit's
-ratio to the best peer.
+"""Blit's benchmark: Blit and its peers side by side on the same data, alternating
+(A B C A B C ...), with per-tool median wall time, CPU time and peak RSS, and Blit's ratio to the
+best peer. The table is written to bench/RESULTS.md.
 
-Hygiene for these machines (see BENCH-NOTES): destinations are never deleted before a timed run
-(they are renamed into a trash folder, emptied after the batch); the source is read into the page
-cache, fresh memory is pre-faulted and dirty pages are synced before every run.
+Hygiene for these machines (see the project's benchmark notes): a destination is never deleted
+before a timed run (old ones are renamed into a trash folder, emptied only after the batch);
+before every run the source is read into the page cache, fresh memory is pre-faulted and dirty
+pages are synced.
 
-Usage: bench/run.py [--rounds N] [--only copy-20k,noop-50k,...] [--data DIR] [--out FILE]
+Usage: bench/run.py [--rounds N] [--only W1,W2] [--data DIR] [--out FILE] [--no-install]
+Workloads: copy-1g copy-20k copy-20k-tmpfs noop-50k incr-50k copy-mixed noop-1m copy-1m
 """
 
 import argparse
 import datetime
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -22,46 +25,147 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+CARGO_BIN = os.path.expanduser("~/.cargo/bin")
+ALL = ["copy-1g", "copy-20k", "copy-20k-tmpfs", "noop-50k", "incr-50k", "copy-mixed", "noop-1m", "copy-1m"]
+DEFAULT = ["copy-1g", "copy-20k", "copy-20k-tmpfs", "noop-50k", "incr-50k", "copy-mixed", "noop-1m"]
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), **kw)
+
+
+def have(tool):
+    return shutil.which(tool) is not None or os.path.exists(os.path.join(CARGO_BIN, tool))
+
+
+def tool_path(tool):
+    return shutil.which(tool) or os.path.join(CARGO_BIN, tool)
+
+
+def install_peers():
+    """Finds or installs the peers; a missing one is skipped with a note."""
+    apt = [p for p, t in [("rsync", "rsync"), ("rclone", "rclone"), ("time", "/usr/bin/time")] if not have(t)]
+    if apt:
+        print(f"installing {' '.join(apt)} (apt)")
+        sh("apt-get update -qq", check=False)
+        sh(["apt-get", "install", "-y", "-qq"] + apt, check=False, stdout=subprocess.DEVNULL)
+    for crate in ["xcp", "fcp", "cpz"]:
+        if not have(crate):
+            print(f"installing {crate} (cargo install; takes a few minutes)")
+            r = sh(["cargo", "install", "--quiet", crate], check=False)
+            if r.returncode != 0:
+                print(f"  note: {crate} could not be installed; skipped")
+
+
+def version(tool):
+    for flag in ["--version", "-V", "version"]:
+        try:
+            out = subprocess.run([tool_path(tool), flag], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        text = (out.stdout or out.stderr).strip().splitlines()
+        if out.returncode == 0 and text:
+            return text[0][:60]
+    return "?"
 
 
 def blit_bin():
-    path = os.path.join(REPO, "target", "release", "blit")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "blit-cli"], cwd=REPO, check=True)
-    return path
+    return os.path.join(REPO, "target", "release", "blit")
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets (deterministic, built once and kept between runs)
+# ---------------------------------------------------------------------------------------------
+
+def done_marker(root):
+    return root + ".complete"
 
 
 def make_small_tree(root, files, folders, size, seed):
-    """Deterministic tree: `files` files of `size` bytes spread over `folders` folders."""
-    if os.path.exists(os.path.join(root, ".complete")):
+    if os.path.exists(done_marker(root)):
         return
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
-    state = seed
+    rng = random.Random(seed)
     per = files // folders
     for d in range(folders):
         dpath = os.path.join(root, f"d{d:04}")
         os.mkdir(dpath)
         for f in range(per):
-            state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
-            block = state.to_bytes(8, "little") * (size // 8)
+            data = rng.getrandbits(64).to_bytes(8, "little") * (size // 8)
             with open(os.path.join(dpath, f"f{f:05}.dat"), "wb") as fh:
-                fh.write(block)
-    open(os.path.join(root, ".complete"), "w").close()
+                fh.write(data)
+    open(done_marker(root), "w").close()
 
 
 def make_big_file(root, size):
-    if os.path.exists(os.path.join(root, ".complete")):
+    if os.path.exists(done_marker(root)):
         return
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
+    rng = random.Random(3)
     with open(os.path.join(root, "big.bin"), "wb") as fh:
         left = size
         while left:
-            chunk = os.urandom(min(left, 16 << 20))
-            fh.write(chunk)
-            left -= len(chunk)
-    open(os.path.join(root, ".complete"), "w").close()
+            n = min(left, 8 << 20)
+            fh.write(rng.randbytes(n))
+            left -= n
+    open(done_marker(root), "w").close()
 
+
+def make_mixed(root):
+    """A real tree: copies of system documentation, the Python library and time zones."""
+    if os.path.exists(done_marker(root)):
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    for src in ["/usr/share/doc", "/usr/lib/python3", "/usr/share/zoneinfo"]:
+        if os.path.isdir(src):
+            sh(["cp", "-a", src, os.path.join(root, os.path.basename(src))], check=True)
+    open(done_marker(root), "w").close()
+
+
+def make_empty_files(root, count, per_folder):
+    if os.path.exists(done_marker(root)):
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    for d in range(count // per_folder):
+        dpath = os.path.join(root, f"d{d:05}")
+        os.mkdir(dpath)
+        for f in range(per_folder):
+            os.close(os.open(os.path.join(dpath, f"e{f:05}"), os.O_CREAT | os.O_WRONLY, 0o644))
+    open(done_marker(root), "w").close()
+
+
+def make_edited(base, edited, seed):
+    """`edited` = `base` with 1% of files changed, 1% deleted and 1% added."""
+    if os.path.exists(done_marker(edited)):
+        return
+    shutil.rmtree(edited, ignore_errors=True)
+    sh(["cp", "-a", base, edited], check=True)
+    files = sorted(
+        os.path.join(dp, n) for dp, _, names in os.walk(edited) for n in names
+    )
+    rng = random.Random(seed)
+    rng.shuffle(files)
+    k = len(files) // 100
+    for p in files[:k]:
+        with open(p, "r+b") as fh:
+            fh.write(rng.randbytes(64))
+    for p in files[k:2 * k]:
+        os.unlink(p)
+    for i in range(k):
+        d = os.path.dirname(files[2 * k + i])
+        with open(os.path.join(d, f"added{i:05}.dat"), "wb") as fh:
+            fh.write(rng.randbytes(4096))
+    open(done_marker(edited), "w").close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
 
 def warm(path):
     """Reads every file so the timed run finds the source in the page cache."""
@@ -80,52 +184,58 @@ def prefault(nbytes):
     if nbytes <= 0:
         return
     p = "/dev/shm/blit-bench-prefault"
+    block = b"\0" * (1 << 20)
     with open(p, "wb") as fh:
-        block = b"\0" * (1 << 20)
         for _ in range(max(1, nbytes >> 20)):
             fh.write(block)
     os.unlink(p)
 
 
-def timed(cmd):
-    """Runs cmd; returns (wall seconds, cpu seconds, peak RSS MiB, exit code)."""
+def timed(argv):
+    """Runs argv under /usr/bin/time; returns (wall s, cpu s, peak RSS MiB, exit code)."""
+    out = "/tmp/blit-bench-time.txt"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(proc.pid, 0)
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%e %U %S %M", "-o", out] + argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        print(f"   ! {' '.join(cmd)} exited {code}: {err.strip()[:300]}", file=sys.stderr)
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, code
+    with open(out) as fh:
+        last = fh.read().strip().splitlines()[-1].split()
+    cpu = float(last[1]) + float(last[2])
+    rss = int(last[3]) / 1024
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()[:300]
+        print(f"   ! {' '.join(argv)} exited {proc.returncode}: {err}", file=sys.stderr)
+    return wall, cpu, rss, proc.returncode
 
 
-def peers(blit, kind):
-    """Commands per tool: (name, function(src, dst) -> argv). Missing tools are skipped."""
-    have = lambda t: shutil.which(t) is not None
-    tools = []
-    if kind == "copy":
-        tools.append(("blit", lambda s, d: [blit, "copy", "-q", "--no-progress", s, d]))
-        if have("cp"):
-            tools.append(("cp -a", lambda s, d: ["cp", "-a", s + "/.", d]))
-        if have("rsync"):
-            tools.append(("rsync -a", lambda s, d: ["rsync", "-a", s + "/", d + "/"]))
-        if have("xcp"):
-            tools.append(("xcp", lambda s, d: ["xcp", "-r", s, d]))
-        if have("fcp"):
-            tools.append(("fcp", lambda s, d: ["fcp", s, d]))
-        if have("rclone"):
-            tools.append(("rclone", lambda s, d: ["rclone", "copy", "--links", s, d]))
-        if have("cpz"):
-            tools.append(("cpz*", lambda s, d: ["cpz", s, d]))
-    else:
-        tools.append(("blit", lambda s, d: [blit, "mirror", "-q", "--no-progress", s, d]))
-        if have("rsync"):
-            tools.append(("rsync -a --delete", lambda s, d: ["rsync", "-a", "--delete", s + "/", d + "/"]))
-        if have("rclone"):
-            tools.append(("rclone sync", lambda s, d: ["rclone", "sync", "--links", s, d]))
-    return tools
+def copy_tools(blit):
+    """Initial-copy commands: name -> argv(src, dst). DST never exists before the run."""
+    t = [("blit", lambda s, d: [blit, "copy", "-q", "--no-progress", s, d])]
+    t.append(("cp -a", lambda s, d: ["cp", "-a", s, d]))
+    if have("rsync"):
+        t.append(("rsync -a", lambda s, d: ["rsync", "-a", s + "/", d + "/"]))
+    if have("xcp"):
+        t.append(("xcp", lambda s, d: [tool_path("xcp"), "-r", s, d]))
+    if have("fcp"):
+        t.append(("fcp", lambda s, d: [tool_path("fcp"), s, d]))
+    if have("rclone"):
+        t.append(("rclone copy", lambda s, d: ["rclone", "copy", "--links", s, d]))
+    if have("cpz"):
+        # The fastest published small-file copier; keeps no times or owners: a floor, not a peer.
+        t.append(("cpz (floor)", lambda s, d: [tool_path("cpz"), s, d]))
+    return t
+
+
+def mirror_tools(blit):
+    t = [("blit", lambda s, d: [blit, "mirror", "-q", "--no-progress", s, d])]
+    if have("rsync"):
+        t.append(("rsync -a --delete", lambda s, d: ["rsync", "-a", "--delete", s + "/", d + "/"]))
+    if have("rclone"):
+        t.append(("rclone sync", lambda s, d: ["rclone", "sync", "--links", s, d]))
+    return t
 
 
 class Bench:
@@ -137,42 +247,56 @@ class Bench:
         self.blit = blit_bin()
         self.rows = []
 
-    def fresh_dst(self, name):
-        d = os.path.join(self.data, "dst", name)
-        if os.path.exists(d):
-            os.rename(d, os.path.join(self.trash, f"{name}-{time.time_ns()}"))
-        os.makedirs(os.path.dirname(d), exist_ok=True)
-        return d
+    def aside(self, path):
+        """Moves an old destination out of the way without deleting it (see the hygiene note)."""
+        if os.path.lexists(path):
+            os.rename(path, os.path.join(self.trash, f"{os.path.basename(path)}-{time.time_ns()}"))
 
-    def prepare(self, src, nbytes):
+    def prepare(self, src, nbytes, extra_warm=None):
         warm(src)
+        if extra_warm:
+            warm(extra_warm)
         prefault(nbytes)
         os.sync()
 
-    def initial_copy(self, label, src, nbytes):
-        tools = peers(self.blit, "copy")
+    def initial_copy(self, label, src, nbytes, dst_base, rounds):
+        tools = copy_tools(self.blit)
         results = {name: [] for name, _ in tools}
-        for r in range(self.args.rounds):
+        os.makedirs(dst_base, exist_ok=True)
+        for _ in range(rounds):
             for name, cmd in tools:
-                dst = self.fresh_dst(f"{label}-{name.split()[0]}")
-                if name.startswith(("fcp", "cpz", "xcp")):
-                    # these copy SRC itself into an existing DST; give them a DST that does not exist
-                    pass
+                dst = os.path.join(dst_base, "copy-" + name.split()[0])
+                self.aside(dst)
                 self.prepare(src, nbytes)
+                results[name].append(timed(cmd(src, dst)))
+        for name, _ in tools:
+            self.aside(os.path.join(dst_base, "copy-" + name.split()[0]))
+        self.record(label, results)
+
+    def noop_mirror(self, label, src, rounds):
+        tools = mirror_tools(self.blit)
+        dst = os.path.join(self.data, "dst", os.path.basename(src) + "-replica")
+        if not os.path.exists(dst):
+            sh([self.blit, "mirror", "-q", "--no-progress", src, dst], check=True)
+        results = {name: [] for name, _ in tools}
+        for _ in range(rounds):
+            for name, cmd in tools:
+                self.prepare(src, 0, extra_warm=dst)
                 results[name].append(timed(cmd(src, dst)))
         self.record(label, results)
 
-    def noop_mirror(self, label, src, nbytes):
-        tools = peers(self.blit, "mirror")
-        dst = os.path.join(self.data, "dst", f"{label}-replica")
-        if not os.path.exists(dst):
-            subprocess.run([self.blit, "mirror", "-q", "--no-progress", src, dst], check=True)
+    def incremental(self, label, base, edited, rounds):
+        """Each run: a fresh replica of `base` (made untimed), then a timed mirror of `edited`."""
+        tools = mirror_tools(self.blit)
         results = {name: [] for name, _ in tools}
-        for r in range(self.args.rounds):
+        dst = os.path.join(self.data, "dst", "incr")
+        for _ in range(rounds):
             for name, cmd in tools:
-                self.prepare(src, 0)
-                warm(dst)
-                results[name].append(timed(cmd(src, dst)))
+                self.aside(dst)
+                sh(["cp", "-a", base, dst], check=True)
+                self.prepare(edited, 0, extra_warm=dst)
+                results[name].append(timed(cmd(edited, dst)))
+        self.aside(dst)
         self.record(label, results)
 
     def record(self, label, results):
@@ -189,20 +313,21 @@ class Bench:
                 min(walls),
                 statistics.median(r[1] for r in ok),
                 max(r[2] for r in ok),
+                len(ok),
             )
-        peers_only = {k: v for k, v in med.items() if k != "blit" and not k.endswith("*")}
-        best = min(peers_only.items(), key=lambda kv: kv[1][0]) if peers_only else None
-        for name, (w, mn, cpu, rss) in sorted(med.items(), key=lambda kv: kv[1][0]):
-            print(f"  {name:<20} median {w:7.3f} s  min {mn:7.3f} s  cpu {cpu:6.2f} s  rss {rss:7.1f} MiB")
+        peers = {k: v for k, v in med.items() if k != "blit" and "floor" not in k}
+        best = min(peers.items(), key=lambda kv: kv[1][0]) if peers else None
+        for name, (w, mn, cpu, rss, n) in sorted(med.items(), key=lambda kv: kv[1][0]):
+            print(f"  {name:<20} median {w:7.3f} s  min {mn:7.3f} s  cpu {cpu:6.2f} s  rss {rss:7.1f} MiB  ({n} runs)")
+        ratio = None
         if "blit" in med and best:
             ratio = med["blit"][0] / best[1][0]
-            print(f"  blit / best peer ({best[0]}): {ratio:.2f}")
-        else:
-            ratio = None
-        floor = {k: v for k, v in med.items() if k.endswith("*")}
-        for k, v in floor.items():
+            rss_ratio = med["blit"][3] / best[1][3]
+            print(f"  blit / best peer ({best[0]}): {ratio:.2f} (peak RSS ratio {rss_ratio:.2f})")
+        floor = [(k, v) for k, v in med.items() if "floor" in k]
+        for k, v in floor:
             if "blit" in med:
-                print(f"  blit / {k} (floor, keeps no metadata): {med['blit'][0] / v[0]:.2f}")
+                print(f"  blit / {k}: {med['blit'][0] / v[0]:.2f}")
         self.rows.append((label, med, best, ratio))
 
     def cleanup(self):
@@ -210,16 +335,22 @@ class Bench:
         os.makedirs(self.trash, exist_ok=True)
 
     def write(self, out):
+        tools = ["cp", "rsync", "xcp", "fcp", "rclone", "cpz"]
+        versions = ", ".join(f"{t} {version(t)}" for t in tools if have(t))
         lines = [
-            f"# Benchmark results\n",
+            "# Benchmark results",
+            "",
             f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
-            f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}  ",
-            f"Data folder: {self.data}; rounds: {self.args.rounds}; medians of wall time\n",
+            f"Machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}  ",
+            f"Blit: {version(self.blit)}; peers: {versions}  ",
+            f"Data: {self.data} (ext4 unless noted); {self.args.rounds} rounds, alternating; "
+            "wall-time medians; `cpz` keeps no times or owners and is a floor, not a peer.",
+            "",
             "| workload | tool | median s | min s | cpu s | peak RSS MiB |",
             "|---|---|---|---|---|---|",
         ]
         for label, med, best, ratio in self.rows:
-            for name, (w, mn, cpu, rss) in sorted(med.items(), key=lambda kv: kv[1][0]):
+            for name, (w, mn, cpu, rss, _) in sorted(med.items(), key=lambda kv: kv[1][0]):
                 lines.append(f"| {label} | {name} | {w:.3f} | {mn:.3f} | {cpu:.2f} | {rss:.1f} |")
             if ratio is not None:
                 lines.append(f"| {label} | **blit / {best[0]}** | **{ratio:.2f}** | | | |")
@@ -228,31 +359,54 @@ class Bench:
         print(f"\nwrote {out}")
 
 
-WORKLOADS = ["copy-20k", "noop-50k", "copy-1g"]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", default=",".join(WORKLOADS))
+    ap.add_argument("--only", default=",".join(DEFAULT), help="comma-separated; all: " + ",".join(ALL))
     ap.add_argument("--data", default="/var/tmp/blit-bench")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--no-install", action="store_true")
     args = ap.parse_args()
-    os.makedirs(args.data, exist_ok=True)
-    b = Bench(args)
     only = args.only.split(",")
-    if "copy-20k" in only:
-        src = os.path.join(args.data, "src-20k")
-        make_small_tree(src, 20000, 200, 4096, 1)
-        b.initial_copy("copy-20k (20,000 x 4 KiB, ext4)", src, 20000 * 4096)
-    if "noop-50k" in only:
-        src = os.path.join(args.data, "src-50k")
-        make_small_tree(src, 50000, 500, 4096, 2)
-        b.noop_mirror("noop-50k (no-op mirror, 50,000 files)", src, 0)
+    os.makedirs(args.data, exist_ok=True)
+    if not args.no_install:
+        install_peers()
+    b = Bench(args)
+    d = args.data
+    r = args.rounds
+    big_r = max(1, (r + 1) // 2)
     if "copy-1g" in only:
-        src = os.path.join(args.data, "src-1g")
+        src = os.path.join(d, "src-1g")
         make_big_file(src, 1 << 30)
-        b.initial_copy("copy-1g (one 1 GiB file)", src, 1 << 30)
+        b.initial_copy("1 GiB file, initial copy", src, 1 << 30, os.path.join(d, "dst"), r)
+    if "copy-20k" in only or "copy-20k-tmpfs" in only:
+        src = os.path.join(d, "src-20k")
+        make_small_tree(src, 20000, 200, 4096, 1)
+        if "copy-20k" in only:
+            b.initial_copy("20,000 x 4 KiB, initial copy", src, 20000 * 4096, os.path.join(d, "dst"), r)
+        if "copy-20k-tmpfs" in only:
+            b.initial_copy("20,000 x 4 KiB, initial copy into tmpfs", src, 20000 * 4096, "/dev/shm/blit-bench-dst", r)
+            shutil.rmtree("/dev/shm/blit-bench-dst", ignore_errors=True)
+    if "noop-50k" in only or "incr-50k" in only:
+        src = os.path.join(d, "src-50k")
+        make_small_tree(src, 50000, 500, 4096, 2)
+        if "noop-50k" in only:
+            b.noop_mirror("50,000 files, no-op mirror", src, r)
+        if "incr-50k" in only:
+            edited = os.path.join(d, "src-50k-edited")
+            make_edited(src, edited, 5)
+            b.incremental("50,000 files, incremental mirror (1% edited, 1% deleted, 1% added)", src, edited, r)
+    if "copy-mixed" in only:
+        src = os.path.join(d, "src-mixed")
+        make_mixed(src)
+        b.initial_copy("mixed real tree (doc, python3, zoneinfo), initial copy", src, 0, os.path.join(d, "dst"), r)
+    if "noop-1m" in only or "copy-1m" in only:
+        src = os.path.join(d, "src-1m")
+        make_empty_files(src, 1_000_000, 1000)
+        if "noop-1m" in only:
+            b.noop_mirror("1,000,000 empty files, no-op mirror", src, big_r)
+        if "copy-1m" in only:
+            b.initial_copy("1,000,000 empty files, initial copy", src, 0, os.path.join(d, "dst"), big_r)
     b.write(args.out)
     b.cleanup()
 
