@@ -43,6 +43,7 @@ pub struct ExecOptions {
     pub verify: bool,
     pub workers: usize,
     pub meta: MetaOpts,
+    pub umask: u32,
     pub max_delete: Option<u64>,
     pub cancel: CancelToken,
 }
@@ -122,6 +123,13 @@ pub fn execute(
         failed_src: Mutex::new(HashSet::new()),
         released: Mutex::new(Vec::new()),
         cross_device: AtomicBool::new(false),
+        setgid_dirs: dst
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Dir && e.perm & 0o2000 != 0)
+            .map(|e| e.rel.clone())
+            .collect(),
+        creator: sys::creator(),
     };
     ex.run()
 }
@@ -146,6 +154,9 @@ struct Executor<'a> {
     released: Mutex<Vec<usize>>,
     /// Move: renames across devices failed once, so copy from now on.
     cross_device: AtomicBool,
+    /// Destination folders that pass their group to new files.
+    setgid_dirs: HashSet<PathBuf>,
+    creator: (u32, u32),
 }
 
 impl Executor<'_> {
@@ -248,6 +259,17 @@ impl Executor<'_> {
             .unwrap()
             .entry(m.to_owned())
             .or_default() += 1;
+    }
+
+    /// The owner a new file in `rel`'s folder gets without `chown`: the process's, unless the
+    /// destination folder is setgid (then the group is inherited and `chown` must run).
+    fn default_owner(&self, rel: &Path) -> Option<(u32, u32)> {
+        let parent = parent_rel(rel);
+        if self.setgid_dirs.contains(&parent) {
+            None
+        } else {
+            Some(self.creator)
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -447,12 +469,16 @@ impl Executor<'_> {
     ) -> Result<(u64, Method)> {
         let progress = |n: u64| self.observer.progress(n);
         // A source that changes while read is copied again; a third change is reported.
-        for _ in 0..3 {
+        for attempt in 0..3 {
             let guard = TempGuard::new(ddir);
             let req = sys::CopyRequest {
                 src,
+                expected: (attempt == 0).then(|| self.s(item.src)),
                 tmp: guard.at(),
                 meta: self.opts.meta,
+                src_xattrs: self.s(item.src).xattrs || !cfg!(unix),
+                umask: self.opts.umask,
+                default_owner: self.default_owner(&self.s(item.src).rel),
                 fsync: self.opts.fsync || self.opts.mode == ExecMode::Move,
                 fast: &self.fast,
                 cancel: &self.opts.cancel,

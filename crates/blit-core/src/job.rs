@@ -181,6 +181,7 @@ impl Job {
                     owner,
                     xattrs: cfg!(unix),
                 },
+                umask: sys::current_umask(),
                 max_delete: self.opts.max_delete,
                 cancel: self.opts.cancel.clone(),
             },

@@ -5,6 +5,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 const PREFIX: &str = ".~blit-";
 const SUFFIX: &str = ".tmp";
@@ -13,8 +14,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh temporary name, unique within this process; the pid keeps concurrent runs apart.
 pub fn next() -> OsString {
+    static PID: OnceLock<u32> = OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{PREFIX}{:x}-{n:x}{SUFFIX}", std::process::id()).into()
+    format!("{PREFIX}{pid:x}-{n:x}{SUFFIX}").into()
 }
 
 /// True for names made by [`next`] (by this or an earlier run).

@@ -67,15 +67,30 @@ impl<'a> At<'a> {
 /// One whole-file copy into a new temporary, as the executor asks for it.
 pub struct CopyRequest<'a> {
     pub src: At<'a>,
+    /// What the walk saw of the source, to stand in for a fresh `fstat` before the copy.
+    pub expected: Option<&'a crate::entry::Entry>,
     /// Created by the copy; must not exist.
     pub tmp: At<'a>,
     pub meta: MetaOpts,
+    /// The walk saw extended attributes on the source (else they are not even listed).
+    pub src_xattrs: bool,
+    /// The process umask, to know when a file can be created with its final mode.
+    pub umask: u32,
+    /// Owner and group a new file gets here (the process's, unless the folder is setgid).
+    pub default_owner: Option<(u32, u32)>,
     /// Flush the temporary to disk before returning.
     pub fsync: bool,
     pub fast: &'a FastPaths,
     pub cancel: &'a CancelToken,
     /// Called with each increment of bytes copied.
     pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl CopyRequest<'_> {
+    /// `chown` is needed unless the new file is certainly owned right already.
+    pub fn needs_chown(&self, meta: &crate::entry::Entry) -> bool {
+        self.default_owner != Some((meta.uid, meta.gid))
+    }
 }
 
 pub enum CopyOutcome {

@@ -6,6 +6,7 @@
 //! Metadata is restored in the order the kernel requires: owner before mode (`chown` clears
 //! setuid/setgid), times last (every other change touches them).
 
+use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -21,7 +22,16 @@ use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
 
 pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
+}
+
+/// The owner a new file gets by default, so `chown` can be skipped when it is already right.
+pub fn creator() -> (u32, u32) {
+    (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    )
 }
 
 /// An open folder, plus its path for messages.
@@ -173,12 +183,12 @@ pub fn open_source(at: At<'_>) -> Result<File> {
 
 /// Creates the temporary that will become a file; `EXCL` + `NOFOLLOW` so it can never land on
 /// something that already exists, a planted symlink included.
-fn create_temp(at: At<'_>) -> Result<File> {
+fn create_temp(at: At<'_>, mode: u32) -> Result<File> {
     rustix::fs::openat(
         &at.dir.fd,
         at.name,
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
+        Mode::from_raw_mode(mode as _),
     )
     .map(File::from)
     .map_err(|e| Error::io(Op::Create, at.path(), e.into()))
@@ -202,7 +212,13 @@ fn timestamps(mtime: MTime) -> Timestamps {
 /// [`CopyOutcome::Changed`] so the caller can discard the temporary and try again.
 pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
     let mut input = open_source(req.src)?;
-    let before = fstat(&input, req.src)?;
+    // The walk's `lstat` serves as the "before" snapshot when given: the check after the copy
+    // (same inode, size and mtime) catches any change since the walk as surely as a fresh
+    // `fstat` would, one syscall cheaper.
+    let before = match req.expected {
+        Some(e) if e.kind == Kind::File => Cow::Borrowed(e),
+        _ => Cow::Owned(fstat(&input, req.src)?),
+    };
     if before.kind != Kind::File {
         return Ok(CopyOutcome::Changed);
     }
@@ -217,9 +233,15 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         )
         .map(File::from)
         .map_err(|e| Error::io(Op::Open, req.tmp.path(), e.into()))?;
-        return finish_copy(req, &input, out, &before, before.size, Method::Clone);
+        return finish_copy(req, &input, out, &before, before.size, Method::Clone, false);
     }
-    let mut out = create_temp(req.tmp)?;
+    // Created with its final mode when the kernel will keep it exactly (no special bits, none
+    // masked by the umask, and writable for the xattrs still to come): one `fchmod` less per file.
+    let final_mode = before.perm & 0o7000 == 0
+        && before.perm & req.umask == 0
+        && (!req.src_xattrs || before.perm & 0o200 != 0 || req.meta.owner);
+    let mode = if final_mode { before.perm } else { 0o600 };
+    let mut out = create_temp(req.tmp, mode)?;
     let (n, method) = match copy_data(
         &mut input,
         &mut out,
@@ -232,7 +254,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         Err(_) if req.cancel.is_cancelled() => return Err(Error::Cancelled),
         Err(e) => return Err(Error::io(Op::Copy, req.tmp.path(), e)),
     };
-    finish_copy(req, &input, out, &before, n, method)
+    finish_copy(req, &input, out, &before, n, method, final_mode)
 }
 
 /// Checks that the source did not change during the copy, then restores metadata and flushes.
@@ -243,12 +265,17 @@ fn finish_copy(
     before: &Entry,
     n: u64,
     method: Method,
+    mode_set: bool,
 ) -> Result<CopyOutcome> {
     let after = fstat(input, req.src)?;
-    if n != before.size || after.size != before.size || after.mtime != before.mtime {
+    if n != before.size
+        || after.size != before.size
+        || after.mtime != before.mtime
+        || after.ino != before.ino
+    {
         return Ok(CopyOutcome::Changed);
     }
-    apply_file_meta(&out, req.tmp, input, req.src, before, req.meta)?;
+    apply_file_meta(&out, req, input, before, mode_set)?;
     if req.fsync {
         out.sync_all().at(Op::Sync, &req.tmp.path())?;
     }
@@ -259,13 +286,13 @@ fn finish_copy(
 /// Restores metadata on a freshly written file through its descriptor.
 fn apply_file_meta(
     dst: &File,
-    dst_at: At<'_>,
+    req: &CopyRequest<'_>,
     src: &File,
-    src_at: At<'_>,
     meta: &Entry,
-    opts: MetaOpts,
+    mode_set: bool,
 ) -> Result<()> {
-    if opts.owner {
+    let (dst_at, src_at, opts) = (req.tmp, req.src, req.meta);
+    if opts.owner && req.needs_chown(meta) {
         rustix::fs::fchown(
             dst,
             Some(Uid::from_raw(meta.uid)),
@@ -273,7 +300,8 @@ fn apply_file_meta(
         )
         .map_err(|e| Error::io(Op::Chown, dst_at.path(), e.into()))?;
     }
-    if opts.xattrs {
+    // The walk saw no xattrs on this source: skip the listing (one syscall per file).
+    if opts.xattrs && req.src_xattrs {
         let names = src.list_xattr().at(Op::Xattr, &src_at.path())?;
         for name in names {
             if let Some(value) = src.get_xattr(&name).at(Op::Xattr, &src_at.path())? {
@@ -281,8 +309,10 @@ fn apply_file_meta(
             }
         }
     }
-    rustix::fs::fchmod(dst, Mode::from_raw_mode(meta.perm as _))
-        .map_err(|e| Error::io(Op::Chmod, dst_at.path(), e.into()))?;
+    if !mode_set {
+        rustix::fs::fchmod(dst, Mode::from_raw_mode(meta.perm as _))
+            .map_err(|e| Error::io(Op::Chmod, dst_at.path(), e.into()))?;
+    }
     rustix::fs::futimens(dst, &timestamps(meta.mtime))
         .map_err(|e| Error::io(Op::Utimes, dst_at.path(), e.into()))?;
     Ok(())
@@ -536,6 +566,14 @@ pub fn fsync_at(at: At<'_>) -> Result<()> {
 
 pub fn fsync_dir(dir: &Dir) -> Result<()> {
     rustix::fs::fsync(&dir.fd).map_err(|e| Error::io(Op::Sync, dir.path.clone(), e.into()))
+}
+
+/// The process's file-creation mask (read by setting and restoring it, the only way POSIX offers;
+/// done once, before any worker starts).
+pub fn current_umask() -> u32 {
+    let old = rustix::process::umask(Mode::empty());
+    rustix::process::umask(old);
+    old.bits() as u32
 }
 
 /// Lets the process hold as many folder descriptors as the hard limit allows; deep or wide

@@ -107,6 +107,14 @@ pub fn has_xattrs(_at: At<'_>) -> Result<bool> {
     Ok(false)
 }
 
+pub fn creator() -> (u32, u32) {
+    (0, 0)
+}
+
+pub fn current_umask() -> u32 {
+    0
+}
+
 /// Nothing to raise: Windows has no per-process descriptor limit of that kind.
 pub fn raise_fd_limit() {}
 

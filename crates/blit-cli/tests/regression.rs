@@ -1,0 +1,81 @@
+//! One test per bug or shortcut that could regress: each pins down a case where a cheaper
+//! syscall sequence in the engine must still give the exact result.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::{assert_trees_equal, expect_code, run, Sandbox};
+
+/// Files are created with their final mode when the umask cannot alter it; modes the umask
+/// would mask (group/other write) and special bits must still come out exact.
+#[test]
+fn modes_the_umask_would_mask_are_still_exact() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    for (name, mode) in [
+        ("rw-all", 0o666),
+        ("rwx-all", 0o777),
+        ("read-only", 0o444),
+        ("none", 0o000),
+        ("setuid", 0o4755),
+        ("setgid", 0o2750),
+        ("sticky", 0o1644),
+        ("plain", 0o644),
+    ] {
+        src.file(name, name.as_bytes()).chmod(name, mode);
+    }
+    let dst = sb.join("out");
+    let mut cmd = common::blit();
+    cmd.args(["copy", src.root().to_str().unwrap(), dst.to_str().unwrap()]);
+    // SAFETY: umask only changes the child's creation mask before exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::umask(0o027);
+            Ok(())
+        });
+    }
+    expect_code(&common::finish(cmd), 0);
+    assert_trees_equal(src.root(), &dst);
+}
+
+/// `chown` is skipped when a new file already gets the right owner, but a setgid destination
+/// folder hands its own group to new files: there the group must still be set.
+#[test]
+fn a_setgid_destination_folder_does_not_leak_its_group() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("sub/f.txt", b"content").chown("sub/f.txt", 0, 0);
+    let dst = sb.dst();
+    dst.dir("sub").chown("sub", 0, 4321).chmod("sub", 0o2775);
+    expect_code(
+        &run([
+            "copy",
+            src.root().to_str().unwrap(),
+            dst.root().to_str().unwrap(),
+        ]),
+        0,
+    );
+    let md = dst.meta("sub/f.txt");
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (0, 0),
+        "file took the setgid folder's group"
+    );
+}
+
+/// A file whose owner differs from the process's is still given its owner.
+#[test]
+fn files_of_other_owners_keep_their_owner() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("theirs", b"x").chown("theirs", 1234, 5678);
+    let dst = sb.join("out");
+    expect_code(
+        &run(["copy", src.root().to_str().unwrap(), dst.to_str().unwrap()]),
+        0,
+    );
+    let md = std::fs::metadata(dst.join("theirs")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1234, 5678));
+}
