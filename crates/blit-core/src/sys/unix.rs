@@ -386,11 +386,13 @@ fn read_path(at: At<'_>) -> PathBuf {
 /// Whether the entry carries any extended attribute: one size query, made during the walk so the
 /// planner compares attributes only where some exist.
 pub fn has_xattrs(at: At<'_>) -> Result<bool> {
-    let path = read_path(at);
     #[cfg(target_os = "linux")]
-    let n = rustix::fs::llistxattr_query(&path).map_err(io::Error::from);
+    let n = match listxattr_size_at(at) {
+        Some(r) => r,
+        None => rustix::fs::llistxattr_query(read_path(at)).map_err(io::Error::from),
+    };
     #[cfg(not(target_os = "linux"))]
-    let n = xattr::list(&path).map(|l| l.count());
+    let n = xattr::list(read_path(at)).map(|l| l.count());
     match n {
         Ok(n) => Ok(n > 0),
         Err(e)
@@ -400,6 +402,54 @@ pub fn has_xattrs(at: At<'_>) -> Result<bool> {
             Ok(false)
         }
         Err(e) => Err(Error::io(Op::Xattr, at.path(), e)),
+    }
+}
+
+/// `listxattrat(2)` (Linux 6.13): the size of an entry's xattr list, looked up relative to its
+/// folder, which costs one name lookup instead of a whole path's. `None` where the kernel lacks
+/// it (remembered, so the probe happens once).
+#[cfg(target_os = "linux")]
+fn listxattr_size_at(at: At<'_>) -> Option<io::Result<usize>> {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const SYS_LISTXATTRAT: libc::c_long = 465;
+        static MISSING: AtomicBool = AtomicBool::new(false);
+        if MISSING.load(Ordering::Relaxed) {
+            return None;
+        }
+        let name = match std::ffi::CString::new(at.name.as_bytes()) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(io::Error::other(e))),
+        };
+        // SAFETY: a valid folder descriptor and NUL-terminated name; a null buffer of size 0
+        // asks only for the size.
+        let r = unsafe {
+            libc::syscall(
+                SYS_LISTXATTRAT,
+                at.dir.fd().as_raw_fd(),
+                name.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                std::ptr::null_mut::<libc::c_char>(),
+                0usize,
+            )
+        };
+        if r >= 0 {
+            return Some(Ok(r as usize));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            MISSING.store(true, Ordering::Relaxed);
+            return None;
+        }
+        Some(Err(e))
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = at;
+        None
     }
 }
 
