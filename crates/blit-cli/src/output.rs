@@ -120,9 +120,9 @@ impl Printer {
 }
 
 impl Observer for Printer {
-    fn planned(&self, bytes: u64, _entries: u64) {
+    fn found(&self, bytes: u64) {
         if let Some(pb) = &self.bar {
-            pb.set_length(bytes);
+            pb.inc_length(bytes);
         }
     }
 

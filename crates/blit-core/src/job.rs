@@ -5,16 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::cancel::CancelToken;
-use crate::dirs::DirCache;
+use crate::decide::Rules;
 use crate::endpoint::Endpoint;
-use crate::entry::Kind;
 use crate::error::{Error, Op, Result};
-use crate::execute::{self, ExecMode, ExecOptions};
 use crate::filter::Filter;
-use crate::plan::{self, PlanMode, PlanOptions};
 use crate::report::{Failure, Observer, Summary};
+use crate::sync::{self, SyncMode, SyncOptions};
 use crate::sys::{self, MetaOpts};
-use crate::walk::{self, Tree};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -96,136 +93,55 @@ impl Job {
             Filter::default()
         };
 
-        let t = Instant::now();
-        let (src_tree, dst_tree) = std::thread::scope(|s| {
-            let xattrs = cfg!(unix);
-            let (dst_root, filter) = (&dst_root, &filter);
-            let d = s.spawn(move || walk::walk(dst_root, filter, workers, xattrs));
-            let src = walk::walk(&src_root, filter, workers, xattrs);
-            (src, d.join().expect("destination walk panicked"))
-        });
-        let (src_tree, dst_tree) = (src_tree?, dst_tree?);
-        let walk_secs = t.elapsed().as_secs_f64();
-
-        if let Some(root) = dst_tree.root_entry() {
-            if src_md.is_dir() && root.kind != Kind::Dir {
-                return Err(Error::Refused(format!(
-                    "destination {} is not a folder, but the source is",
-                    crate::names::escape(&dst_root)
-                )));
-            }
-        }
-        if self.mode == Mode::Mirror
-            && !self.opts.force
-            && is_empty_source(&src_tree)
-            && dst_tree.entries.len() > 1
-        {
-            return Err(Error::Refused(format!(
-                "source {} is empty and would empty the destination {}; use --force if that is meant",
-                crate::names::escape(&src_root),
-                crate::names::escape(&dst_root)
-            )));
-        }
-
-        let t = Instant::now();
-        let owner = sys::is_root();
-        let src_dirs = DirCache::new(src_root.clone());
-        let dst_dirs = DirCache::new(dst_root.clone());
-        let plan = plan::plan(
-            &src_tree,
-            &dst_tree,
-            &PlanOptions {
-                mode: if self.mode == Mode::Mirror {
-                    PlanMode::Mirror
-                } else {
-                    PlanMode::Copy
-                },
-                checksum: self.opts.checksum,
-                owner,
-                xattrs: cfg!(unix),
-            },
-            &src_dirs,
-            &dst_dirs,
-        );
-        let plan_secs = t.elapsed().as_secs_f64();
-        observer.planned(
-            plan.bytes,
-            (plan.writes.len() + plan.mkdirs.len() + plan.links.len()) as u64,
-        );
-
         if !src_md.is_dir() && !self.opts.dry_run {
             // A file goes into a folder that may not exist yet (`blit copy f new/dir/`).
             if let Some(parent) = dst_root.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(Op::Mkdir, parent, e))?;
             }
         }
-        let outcome = execute::execute(
-            &src_tree,
-            &dst_tree,
-            execute::Dirs {
-                src: &src_dirs,
-                dst: &dst_dirs,
+        let owner = sys::is_root();
+        let opts = SyncOptions {
+            mode: match self.mode {
+                Mode::Copy => SyncMode::Copy,
+                Mode::Mirror => SyncMode::Mirror,
+                Mode::Move => SyncMode::Move,
             },
-            &plan,
-            &ExecOptions {
-                mode: match self.mode {
-                    Mode::Copy => ExecMode::Copy,
-                    Mode::Mirror => ExecMode::Mirror,
-                    Mode::Move => ExecMode::Move,
-                },
-                dry_run: self.opts.dry_run,
-                fsync: self.opts.fsync,
-                verify: self.opts.verify,
-                workers,
-                meta: MetaOpts {
-                    owner,
-                    xattrs: cfg!(unix),
-                },
-                umask: sys::current_umask(),
-                max_delete: self.opts.max_delete,
-                cancel: self.opts.cancel.clone(),
+            dry_run: self.opts.dry_run,
+            rules: Rules {
+                checksum: self.opts.checksum,
+                owner,
+                xattrs: cfg!(unix),
             },
-            observer,
-        );
+            fsync: self.opts.fsync,
+            verify: self.opts.verify,
+            meta: MetaOpts {
+                owner,
+                xattrs: cfg!(unix),
+            },
+            umask: sys::current_umask(),
+            max_delete: self.opts.max_delete,
+            workers,
+            force: self.opts.force,
+            cancel: self.opts.cancel.clone(),
+        };
+        let outcome = sync::run(&src_root, &dst_root, &filter, &opts, observer)?;
 
-        let mut errors: Vec<Error> = Vec::new();
-        errors.extend(src_tree.errors);
-        errors.extend(dst_tree.errors);
-        errors.extend(plan.errors);
-        for e in &errors {
-            observer.failure(e);
-        }
-        for (_, e) in &plan.refused {
-            observer.failure(e);
-        }
-        let mut failures: Vec<Failure> = errors.iter().map(Failure::from).collect();
-        failures.extend(plan.refused.iter().map(|(_, e)| Failure::from(e)));
-        failures.extend(outcome.failures.iter().map(Failure::from));
-
-        let mut stats = outcome.stats;
-        stats.phases.insert("walk", walk_secs);
-        stats.phases.insert("plan", plan_secs);
-        stats.source_entries = src_tree.entries.len() as u64;
-        stats.dest_entries = dst_tree.entries.len() as u64;
+        let failures: Vec<Failure> = outcome.failures.iter().map(Failure::from).collect();
         let mut summary = Summary {
             mode: self.mode.name(),
             dry_run: self.opts.dry_run,
             actions: outcome.actions,
-            unchanged: plan.unchanged.len() as u64,
-            kept: plan.kept.len() as u64,
+            unchanged: outcome.unchanged,
+            kept: outcome.kept,
             failures,
             interrupted: outcome.interrupted,
             elapsed_secs: started.elapsed().as_secs_f64(),
             exit_code: 0,
-            stats,
+            stats: outcome.stats,
         };
         summary.exit_code = summary.compute_exit_code();
         Ok(summary)
     }
-}
-
-fn is_empty_source(src: &Tree) -> bool {
-    src.entries.len() == 1 && src.entries[0].kind == Kind::Dir && src.unreadable.is_empty()
 }
 
 /// Where the source lands. A folder's contents go into DST. A file goes to DST itself, or into

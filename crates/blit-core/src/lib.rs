@@ -3,10 +3,13 @@
 //! A run is a pipeline with one module per stage, so each stage can be replaced (a remote end
 //! later stands where a local folder stands) without touching the others:
 //!
-//! 1. [`walk`] lists both trees in parallel, with [`filter`] applied while walking;
-//! 2. [`plan`] merges the two sorted listings into the actions that make the destination right;
-//! 3. [`execute`] carries the plan out on a worker pool through the platform primitives in `sys`;
+//! 1. [`sync`] walks both trees folder by folder on a worker pool, with [`filter`] applied while
+//!    listing, and merges each pair of folder listings as soon as it has them;
+//! 2. [`decide`] says, per entry, what makes the destination right (rewrite, metadata, nothing);
+//! 3. the actions run at once on the same pool, through the platform primitives in [`sys`];
 //! 4. [`report`] counts what happened, and an [`Observer`] hears about each entry as it happens.
+//!
+//! Memory holds the folders being merged, not the trees, so a million entries need megabytes.
 //!
 //! [`Job`] wires the stages together:
 //!
@@ -20,19 +23,18 @@
 //! ```
 
 pub mod cancel;
+pub mod decide;
 pub mod dirs;
 pub mod endpoint;
 pub mod entry;
 pub mod error;
-pub mod execute;
 pub mod filter;
 pub mod job;
 pub mod names;
-pub mod plan;
 pub mod report;
+pub mod sync;
 pub mod sys;
 pub mod tempname;
-pub mod walk;
 
 pub use cancel::CancelToken;
 pub use endpoint::Endpoint;

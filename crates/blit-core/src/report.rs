@@ -48,8 +48,8 @@ pub struct Event<'a> {
 
 /// Hears about a run as it goes. All methods have empty defaults; calls come from worker threads.
 pub trait Observer: Sync {
-    /// The plan is made: this many bytes and entries are to be written.
-    fn planned(&self, _bytes: u64, _entries: u64) {}
+    /// More work was found: `bytes` more to copy (the total grows as the walk goes on).
+    fn found(&self, _bytes: u64) {}
     fn event(&self, _event: &Event<'_>) {}
     fn failure(&self, _error: &Error) {}
     /// `bytes` more were copied.

@@ -1,0 +1,1328 @@
+//! The engine. Both trees are walked folder by folder, in parallel; each pair of folder listings
+//! is merged into actions that start at once, so copies run while the walk goes on, and memory
+//! holds only the folders being merged (plus the few things that must wait for the end), not the
+//! whole tree: a million-entry tree syncs in a few megabytes.
+//!
+//! Order, for safety:
+//! 1. a destination folder's leftover temporaries (from a killed run) go when it is listed;
+//! 2. a folder is created before anything in it (owner-only until filled);
+//! 3. files, links and specials are written to a temporary in their folder and renamed over the
+//!    final name only when complete;
+//! 4. once every folder is done: hard links, and rewrites of destination inodes shared in ways
+//!    the source's are not;
+//! 5. `move`: sources copied across filesystems are removed only after the copies are flushed
+//!    (file, then folder);
+//! 6. `mirror`: deletions, only now, and never beneath a source folder that could not be read;
+//! 7. folder metadata, deepest first, so writing a child never disturbs a restored parent.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::cancel::CancelToken;
+use crate::decide::{self, Decision, MetaDiff, Reason, Rules};
+use crate::dirs::DirCache;
+use crate::entry::{Entry, Kind};
+use crate::error::{Error, Op, Result};
+use crate::filter::Filter;
+use crate::report::{Action, Actions, Event, Observer, Stats};
+use crate::sys::{self, At, CopyOutcome, Dir, FastPaths, MetaOpts, Method};
+use crate::tempname;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    Copy,
+    Mirror,
+    Move,
+}
+
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    pub mode: SyncMode,
+    pub dry_run: bool,
+    pub rules: Rules,
+    pub fsync: bool,
+    pub verify: bool,
+    pub meta: MetaOpts,
+    pub umask: u32,
+    pub max_delete: Option<u64>,
+    pub workers: usize,
+    /// Allow a mirror from an empty source to empty a non-empty destination.
+    pub force: bool,
+    pub cancel: CancelToken,
+}
+
+/// What a run produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub actions: Actions,
+    pub failures: Vec<Error>,
+    pub interrupted: bool,
+    pub unchanged: u64,
+    pub kept: u64,
+    pub stats: Stats,
+}
+
+/// One folder's entries, sorted by name.
+#[derive(Default)]
+struct Listing {
+    entries: Vec<Entry>,
+    /// Temporaries of an interrupted run.
+    temps: Vec<OsString>,
+    /// Names that were listed but could not be stat'ed: their counterparts are left alone.
+    unknown: HashSet<OsString>,
+}
+
+/// A folder pair being merged.
+struct Node {
+    src: Arc<Dir>,
+    /// `None` in a dry run when the folder does not exist yet.
+    dst: Option<Arc<Dir>>,
+    /// The destination folder passes its group to new files.
+    dst_setgid: bool,
+}
+
+/// Later names of a hard-link group wait for the end, when the first name is surely written.
+struct Group {
+    leader: PathBuf,
+    written: bool,
+    followers: Vec<(Entry, Option<Entry>)>,
+}
+
+/// A folder whose metadata is restored at the end.
+struct DirRecord {
+    entry: Entry,
+    reason: Option<Reason>,
+}
+
+struct Syncer<'a> {
+    opts: &'a SyncOptions,
+    filter: &'a Filter,
+    observer: &'a dyn Observer,
+    src_dirs: DirCache,
+    dst_dirs: DirCache,
+    fast: FastPaths,
+    creator: (u32, u32),
+    actions: Mutex<Actions>,
+    failures: Mutex<Vec<Error>>,
+    methods: Mutex<BTreeMap<String, u64>>,
+    unchanged: AtomicU64,
+    kept: AtomicU64,
+    entries_seen: AtomicU64,
+    dst_seen: AtomicU64,
+    dirs: Mutex<Vec<DirRecord>>,
+    deletes: Mutex<Vec<Entry>>,
+    groups: Mutex<HashMap<(u64, u64), Group>>,
+    /// Destination files with other names (`nlink > 1`) whose source is a single file: if two of
+    /// them share an inode inside the tree, they must be split.
+    shared: Mutex<Vec<(Entry, Entry)>>,
+    /// `move`: sources to remove at the end (copied across filesystems, or already right);
+    /// `true` when the destination still needs a flush.
+    release: Mutex<Vec<(PathBuf, bool)>>,
+    failed_src: Mutex<HashSet<PathBuf>>,
+    cross_device: AtomicBool,
+}
+
+/// Runs the whole sync of `src_root` (a folder) into `dst_root`. `Err` only for refusals before
+/// anything changed.
+pub fn run(
+    src_root: &Path,
+    dst_root: &Path,
+    filter: &Filter,
+    opts: &SyncOptions,
+    observer: &dyn Observer,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let sx = Syncer::new(src_root, dst_root, filter, opts, observer);
+    let src_md = std::fs::metadata(src_root).map_err(|e| Error::io(Op::Stat, src_root, e))?;
+    if src_md.is_dir() {
+        sx.run_tree(src_root, dst_root, &src_md)?;
+    } else {
+        sx.run_file(&src_md)?;
+    }
+    let mut phases = BTreeMap::new();
+    phases.insert("sync", started.elapsed().as_secs_f64());
+    let t = Instant::now();
+    sx.finish();
+    phases.insert("finish", t.elapsed().as_secs_f64());
+    Ok(sx.into_outcome(phases))
+}
+
+impl<'a> Syncer<'a> {
+    fn new(
+        src_root: &Path,
+        dst_root: &Path,
+        filter: &'a Filter,
+        opts: &'a SyncOptions,
+        observer: &'a dyn Observer,
+    ) -> Self {
+        Syncer {
+            opts,
+            filter,
+            observer,
+            src_dirs: DirCache::new(src_root.to_path_buf()),
+            dst_dirs: DirCache::new(dst_root.to_path_buf()),
+            fast: FastPaths::default(),
+            creator: sys::creator(),
+            actions: Mutex::default(),
+            failures: Mutex::default(),
+            methods: Mutex::default(),
+            unchanged: AtomicU64::new(0),
+            kept: AtomicU64::new(0),
+            entries_seen: AtomicU64::new(0),
+            dst_seen: AtomicU64::new(0),
+            dirs: Mutex::default(),
+            deletes: Mutex::default(),
+            groups: Mutex::default(),
+            shared: Mutex::default(),
+            release: Mutex::default(),
+            failed_src: Mutex::default(),
+            cross_device: AtomicBool::new(false),
+        }
+    }
+
+    fn into_outcome(self, phases: BTreeMap<&'static str, f64>) -> Outcome {
+        Outcome {
+            actions: self.actions.into_inner().unwrap_or_default(),
+            failures: self.failures.into_inner().unwrap_or_default(),
+            interrupted: self.opts.cancel.is_cancelled(),
+            unchanged: self.unchanged.into_inner(),
+            kept: self.kept.into_inner(),
+            stats: Stats {
+                workers: self.opts.workers,
+                phases,
+                methods: self.methods.into_inner().unwrap_or_default(),
+                source_entries: self.entries_seen.into_inner(),
+                dest_entries: self.dst_seen.into_inner(),
+            },
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reporting
+    // -----------------------------------------------------------------------------------------
+
+    fn emit(&self, action: Action, kind: Kind, rel: &Path, reason: &str, bytes: u64) {
+        self.actions.lock().unwrap().add(action, bytes);
+        self.observer.event(&Event {
+            action,
+            kind,
+            rel,
+            reason,
+            bytes,
+        });
+    }
+
+    fn fail(&self, err: Error) {
+        if matches!(err, Error::Cancelled) {
+            return;
+        }
+        self.observer.failure(&err);
+        self.failures.lock().unwrap().push(err);
+    }
+
+    fn fail_src(&self, rel: &Path, err: Error) {
+        self.failed_src.lock().unwrap().insert(rel.to_path_buf());
+        self.fail(err);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.opts.cancel.is_cancelled()
+    }
+
+    fn is_move(&self) -> bool {
+        self.opts.mode == SyncMode::Move
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Listing
+    // -----------------------------------------------------------------------------------------
+
+    /// Lists and stats one folder's entries, filtered and sorted by name.
+    fn list(&self, dir: &Dir, rel: &Path) -> Result<Listing> {
+        let mut out = Listing::default();
+        for (name, hint) in dir.read_names()? {
+            if hint != Some(Kind::Dir) && tempname::is_temp(&name) {
+                out.temps.push(name);
+                continue;
+            }
+            let child_rel = rel.join(&name);
+            let at = At::new(dir, &name);
+            let mut entry = match sys::stat_at(at, child_rel) {
+                Ok(e) => e,
+                Err(e) => {
+                    if !is_not_found(&e) {
+                        self.fail(e);
+                    }
+                    out.unknown.insert(name);
+                    continue;
+                }
+            };
+            if self.filter.excludes(&entry.rel, entry.kind == Kind::Dir) {
+                continue;
+            }
+            if self.opts.rules.xattrs {
+                match sys::has_xattrs(at) {
+                    Ok(has) => entry.xattrs = has,
+                    Err(e) => {
+                        self.fail(e);
+                        out.unknown.insert(name);
+                        continue;
+                    }
+                }
+            }
+            out.entries.push(entry);
+        }
+        out.entries.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Roots
+    // -----------------------------------------------------------------------------------------
+
+    fn run_tree(&self, src_root: &Path, dst_root: &Path, src_md: &std::fs::Metadata) -> Result<()> {
+        let mut src_entry = Entry::from_metadata(PathBuf::new(), src_md);
+        src_entry.xattrs = self.opts.rules.xattrs;
+        let src = Arc::new(Dir::open(src_root)?);
+        let src_list = self.list(&src, Path::new(""));
+        let dst_md = match std::fs::metadata(dst_root) {
+            Ok(md) => Some(md),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(Op::Stat, dst_root, e)),
+        };
+        let (dst, dst_list, dst_entry) = match dst_md {
+            Some(md) if !md.is_dir() => {
+                return Err(Error::Refused(format!(
+                    "destination {} is not a folder, but the source is",
+                    crate::names::escape(dst_root)
+                )))
+            }
+            Some(md) => {
+                let d = Arc::new(Dir::open(dst_root)?);
+                let list = self.list(&d, Path::new(""))?;
+                let mut e = Entry::from_metadata(PathBuf::new(), &md);
+                e.xattrs = self.opts.rules.xattrs;
+                (Some(d), Some(list), Some(e))
+            }
+            None => (None, None, None),
+        };
+        if let Ok(sl) = &src_list {
+            let dst_has_any = dst_list.as_ref().is_some_and(|l| !l.entries.is_empty());
+            if self.opts.mode == SyncMode::Mirror
+                && !self.opts.force
+                && sl.entries.is_empty()
+                && sl.unknown.is_empty()
+                && dst_has_any
+            {
+                return Err(Error::Refused(format!(
+                    "source {} is empty and would empty the destination {}; use --force if that is meant",
+                    crate::names::escape(src_root),
+                    crate::names::escape(dst_root)
+                )));
+            }
+        }
+
+        // The root folder itself.
+        let dst = match (dst, &dst_entry) {
+            (Some(d), Some(de)) => {
+                self.record_dir_pair(&src_entry, de, &src, &d);
+                Some(d)
+            }
+            _ => {
+                let made = if self.opts.dry_run {
+                    Ok(None)
+                } else {
+                    std::fs::create_dir_all(dst_root)
+                        .map_err(|e| Error::io(Op::Mkdir, dst_root, e))
+                        .and_then(|()| Dir::open(dst_root).map(|d| Some(Arc::new(d))))
+                };
+                match made {
+                    Ok(d) => {
+                        self.emit(Action::Create, Kind::Dir, Path::new(""), "new", 0);
+                        self.dirs.lock().unwrap().push(DirRecord {
+                            entry: src_entry.clone(),
+                            reason: None,
+                        });
+                        d
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let node = Node {
+            src,
+            dst,
+            dst_setgid: dst_entry.as_ref().is_some_and(|e| e.perm & 0o2000 != 0),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.workers.max(1))
+            .build()
+            .map_err(|e| Error::io(Op::ReadDir, src_root, std::io::Error::other(e)))?;
+        pool.scope(|s| match src_list {
+            Ok(sl) => self.merge(s, &node, sl, dst_list),
+            // The source root cannot be listed: nothing may be judged absent.
+            Err(e) => self.fail(e),
+        });
+        Ok(())
+    }
+
+    /// SRC is a file: one entry, whose destination is a file path (its folder exists or is made
+    /// by the caller).
+    fn run_file(&self, src_md: &std::fs::Metadata) -> Result<()> {
+        let mut a = Entry::from_metadata(PathBuf::new(), src_md);
+        a.xattrs = self.opts.rules.xattrs;
+        let (sdir, sname) = self.src_dirs.parent_of(Path::new(""))?;
+        let b = match std::fs::symlink_metadata(self.dst_dirs.root()) {
+            Ok(md) => {
+                let mut e = Entry::from_metadata(PathBuf::new(), &md);
+                e.xattrs = self.opts.rules.xattrs;
+                Some(e)
+            }
+            Err(_) => None,
+        };
+        let (ddir, dname) = if self.opts.dry_run && b.is_none() {
+            // Nothing exists to open; report what would be done.
+            self.emit(Action::Create, a.kind, Path::new(""), "new", a.size);
+            return Ok(());
+        } else {
+            self.dst_dirs.parent_of(Path::new(""))?
+        };
+        let pair = Pair {
+            src: &sdir,
+            sname: &sname,
+            dst: Some(&ddir),
+            dname: &dname,
+            setgid: false,
+        };
+        match b {
+            None => self.write(&pair, &a, None, Reason::New),
+            Some(b) => self.both_non_dir(&pair, &a, &b),
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Merging one folder
+    // -----------------------------------------------------------------------------------------
+
+    fn merge<'s>(&'s self, s: &rayon::Scope<'s>, node: &Node, src: Listing, dst: Option<Listing>) {
+        let dst = dst.unwrap_or_default();
+        if !self.opts.dry_run {
+            if let Some(d) = &node.dst {
+                for t in &dst.temps {
+                    if let Err(e) = sys::unlink_at(At::new(d, t)) {
+                        self.fail(e);
+                    }
+                }
+            }
+        }
+        self.entries_seen
+            .fetch_add(src.entries.len() as u64, Ordering::Relaxed);
+        self.dst_seen
+            .fetch_add(dst.entries.len() as u64, Ordering::Relaxed);
+        let mut di = dst.entries.into_iter().peekable();
+        for a in src.entries {
+            if self.cancelled() {
+                return;
+            }
+            // Destination entries sorting before this one are not in the source.
+            while let Some(b) = di.peek() {
+                if b.rel < a.rel {
+                    let b = di.next().expect("peeked");
+                    self.dst_only(b, &src.unknown);
+                } else {
+                    break;
+                }
+            }
+            let b = di.next_if(|b| b.rel == a.rel);
+            self.entry(s, node, a, b);
+        }
+        for b in di {
+            self.dst_only(b, &src.unknown);
+        }
+    }
+
+    fn dst_only(&self, b: Entry, unknown: &HashSet<OsString>) {
+        if self.opts.mode != SyncMode::Mirror {
+            return;
+        }
+        let name = b.rel.file_name().unwrap_or_default();
+        if unknown.contains(name) {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.deletes.lock().unwrap().push(b);
+        }
+    }
+
+    /// One source entry `a`, with its destination counterpart `b` if any.
+    fn entry<'s>(&'s self, s: &rayon::Scope<'s>, node: &Node, a: Entry, b: Option<Entry>) {
+        let name = a.rel.file_name().unwrap_or_default().to_os_string();
+        match (a.kind, b) {
+            (Kind::Dir, b) => self.dir_entry(s, node, a, b, name),
+            (Kind::Socket, _) => {}
+            (_, b) => {
+                if a.kind == Kind::File && a.nlink > 1 && self.join_group(&a, b.as_ref()) {
+                    return;
+                }
+                if a.kind == Kind::File {
+                    self.observer.found(a.size);
+                }
+                let (src, dst, setgid) = (Arc::clone(&node.src), node.dst.clone(), node.dst_setgid);
+                s.spawn(move |_| {
+                    if self.cancelled() {
+                        return;
+                    }
+                    let pair = Pair {
+                        src: &src,
+                        sname: &name,
+                        dst: dst.as_ref(),
+                        dname: &name,
+                        setgid,
+                    };
+                    match b {
+                        None => self.write(&pair, &a, None, Reason::New),
+                        Some(b) => self.both_non_dir(&pair, &a, &b),
+                    }
+                });
+            }
+        }
+    }
+
+    /// Records `a` in its hard-link group; `true` when it is a later name (linked at the end).
+    fn join_group(&self, a: &Entry, b: Option<&Entry>) -> bool {
+        let mut groups = self.groups.lock().unwrap();
+        match groups.get_mut(&(a.dev, a.ino)) {
+            Some(g) => {
+                g.followers.push((a.clone(), b.cloned()));
+                true
+            }
+            None => {
+                groups.insert(
+                    (a.dev, a.ino),
+                    Group {
+                        leader: a.rel.clone(),
+                        written: false,
+                        followers: Vec::new(),
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    fn dir_entry<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        node: &Node,
+        a: Entry,
+        b: Option<Entry>,
+        name: OsString,
+    ) {
+        let child_src = Arc::clone(&node.src);
+        let parent_dst = node.dst.clone();
+        let rel = a.rel.clone();
+        let (dst_setgid, existing_dir) = match &b {
+            Some(b) if b.kind == Kind::Dir => (b.perm & 0o2000 != 0, true),
+            _ => (false, false),
+        };
+        if !existing_dir {
+            // Create it (replacing a non-folder standing there), before anything inside.
+            let reason = if b.is_some() {
+                Reason::Type
+            } else {
+                Reason::New
+            };
+            let action = if b.is_some() {
+                Action::Update
+            } else {
+                Action::Create
+            };
+            if !self.opts.dry_run {
+                let Some(pd) = &parent_dst else { return };
+                let at = At::new(pd, &name);
+                let made = b
+                    .as_ref()
+                    .map_or(Ok(()), |_| sys::unlink_at(at))
+                    .and_then(|()| sys::mkdir_at(at));
+                if let Err(e) = made {
+                    // Nothing inside can be written; the one error says so.
+                    return self.fail_src(&rel, e);
+                }
+            }
+            self.emit(action, Kind::Dir, &rel, &reason.label(), 0);
+            self.dirs.lock().unwrap().push(DirRecord {
+                entry: a.clone(),
+                reason: None,
+            });
+        }
+        s.spawn(move |s| {
+            if self.cancelled() {
+                return;
+            }
+            let src = match child_src.open_child(&name) {
+                Ok(d) => Arc::new(d),
+                Err(e) => return self.fail(e),
+            };
+            let dst = match &parent_dst {
+                Some(pd) if !self.opts.dry_run || existing_dir => match pd.open_child(&name) {
+                    Ok(d) => Some(Arc::new(d)),
+                    Err(e) => return self.fail_src(&rel, e),
+                },
+                _ => None,
+            };
+            if existing_dir {
+                if let (Some(d), Some(b)) = (&dst, &b) {
+                    self.record_dir_pair(&a, b, &src, d);
+                }
+            }
+            let src_list = match self.list(&src, &rel) {
+                Ok(l) => l,
+                // Unreadable: its destination side is left exactly as it is.
+                Err(e) => return self.fail(e),
+            };
+            let dst_list = match (&dst, existing_dir) {
+                (Some(d), true) => match self.list(d, &rel) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        self.fail(e);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let node = Node {
+                src,
+                dst,
+                dst_setgid,
+            };
+            self.merge(s, &node, src_list, dst_list);
+        });
+    }
+
+    /// A folder present on both sides: its metadata is compared now, restored at the end.
+    fn record_dir_pair(&self, a: &Entry, b: &Entry, src: &Arc<Dir>, dst: &Arc<Dir>) {
+        let decision = match decide::quick(a, b, &self.opts.rules) {
+            Some(d) => Ok(d),
+            None => self.full_decision_of_dirs(a, b, src, dst),
+        };
+        let reason = match decision {
+            Ok(Decision::Meta(m)) => Some(Reason::Meta(m)),
+            Ok(_) => None,
+            Err(e) => {
+                self.fail(e);
+                None
+            }
+        };
+        self.dirs.lock().unwrap().push(DirRecord {
+            entry: a.clone(),
+            reason,
+        });
+    }
+
+    /// Only xattrs need a look for folders; the folder's own handles reach it as `.`.
+    fn full_decision_of_dirs(
+        &self,
+        a: &Entry,
+        b: &Entry,
+        src: &Arc<Dir>,
+        dst: &Arc<Dir>,
+    ) -> Result<Decision> {
+        let dot = OsStr::new(".");
+        decide::full(a, b, At::new(src, dot), At::new(dst, dot), &self.opts.rules)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Non-folders
+    // -----------------------------------------------------------------------------------------
+
+    fn both_non_dir(&self, pair: &Pair<'_>, a: &Entry, b: &Entry) {
+        let decision = match decide::quick(a, b, &self.opts.rules) {
+            Some(d) => Ok(d),
+            None => match pair.dst {
+                Some(d) => decide::full(
+                    a,
+                    b,
+                    At::new(pair.src, pair.sname),
+                    At::new(d, pair.dname),
+                    &self.opts.rules,
+                ),
+                None => Ok(Decision::Write(Reason::New)),
+            },
+        };
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e) => return self.fail_src(&a.rel, e),
+        };
+        // A destination file with other names while the source has one: changing it in place
+        // would change those names too.
+        let lone_src = a.kind != Kind::File || a.nlink <= 1;
+        let shared_dst = b.kind == Kind::File && b.nlink > 1 && lone_src;
+        match decision {
+            Decision::Write(r) => self.write(pair, a, Some(b), r),
+            Decision::Meta(_) if shared_dst => self.write(pair, a, Some(b), Reason::Unlink),
+            Decision::Meta(m) => self.update_meta(pair, a, m),
+            Decision::Same => {
+                if shared_dst {
+                    self.shared.lock().unwrap().push((a.clone(), b.clone()));
+                }
+                self.unchanged.fetch_add(1, Ordering::Relaxed);
+                if self.is_move() {
+                    self.move_unchanged(pair, a);
+                }
+            }
+        }
+    }
+
+    fn update_meta(&self, pair: &Pair<'_>, a: &Entry, m: MetaDiff) {
+        if !self.opts.dry_run {
+            let Some(d) = pair.dst else { return };
+            let r = sys::apply_meta_at(
+                At::new(d, pair.dname),
+                At::new(pair.src, pair.sname),
+                a,
+                self.opts.meta,
+            );
+            if let Err(e) = r {
+                return self.fail_src(&a.rel, e);
+            }
+        }
+        self.emit(Action::Metadata, a.kind, &a.rel, &m.label(), 0);
+        if self.is_move() {
+            self.move_unchanged(pair, a);
+        }
+    }
+
+    /// `move` of an entry already right in the destination: within one filesystem, a rename over
+    /// it (atomic, and the source is gone); otherwise remove the source at the end, once the
+    /// destination is flushed.
+    fn move_unchanged(&self, pair: &Pair<'_>, a: &Entry) {
+        if self.opts.dry_run {
+            return;
+        }
+        let Some(d) = pair.dst else { return };
+        if !self.cross_device.load(Ordering::Relaxed) {
+            match sys::try_rename_at(At::new(pair.src, pair.sname), At::new(d, pair.dname)) {
+                Ok(()) => return,
+                Err(e) if sys::is_cross_device(&e) => {
+                    self.cross_device.store(true, Ordering::Relaxed)
+                }
+                Err(e) => return self.fail_src(&a.rel, Error::io(Op::Rename, a.rel.clone(), e)),
+            }
+        }
+        self.release
+            .lock()
+            .unwrap()
+            .push((a.rel.clone(), a.kind == Kind::File));
+    }
+
+    /// Puts a non-folder entry in place (new, changed, or replacing something else).
+    fn write(&self, pair: &Pair<'_>, a: &Entry, b: Option<&Entry>, reason: Reason) {
+        let action = if b.is_none() {
+            Action::Create
+        } else {
+            Action::Update
+        };
+        let bytes = if a.kind == Kind::File { a.size } else { 0 };
+        if self.opts.dry_run {
+            if a.kind == Kind::File && a.nlink > 1 {
+                self.mark_written(a);
+            }
+            return self.emit(action, a.kind, &a.rel, &reason.label(), bytes);
+        }
+        let Some(dst) = pair.dst else { return };
+        let replaces_dir = b.is_some_and(|b| b.kind == Kind::Dir);
+        if replaces_dir && self.opts.mode != SyncMode::Mirror {
+            // `copy` and `move` never delete: an empty folder may go, a full one may not.
+            match sys::rmdir_at(At::new(dst, pair.dname)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return self.fail_src(
+                        &a.rel,
+                        Error::io(
+                            Op::Delete,
+                            dst.path().join(pair.dname),
+                            std::io::Error::other(
+                                "a non-empty folder stands where the source has a file; copy never deletes (use mirror)",
+                            ),
+                        ),
+                    )
+                }
+                Err(e) => return self.fail_src(&a.rel, e),
+            }
+        }
+        match self.put(pair, dst, a, replaces_dir) {
+            Ok((n, method)) => {
+                *self
+                    .methods
+                    .lock()
+                    .unwrap()
+                    .entry(method.into())
+                    .or_default() += 1;
+                if a.kind == Kind::File && a.nlink > 1 {
+                    self.mark_written(a);
+                }
+                self.emit(action, a.kind, &a.rel, &reason.label(), n);
+            }
+            Err(e) => self.fail_src(&a.rel, e),
+        }
+    }
+
+    fn mark_written(&self, a: &Entry) {
+        if let Some(g) = self.groups.lock().unwrap().get_mut(&(a.dev, a.ino)) {
+            if g.leader == a.rel {
+                g.written = true;
+            }
+        }
+    }
+
+    /// Writes the entry; returns the bytes written and the method's name.
+    fn put(
+        &self,
+        pair: &Pair<'_>,
+        dst: &Arc<Dir>,
+        a: &Entry,
+        replaces_dir: bool,
+    ) -> Result<(u64, &'static str)> {
+        let src = At::new(pair.src, pair.sname);
+        let to = At::new(dst, pair.dname);
+        if self.is_move() && !self.cross_device.load(Ordering::Relaxed) {
+            if replaces_dir {
+                self.delete_tree(dst, pair.dname, &a.rel, true)?;
+            }
+            match sys::try_rename_at(src, to) {
+                Ok(()) => return Ok((0, "rename")),
+                Err(e) if sys::is_cross_device(&e) => {
+                    self.cross_device.store(true, Ordering::Relaxed)
+                }
+                Err(e) => return Err(Error::io(Op::Rename, to.path(), e)),
+            }
+        }
+        let result = match a.kind {
+            Kind::File => self
+                .copy_file(pair, dst, a, replaces_dir)
+                .map(|(n, m)| (n, method_name(m))),
+            Kind::Symlink => {
+                let target = sys::read_link_at(src)?;
+                self.place(dst, pair.dname, &a.rel, replaces_dir, |tmp| {
+                    sys::symlink_at(&target, tmp, src)?;
+                    sys::apply_meta_at(tmp, src, a, self.opts.meta)
+                })
+                .map(|()| (0, "symlink"))
+            }
+            _ => self
+                .place(dst, pair.dname, &a.rel, replaces_dir, |tmp| {
+                    sys::make_special_at(tmp, a)?;
+                    sys::apply_meta_at(tmp, src, a, self.opts.meta)
+                })
+                .map(|()| (0, "special")),
+        }?;
+        if self.is_move() {
+            self.release.lock().unwrap().push((a.rel.clone(), false));
+        }
+        Ok(result)
+    }
+
+    /// Creates an entry at a temporary with `make`, clears a folder it replaces, renames it in.
+    fn place(
+        &self,
+        dir: &Arc<Dir>,
+        name: &OsStr,
+        rel: &Path,
+        replaces_dir: bool,
+        make: impl FnOnce(At<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let guard = TempGuard::new(dir);
+        make(guard.at())?;
+        if replaces_dir {
+            self.delete_tree(dir, name, rel, true)?;
+        }
+        guard.commit(name)
+    }
+
+    fn copy_file(
+        &self,
+        pair: &Pair<'_>,
+        dst: &Arc<Dir>,
+        a: &Entry,
+        replaces_dir: bool,
+    ) -> Result<(u64, Method)> {
+        let src = At::new(pair.src, pair.sname);
+        let progress = |n: u64| self.observer.progress(n);
+        let default_owner = (!pair.setgid).then_some(self.creator);
+        // A source that changes while read is copied again; a third change is reported.
+        for attempt in 0..3 {
+            let guard = TempGuard::new(dst);
+            let req = sys::CopyRequest {
+                src,
+                expected: (attempt == 0).then_some(a),
+                tmp: guard.at(),
+                meta: self.opts.meta,
+                src_xattrs: a.xattrs || !cfg!(unix),
+                umask: self.opts.umask,
+                default_owner,
+                fsync: self.opts.fsync || self.is_move(),
+                fast: &self.fast,
+                cancel: &self.opts.cancel,
+                progress: &progress,
+            };
+            match sys::copy_to_temp(&req)? {
+                CopyOutcome::Changed => continue,
+                CopyOutcome::Done { bytes, method } => {
+                    if self.opts.verify {
+                        verify_copy(src, guard.at())?;
+                    }
+                    if replaces_dir {
+                        self.delete_tree(dst, pair.dname, &a.rel, true)?;
+                    }
+                    guard.commit(pair.dname)?;
+                    return Ok((bytes, method));
+                }
+            }
+        }
+        Err(Error::Changed { path: src.path() })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Deleting
+    // -----------------------------------------------------------------------------------------
+
+    /// Deletes the destination entry `name` in `dir` and, for a folder, everything in it that the
+    /// filter does not protect, children first, reporting each. A folder still holding excluded
+    /// entries stays. With `must_go`, a folder that cannot be emptied is an error.
+    fn delete_tree(&self, dir: &Arc<Dir>, name: &OsStr, rel: &Path, must_go: bool) -> Result<()> {
+        let at = At::new(dir, name);
+        let e = match sys::stat_at(at, rel.to_path_buf()) {
+            Ok(e) => e,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if e.kind != Kind::Dir {
+            if !self.opts.dry_run {
+                match sys::unlink_at(at) {
+                    Ok(()) => {}
+                    Err(err) if is_not_found(&err) => return Ok(()),
+                    Err(err) => return Err(err),
+                }
+            }
+            self.emit(Action::Delete, e.kind, rel, "not in source", file_bytes(&e));
+            return Ok(());
+        }
+        let sub = Arc::new(dir.open_child(name)?);
+        for (child, _) in sub.read_names()? {
+            let child_rel = rel.join(&child);
+            let is_dir = sys::stat_at(At::new(&sub, &child), child_rel.clone())
+                .map(|c| c.kind == Kind::Dir)
+                .unwrap_or(false);
+            if self.filter.excludes(&child_rel, is_dir) {
+                continue;
+            }
+            if let Err(err) = self.delete_tree(&sub, &child, &child_rel, false) {
+                self.fail(err);
+            }
+        }
+        drop(sub);
+        let gone = if self.opts.dry_run {
+            true
+        } else {
+            sys::rmdir_at(at)?
+        };
+        if gone {
+            self.emit(Action::Delete, Kind::Dir, rel, "not in source", 0);
+        } else if must_go {
+            return Err(Error::io(
+                Op::Delete,
+                at.path(),
+                std::io::Error::other("folder still holds excluded or unlisted entries"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts what deleting `name` would remove (for `--max-delete`).
+    fn count_tree(&self, dir: &Dir, name: &OsStr, rel: &Path) -> u64 {
+        let Ok(sub) = dir.open_child(name) else {
+            return 1;
+        };
+        let mut n = 1;
+        for (child, hint) in sub.read_names().unwrap_or_default() {
+            let child_rel = rel.join(&child);
+            let is_dir = hint == Some(Kind::Dir);
+            if self.filter.excludes(&child_rel, is_dir) {
+                continue;
+            }
+            n += if is_dir {
+                self.count_tree(&sub, &child, &child_rel)
+            } else {
+                1
+            };
+        }
+        n
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The end
+    // -----------------------------------------------------------------------------------------
+
+    fn finish(&self) {
+        if self.cancelled() {
+            return;
+        }
+        self.link_followers();
+        self.split_shared();
+        if self.is_move() {
+            self.release_sources();
+        }
+        if self.opts.mode == SyncMode::Mirror {
+            self.delete_extras();
+        }
+        self.finish_dirs();
+        if self.is_move() && !self.opts.dry_run {
+            self.remove_source_dirs();
+        }
+    }
+
+    fn link_followers(&self) {
+        let groups = std::mem::take(&mut *self.groups.lock().unwrap());
+        for (_, g) in groups {
+            for (a, b) in g.followers {
+                if self.cancelled() {
+                    return;
+                }
+                if let Err(e) = self.link_one(&g.leader, g.written, &a, b.as_ref()) {
+                    self.fail_src(&a.rel, e);
+                }
+            }
+        }
+    }
+
+    fn link_one(&self, leader: &Path, written: bool, a: &Entry, b: Option<&Entry>) -> Result<()> {
+        if self.failed_src.lock().unwrap().contains(leader) {
+            return Ok(());
+        }
+        let reason = format!("to {}", crate::names::escape_rel(leader));
+        let located = self
+            .dst_dirs
+            .parent_of(leader)
+            .and_then(|l| self.dst_dirs.parent_of(&a.rel).map(|d| (l, d)));
+        let ((ldir, lname), (ddir, dname)) = match located {
+            Ok(x) => x,
+            Err(_) if self.opts.dry_run => {
+                // The folders do not exist yet: the link would be made.
+                self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if !written {
+            if let Some(b) = b.filter(|b| b.kind == Kind::File) {
+                let l = sys::stat_at(At::new(&ldir, &lname), leader.to_path_buf());
+                if l.is_ok_and(|l| l.ino == b.ino && l.dev == b.dev) {
+                    self.unchanged.fetch_add(1, Ordering::Relaxed);
+                    if self.is_move() && !self.opts.dry_run {
+                        let (sdir, sname) = self.src_dirs.parent_of(&a.rel)?;
+                        let pair = Pair {
+                            src: &sdir,
+                            sname: &sname,
+                            dst: Some(&ddir),
+                            dname: &dname,
+                            setgid: false,
+                        };
+                        self.move_unchanged(&pair, a);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if self.opts.dry_run {
+            self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
+            return Ok(());
+        }
+        let replaces_dir = b.is_some_and(|b| b.kind == Kind::Dir);
+        let (sdir, sname) = self.src_dirs.parent_of(&a.rel)?;
+        if self.is_move() && !self.cross_device.load(Ordering::Relaxed) {
+            if replaces_dir {
+                self.delete_tree(&ddir, &dname, &a.rel, true)?;
+            }
+            match sys::try_rename_at(At::new(&sdir, &sname), At::new(&ddir, &dname)) {
+                Ok(()) => {
+                    self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
+                    return Ok(());
+                }
+                Err(e) if sys::is_cross_device(&e) => {
+                    self.cross_device.store(true, Ordering::Relaxed)
+                }
+                Err(e) => return Err(Error::io(Op::Rename, ddir.path().join(&dname), e)),
+            }
+        }
+        self.place(&ddir, &dname, &a.rel, replaces_dir, |tmp| {
+            sys::hard_link_at(At::new(&ldir, &lname), tmp)
+        })?;
+        if self.is_move() {
+            self.release.lock().unwrap().push((a.rel.clone(), false));
+        }
+        self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
+        Ok(())
+    }
+
+    /// Destination files sharing an inode inside the tree while their sources are separate files
+    /// are rewritten, so each gets its own inode again.
+    fn split_shared(&self) {
+        let shared = std::mem::take(&mut *self.shared.lock().unwrap());
+        let mut count: HashMap<(u64, u64), usize> = HashMap::new();
+        for (_, b) in &shared {
+            *count.entry((b.dev, b.ino)).or_default() += 1;
+        }
+        for (a, b) in shared {
+            if count[&(b.dev, b.ino)] < 2 || self.cancelled() {
+                continue;
+            }
+            let located = self
+                .src_dirs
+                .parent_of(&a.rel)
+                .and_then(|s| self.dst_dirs.parent_of(&a.rel).map(|d| (s, d)));
+            match located {
+                Ok(((sdir, sname), (ddir, dname))) => {
+                    let pair = Pair {
+                        src: &sdir,
+                        sname: &sname,
+                        dst: Some(&ddir),
+                        dname: &dname,
+                        setgid: true,
+                    };
+                    self.unchanged.fetch_sub(1, Ordering::Relaxed);
+                    self.write(&pair, &a, Some(&b), Reason::Unlink);
+                }
+                Err(e) => self.fail_src(&a.rel, e),
+            }
+        }
+    }
+
+    /// `move` across filesystems: flush the copies (file, then folder), then remove the sources.
+    fn release_sources(&self) {
+        if self.opts.dry_run {
+            return;
+        }
+        let release = std::mem::take(&mut *self.release.lock().unwrap());
+        let failed = self.failed_src.lock().unwrap().clone();
+        let mut ready = Vec::new();
+        for (rel, needs_flush) in release {
+            if failed.contains(&rel) {
+                continue;
+            }
+            if needs_flush {
+                let flushed = self
+                    .dst_dirs
+                    .parent_of(&rel)
+                    .and_then(|(d, n)| sys::fsync_at(At::new(&d, &n)));
+                if let Err(e) = flushed {
+                    self.fail(e);
+                    continue;
+                }
+            }
+            ready.push(rel);
+        }
+        let parents: HashSet<PathBuf> = ready.iter().map(|r| parent_rel(r)).collect();
+        let mut unsynced = HashSet::new();
+        for p in &parents {
+            if let Err(e) = self.dst_dirs.dir(p).and_then(|d| sys::fsync_dir(&d)) {
+                unsynced.insert(p.clone());
+                self.fail(e);
+            }
+        }
+        for rel in ready {
+            if unsynced.contains(&parent_rel(&rel)) {
+                continue;
+            }
+            let removed = self
+                .src_dirs
+                .parent_of(&rel)
+                .and_then(|(d, n)| sys::unlink_at(At::new(&d, &n)));
+            if let Err(e) = removed {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn delete_extras(&self) {
+        let deletes = std::mem::take(&mut *self.deletes.lock().unwrap());
+        if deletes.is_empty() {
+            return;
+        }
+        if let Some(max) = self.opts.max_delete {
+            let mut planned = 0u64;
+            for b in &deletes {
+                planned += match (b.kind, self.dst_dirs.parent_of(&b.rel)) {
+                    (Kind::Dir, Ok((d, n))) => self.count_tree(&d, &n, &b.rel),
+                    _ => 1,
+                };
+            }
+            if planned > max {
+                return self.fail(Error::Refused(format!(
+                    "{planned} deletions needed, more than --max-delete {max}: nothing deleted"
+                )));
+            }
+        }
+        for b in deletes {
+            if self.cancelled() {
+                return;
+            }
+            let r = self
+                .dst_dirs
+                .parent_of(&b.rel)
+                .and_then(|(d, n)| self.delete_tree(&d, &n, &b.rel, false));
+            if let Err(e) = r {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Folder metadata, deepest first (the root last), after everything inside is done.
+    fn finish_dirs(&self) {
+        let mut dirs = std::mem::take(&mut *self.dirs.lock().unwrap());
+        dirs.sort_by(|x, y| y.entry.rel.cmp(&x.entry.rel));
+        let failed = self.failed_src.lock().unwrap().clone();
+        for d in &dirs {
+            if self.cancelled() {
+                return;
+            }
+            let rel = &d.entry.rel;
+            if failed
+                .iter()
+                .any(|f| rel.starts_with(f) && !f.as_os_str().is_empty())
+            {
+                continue;
+            }
+            if !self.opts.dry_run {
+                let located = self
+                    .src_dirs
+                    .parent_of(rel)
+                    .and_then(|s| self.dst_dirs.parent_of(rel).map(|d| (s, d)));
+                let r = located.and_then(|((sd, sn), (dd, dn))| {
+                    sys::apply_meta_at(
+                        At::new(&dd, &dn),
+                        At::new(&sd, &sn),
+                        &d.entry,
+                        self.opts.meta,
+                    )
+                });
+                if let Err(e) = r {
+                    self.fail(e);
+                    continue;
+                }
+            }
+            if let Some(reason) = d.reason {
+                self.emit(Action::Metadata, Kind::Dir, rel, &reason.label(), 0);
+            }
+        }
+        if self.is_move() {
+            *self.dirs.lock().unwrap() = dirs;
+        }
+    }
+
+    /// `move`: source folders emptied by the move go, deepest first, the root included; one
+    /// still holding something (an excluded or failed entry) stays.
+    fn remove_source_dirs(&self) {
+        let dirs = std::mem::take(&mut *self.dirs.lock().unwrap());
+        let mut rels: Vec<PathBuf> = dirs.into_iter().map(|d| d.entry.rel).collect();
+        rels.sort_by(|x, y| y.cmp(x));
+        for rel in rels {
+            let removed = self
+                .src_dirs
+                .parent_of(&rel)
+                .and_then(|(d, n)| sys::rmdir_at(At::new(&d, &n)));
+            if let Err(e) = removed {
+                self.fail(e);
+            }
+        }
+    }
+}
+
+/// A source entry's folder and name, and its destination folder (if it exists) and name.
+struct Pair<'p> {
+    src: &'p Arc<Dir>,
+    sname: &'p OsStr,
+    dst: Option<&'p Arc<Dir>>,
+    dname: &'p OsStr,
+    /// The destination folder is setgid (new files inherit its group, so `chown` must run).
+    setgid: bool,
+}
+
+/// A temporary in a destination folder, removed on drop unless renamed into place, so an error or
+/// a cancellation never leaves one behind.
+struct TempGuard {
+    dir: Arc<Dir>,
+    name: OsString,
+    armed: bool,
+}
+
+impl TempGuard {
+    fn new(dir: &Arc<Dir>) -> Self {
+        TempGuard {
+            dir: Arc::clone(dir),
+            name: tempname::next(),
+            armed: true,
+        }
+    }
+
+    fn at(&self) -> At<'_> {
+        At::new(&self.dir, &self.name)
+    }
+
+    fn commit(mut self, final_name: &OsStr) -> Result<()> {
+        sys::rename_at(self.at(), At::new(&self.dir, final_name))?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = sys::unlink_at(At::new(&self.dir, &self.name));
+        }
+    }
+}
+
+fn file_bytes(e: &Entry) -> u64 {
+    if e.kind == Kind::File {
+        e.size
+    } else {
+        0
+    }
+}
+
+fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+fn parent_rel(rel: &Path) -> PathBuf {
+    rel.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Reads back the written temporary and the source, and refuses the copy if their BLAKE3 differ.
+fn verify_copy(src: At<'_>, tmp: At<'_>) -> Result<()> {
+    if decide::hash_at(src)? == decide::hash_at(tmp)? {
+        Ok(())
+    } else {
+        Err(Error::io(
+            Op::Checksum,
+            tmp.path(),
+            std::io::Error::other("written copy differs from the source (BLAKE3 mismatch)"),
+        ))
+    }
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Empty => "empty",
+        Method::Native => "native",
+        Method::Clone => "clone",
+        Method::KernelCopy => "kernel_copy",
+        Method::Sparse => "sparse",
+        Method::ReadWrite => "read_write",
+    }
+}
