@@ -87,6 +87,9 @@ pub struct TransferArgs {
     /// place
     #[arg(long)]
     pub verify: bool,
+    /// Neither copy nor compare extended attributes (faster on trees that have none)
+    #[arg(long)]
+    pub no_xattrs: bool,
     /// Allow a mirror from an empty SRC to empty a non-empty DST
     #[arg(long)]
     pub force: bool,

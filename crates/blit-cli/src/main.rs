@@ -79,6 +79,7 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         workers: a.workers,
         fsync: a.fsync,
         verify: a.verify,
+        no_xattrs: a.no_xattrs,
         force: a.force,
         cancel,
     };

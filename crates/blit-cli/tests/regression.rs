@@ -79,3 +79,46 @@ fn files_of_other_owners_keep_their_owner() {
     let md = std::fs::metadata(dst.join("theirs")).unwrap();
     assert_eq!((md.uid(), md.gid()), (1234, 5678));
 }
+
+/// `--no-xattrs` neither copies the source's extended attributes nor removes the destination's.
+#[test]
+fn no_xattrs_leaves_extended_attributes_alone() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("a", b"same").set_xattr("a", "user.src", b"1");
+    let dst = sb.join("out");
+    expect_code(
+        &run([
+            "copy",
+            "--no-xattrs",
+            src.root().to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ]),
+        0,
+    );
+    assert!(xattr::get(dst.join("a"), "user.src").unwrap().is_none());
+    xattr::set(dst.join("a"), "user.dst", b"2").unwrap();
+    expect_code(
+        &run([
+            "mirror",
+            "--no-xattrs",
+            src.root().to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ]),
+        0,
+    );
+    assert_eq!(
+        xattr::get(dst.join("a"), "user.dst").unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    // Without the option, the replica becomes exact again.
+    expect_code(
+        &run([
+            "mirror",
+            src.root().to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ]),
+        0,
+    );
+    assert_trees_equal(src.root(), &dst);
+}

@@ -1,6 +1,7 @@
-//! Open folder handles of one tree, found by relative path. The executor asks for "the folder
-//! holding `a/b/c`" for every entry it touches; the handle is opened once, component by component
-//! from the root without following links, and shared by all workers.
+//! Open folder handles of one tree, found by relative path. The end of a run (hard links,
+//! deletions, folder metadata, releasing moved sources) reaches entries long after their folder
+//! was walked; the handle is opened again once, component by component from the root without
+//! following links, and shared by all workers.
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -43,6 +43,8 @@ pub struct Options {
     /// Re-read each written file and compare its BLAKE3 with the source's before it is renamed
     /// into place.
     pub verify: bool,
+    /// Leave extended attributes alone (neither copied nor compared), like rsync without `-X`.
+    pub no_xattrs: bool,
     /// Allow a mirror from an empty source to empty a non-empty destination.
     pub force: bool,
     pub cancel: CancelToken,
@@ -110,13 +112,13 @@ impl Job {
             rules: Rules {
                 checksum: self.opts.checksum,
                 owner,
-                xattrs: cfg!(unix),
+                xattrs: cfg!(unix) && !self.opts.no_xattrs,
             },
             fsync: self.opts.fsync,
             verify: self.opts.verify,
             meta: MetaOpts {
                 owner,
-                xattrs: cfg!(unix),
+                xattrs: cfg!(unix) && !self.opts.no_xattrs,
             },
             umask: sys::current_umask(),
             max_delete: self.opts.max_delete,
