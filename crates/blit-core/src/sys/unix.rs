@@ -211,6 +211,11 @@ fn timestamps(mtime: MTime) -> Timestamps {
 /// source is `fstat`ed before and after, and a source that changed meanwhile gives
 /// [`CopyOutcome::Changed`] so the caller can discard the temporary and try again.
 pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
+    if let Some(e) = req.expected {
+        if e.kind == Kind::File && e.size == 0 && !req.src_xattrs {
+            return make_empty(req, e);
+        }
+    }
     let mut input = open_source(req.src)?;
     // The walk's `lstat` serves as the "before" snapshot when given: the check after the copy
     // (same inode, size and mtime) catches any change since the walk as surely as a fresh
@@ -257,6 +262,21 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
     finish_copy(req, &input, out, &before, n, method, final_mode)
 }
 
+/// An empty file has no content to read: it is made from the walk's `lstat` alone, without
+/// opening the source (a source that grew since has another size, which the next run sees).
+fn make_empty(req: &CopyRequest<'_>, e: &Entry) -> Result<CopyOutcome> {
+    let final_mode = e.perm & 0o7000 == 0 && e.perm & req.umask == 0;
+    let out = create_temp(req.tmp, if final_mode { e.perm } else { 0o600 })?;
+    apply_file_meta(&out, req, None, e, final_mode)?;
+    if req.fsync {
+        out.sync_all().at(Op::Sync, &req.tmp.path())?;
+    }
+    Ok(CopyOutcome::Done {
+        bytes: 0,
+        method: Method::Empty,
+    })
+}
+
 /// Checks that the source did not change during the copy, then restores metadata and flushes.
 fn finish_copy(
     req: &CopyRequest<'_>,
@@ -275,7 +295,7 @@ fn finish_copy(
     {
         return Ok(CopyOutcome::Changed);
     }
-    apply_file_meta(&out, req, input, before, mode_set)?;
+    apply_file_meta(&out, req, Some(input), before, mode_set)?;
     if req.fsync {
         out.sync_all().at(Op::Sync, &req.tmp.path())?;
     }
@@ -287,7 +307,7 @@ fn finish_copy(
 fn apply_file_meta(
     dst: &File,
     req: &CopyRequest<'_>,
-    src: &File,
+    src: Option<&File>,
     meta: &Entry,
     mode_set: bool,
 ) -> Result<()> {
@@ -301,7 +321,7 @@ fn apply_file_meta(
         .map_err(|e| Error::io(Op::Chown, dst_at.path(), e.into()))?;
     }
     // The walk saw no xattrs on this source: skip the listing (one syscall per file).
-    if opts.xattrs && req.src_xattrs {
+    if let Some(src) = src.filter(|_| opts.xattrs && req.src_xattrs) {
         let names = src.list_xattr().at(Op::Xattr, &src_at.path())?;
         for name in names {
             if let Some(value) = src.get_xattr(&name).at(Op::Xattr, &src_at.path())? {
