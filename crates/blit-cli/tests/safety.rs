@@ -30,11 +30,29 @@ fn big_source(sb: &Sandbox) {
     }
 }
 
-/// Waits until blit has a temporary file open in the destination, i.e. is really mid-copy.
+/// Waits until blit is really mid-copy: it has a file being written in the destination, either a
+/// named temporary or an unnamed (`O_TMPFILE`) one, which shows only among its open descriptors.
 fn wait_for_temp(child: &mut Child, dst: &Path) -> bool {
+    let pid = child.id();
     wait_for(Duration::from_secs(30), || {
-        !temps_under(dst).is_empty() || child.try_wait().unwrap().is_some()
+        !temps_under(dst).is_empty()
+            || writing_unnamed_file_in(pid, dst)
+            || child.try_wait().unwrap().is_some()
     }) && child.try_wait().unwrap().is_none()
+}
+
+/// True when process `pid` holds an unnamed file open in a folder under `dst` (its descriptor's
+/// link reads `<folder>/#<inode> (deleted)`).
+fn writing_unnamed_file_in(pid: u32, dst: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            let t = target.to_string_lossy();
+            target.starts_with(dst) && t.ends_with(" (deleted)") && t.contains("/#")
+        })
+    })
 }
 
 /// Every entry under `dst` is either one of blit's temporaries or a complete copy of its source.

@@ -754,7 +754,7 @@ impl<'a> Syncer<'a> {
                 Err(e) => return self.fail_src(&a.rel, e),
             }
         }
-        match self.put(pair, dst, a, replaces_dir) {
+        match self.put(pair, dst, a, replaces_dir, b.is_none()) {
             Ok((n, method)) => {
                 *self
                     .methods
@@ -786,6 +786,7 @@ impl<'a> Syncer<'a> {
         dst: &Arc<Dir>,
         a: &Entry,
         replaces_dir: bool,
+        fresh: bool,
     ) -> Result<(u64, &'static str)> {
         let src = At::new(pair.src, pair.sname);
         let to = At::new(dst, pair.dname);
@@ -803,7 +804,7 @@ impl<'a> Syncer<'a> {
         }
         let result = match a.kind {
             Kind::File => self
-                .copy_file(pair, dst, a, replaces_dir)
+                .copy_file(pair, dst, a, replaces_dir, fresh)
                 .map(|(n, m)| (n, method_name(m))),
             Kind::Symlink => {
                 let target = sys::read_link_at(src)?;
@@ -849,6 +850,7 @@ impl<'a> Syncer<'a> {
         dst: &Arc<Dir>,
         a: &Entry,
         replaces_dir: bool,
+        fresh: bool,
     ) -> Result<(u64, Method)> {
         let src = At::new(pair.src, pair.sname);
         let progress = |n: u64| self.observer.progress(n);
@@ -860,6 +862,9 @@ impl<'a> Syncer<'a> {
                 src,
                 expected: (attempt == 0).then_some(a),
                 tmp: guard.at(),
+                // Nothing stands at the destination: a new file may be put in place directly
+                // (not with `--verify`, which reads the copy back by name before it goes live).
+                final_name: (fresh && !self.opts.verify).then_some(pair.dname),
                 meta: self.opts.meta,
                 src_xattrs: a.xattrs || !cfg!(unix),
                 umask: self.opts.umask,
@@ -871,7 +876,15 @@ impl<'a> Syncer<'a> {
             };
             match sys::copy_to_temp(&req)? {
                 CopyOutcome::Changed => continue,
-                CopyOutcome::Done { bytes, method } => {
+                CopyOutcome::Done {
+                    bytes,
+                    method,
+                    placed,
+                } => {
+                    if placed {
+                        guard.disarm();
+                        return Ok((bytes, method));
+                    }
                     if self.opts.verify {
                         verify_copy(src, guard.at())?;
                     }
@@ -1270,6 +1283,11 @@ impl TempGuard {
 
     fn at(&self) -> At<'_> {
         At::new(&self.dir, &self.name)
+    }
+
+    /// The copy named the file itself; there is no temporary to remove.
+    fn disarm(mut self) {
+        self.armed = false;
     }
 
     fn commit(mut self, final_name: &OsStr) -> Result<()> {

@@ -71,6 +71,9 @@ pub struct CopyRequest<'a> {
     pub expected: Option<&'a crate::entry::Entry>,
     /// Created by the copy; must not exist.
     pub tmp: At<'a>,
+    /// The final name, when nothing stands there: the copy may then put the file in place itself
+    /// (reported as `placed`).
+    pub final_name: Option<&'a OsStr>,
     pub meta: MetaOpts,
     /// The walk saw extended attributes on the source (else they are not even listed).
     pub src_xattrs: bool,
@@ -97,6 +100,8 @@ pub enum CopyOutcome {
     Done {
         bytes: u64,
         method: Method,
+        /// Already under its final name (else it is at the temporary, for the caller to rename).
+        placed: bool,
     },
     /// The source changed while being read; the temporary holds no trustworthy copy.
     Changed,
@@ -158,6 +163,8 @@ pub enum Method {
 pub struct FastPaths {
     pub no_clone: AtomicBool,
     pub no_kernel_copy: AtomicBool,
+    /// Unnamed temporary files (`O_TMPFILE`) refused by the filesystem.
+    pub no_tmpfile: AtomicBool,
 }
 
 /// Largest buffer for the userspace loop: big enough to amortise syscalls on large files, small

@@ -238,7 +238,15 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         )
         .map(File::from)
         .map_err(|e| Error::io(Op::Open, req.tmp.path(), e.into()))?;
-        return finish_copy(req, &input, out, &before, before.size, Method::Clone, false);
+        return finish_copy(
+            req,
+            &input,
+            (out, false),
+            &before,
+            before.size,
+            Method::Clone,
+            false,
+        );
     }
     // Created with its final mode when the kernel will keep it exactly (no special bits, none
     // masked by the umask, and writable for the xattrs still to come): one `fchmod` less per file.
@@ -246,7 +254,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         && before.perm & req.umask == 0
         && (!req.src_xattrs || before.perm & 0o200 != 0 || req.meta.owner);
     let mode = if final_mode { before.perm } else { 0o600 };
-    let mut out = create_temp(req.tmp, mode)?;
+    let (mut out, anon) = create_output(req, mode)?;
     let (n, method) = match copy_data(
         &mut input,
         &mut out,
@@ -259,14 +267,14 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         Err(_) if req.cancel.is_cancelled() => return Err(Error::Cancelled),
         Err(e) => return Err(Error::io(Op::Copy, req.tmp.path(), e)),
     };
-    finish_copy(req, &input, out, &before, n, method, final_mode)
+    finish_copy(req, &input, (out, anon), &before, n, method, final_mode)
 }
 
 /// An empty file has no content to read: it is made from the walk's `lstat` alone, without
 /// opening the source (a source that grew since has another size, which the next run sees).
 fn make_empty(req: &CopyRequest<'_>, e: &Entry) -> Result<CopyOutcome> {
     let final_mode = e.perm & 0o7000 == 0 && e.perm & req.umask == 0;
-    let out = create_temp(req.tmp, if final_mode { e.perm } else { 0o600 })?;
+    let (out, anon) = create_output(req, if final_mode { e.perm } else { 0o600 })?;
     apply_file_meta(&out, req, None, e, final_mode)?;
     if req.fsync {
         out.sync_all().at(Op::Sync, &req.tmp.path())?;
@@ -274,14 +282,88 @@ fn make_empty(req: &CopyRequest<'_>, e: &Entry) -> Result<CopyOutcome> {
     Ok(CopyOutcome::Done {
         bytes: 0,
         method: Method::Empty,
+        placed: publish(&out, anon, req)?,
     })
+}
+
+/// Opens what the copy writes into: for a new file on Linux, an unnamed inode (`O_TMPFILE`) that
+/// gets its final name only when complete (so no temporary ever shows, even after a crash, and
+/// one directory update is saved); otherwise a named temporary. `true` for the unnamed kind.
+fn create_output(req: &CopyRequest<'_>, mode: u32) -> Result<(File, bool)> {
+    #[cfg(target_os = "linux")]
+    if req.final_name.is_some()
+        && !req
+            .fast
+            .no_tmpfile
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        use rustix::io::Errno;
+        match rustix::fs::openat(
+            &req.tmp.dir.fd,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode as _),
+        ) {
+            Ok(fd) => return Ok((File::from(fd), true)),
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => req
+                .fast
+                .no_tmpfile
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            Err(e) => return Err(Error::io(Op::Create, req.tmp.dir.path(), e.into())),
+        }
+    }
+    Ok((create_temp(req.tmp, mode)?, false))
+}
+
+/// Without unnamed files, the copy is always at its named temporary.
+#[cfg(not(target_os = "linux"))]
+fn publish(_out: &File, _anon: bool, _req: &CopyRequest<'_>) -> Result<bool> {
+    Ok(false)
+}
+
+/// Names a finished unnamed file. `Ok(true)`: it now stands under its final name. `Ok(false)`:
+/// something appeared there meanwhile, so it was named as the temporary instead, for the caller
+/// to rename over it as usual. A named temporary is always left to the caller.
+#[cfg(target_os = "linux")]
+fn publish(out: &File, anon: bool, req: &CopyRequest<'_>) -> Result<bool> {
+    let Some(name) = req.final_name.filter(|_| anon) else {
+        return Ok(false);
+    };
+    match link_fd(out, req.tmp.dir, name) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) => {
+            link_fd(out, req.tmp.dir, req.tmp.name)
+                .map_err(|e| Error::io(Op::Link, req.tmp.path(), e.into()))?;
+            Ok(false)
+        }
+        Err(e) => Err(Error::io(Op::Link, req.tmp.dir.path().join(name), e.into())),
+    }
+}
+
+/// Links an open (unnamed) file into `dir` as `name`.
+#[cfg(target_os = "linux")]
+fn link_fd(f: &File, dir: &Dir, name: &OsStr) -> rustix::io::Result<()> {
+    if is_root() {
+        rustix::fs::linkat(f, "", &dir.fd, name, AtFlags::EMPTY_PATH)
+    } else {
+        // Without CAP_DAC_READ_SEARCH, the /proc link of the descriptor is the way in.
+        use std::os::fd::AsRawFd;
+        let proc = format!("/proc/self/fd/{}", f.as_raw_fd());
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            proc.as_str(),
+            &dir.fd,
+            name,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+    }
 }
 
 /// Checks that the source did not change during the copy, then restores metadata and flushes.
 fn finish_copy(
     req: &CopyRequest<'_>,
     input: &File,
-    out: File,
+    (out, anon): (File, bool),
     before: &Entry,
     n: u64,
     method: Method,
@@ -300,7 +382,11 @@ fn finish_copy(
         out.sync_all().at(Op::Sync, &req.tmp.path())?;
     }
     (req.progress)(n);
-    Ok(CopyOutcome::Done { bytes: n, method })
+    Ok(CopyOutcome::Done {
+        bytes: n,
+        method,
+        placed: publish(&out, anon, req)?,
+    })
 }
 
 /// Restores metadata on a freshly written file through its descriptor.

@@ -249,7 +249,11 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
             .at(Op::Sync, &tmp)?;
     }
     set_attributes(&tmp, before.perm | FILE_ATTRIBUTE_ARCHIVE)?;
-    Ok(CopyOutcome::Done { bytes, method })
+    Ok(CopyOutcome::Done {
+        bytes,
+        method,
+        placed: false,
+    })
 }
 
 fn system_time(m: MTime) -> SystemTime {
