@@ -704,19 +704,31 @@ impl<'a> Syncer<'a> {
             return;
         }
         let Some(d) = pair.dst else { return };
-        if !self.cross_device.load(Ordering::Relaxed) {
-            match sys::try_rename_at(At::new(pair.src, pair.sname), At::new(d, pair.dname)) {
-                Ok(()) => return,
-                Err(e) if sys::is_cross_device(&e) => {
-                    self.cross_device.store(true, Ordering::Relaxed)
-                }
-                Err(e) => return self.fail_src(&a.rel, Error::io(Op::Rename, a.rel.clone(), e)),
-            }
+        match self.rename_move(At::new(pair.src, pair.sname), At::new(d, pair.dname)) {
+            Some(Ok(())) => return,
+            Some(Err(e)) => return self.fail_src(&a.rel, e),
+            None => {}
         }
         self.release
             .lock()
             .unwrap()
             .push((a.rel.clone(), a.kind == Kind::File));
+    }
+
+    /// `move` within one filesystem: one rename carries the content and every piece of metadata.
+    /// `None` once renames are known to cross devices (remembered), so the caller copies.
+    fn rename_move(&self, src: At<'_>, dst: At<'_>) -> Option<Result<()>> {
+        if self.cross_device.load(Ordering::Relaxed) {
+            return None;
+        }
+        match sys::try_rename_at(src, dst) {
+            Ok(()) => Some(Ok(())),
+            Err(e) if sys::is_cross_device(&e) => {
+                self.cross_device.store(true, Ordering::Relaxed);
+                None
+            }
+            Err(e) => Some(Err(Error::io(Op::Rename, dst.path(), e))),
+        }
     }
 
     /// Puts a non-folder entry in place (new, changed, or replacing something else).
@@ -794,12 +806,8 @@ impl<'a> Syncer<'a> {
             if replaces_dir {
                 self.delete_tree(dst, pair.dname, &a.rel, true)?;
             }
-            match sys::try_rename_at(src, to) {
-                Ok(()) => return Ok((0, "rename")),
-                Err(e) if sys::is_cross_device(&e) => {
-                    self.cross_device.store(true, Ordering::Relaxed)
-                }
-                Err(e) => return Err(Error::io(Op::Rename, to.path(), e)),
+            if let Some(r) = self.rename_move(src, to) {
+                return r.map(|()| (0, "rename"));
             }
         }
         let result = match a.kind {
@@ -1060,15 +1068,10 @@ impl<'a> Syncer<'a> {
             if replaces_dir {
                 self.delete_tree(&ddir, &dname, &a.rel, true)?;
             }
-            match sys::try_rename_at(At::new(&sdir, &sname), At::new(&ddir, &dname)) {
-                Ok(()) => {
-                    self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
-                    return Ok(());
-                }
-                Err(e) if sys::is_cross_device(&e) => {
-                    self.cross_device.store(true, Ordering::Relaxed)
-                }
-                Err(e) => return Err(Error::io(Op::Rename, ddir.path().join(&dname), e)),
+            if let Some(r) = self.rename_move(At::new(&sdir, &sname), At::new(&ddir, &dname)) {
+                r?;
+                self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
+                return Ok(());
             }
         }
         self.place(&ddir, &dname, &a.rel, replaces_dir, |tmp| {
