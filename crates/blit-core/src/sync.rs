@@ -779,7 +779,7 @@ impl<'a> Syncer<'a> {
                 }
                 self.emit(action, a.kind, &a.rel, &reason.label(), n);
             }
-            Err(e) => self.fail_src(&a.rel, e),
+            Err(e) => self.fail_src(&a.rel, naming_the_file(e, &dst.path().join(pair.dname))),
         }
     }
 
@@ -921,6 +921,13 @@ impl<'a> Syncer<'a> {
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if e.kind != Kind::Dir && tempname::is_temp(name) {
+            // A leftover of a killed run is housekeeping, not the user's entry: no report.
+            if !self.opts.dry_run {
+                let _ = sys::unlink_at(at);
+            }
+            return Ok(());
+        }
         if e.kind != Kind::Dir {
             if !self.opts.dry_run {
                 match sys::unlink_at(at) {
@@ -972,7 +979,7 @@ impl<'a> Syncer<'a> {
         for (child, hint) in sub.read_names().unwrap_or_default() {
             let child_rel = rel.join(&child);
             let is_dir = hint == Some(Kind::Dir);
-            if self.filter.excludes(&child_rel, is_dir) {
+            if self.filter.excludes(&child_rel, is_dir) || (!is_dir && tempname::is_temp(&child)) {
                 continue;
             }
             n += if is_dir {
@@ -1014,7 +1021,8 @@ impl<'a> Syncer<'a> {
                     return;
                 }
                 if let Err(e) = self.link_one(&g.leader, g.written, &a, b.as_ref()) {
-                    self.fail_src(&a.rel, e);
+                    let path = self.dst_dirs.root().join(&a.rel);
+                    self.fail_src(&a.rel, naming_the_file(e, &path));
                 }
             }
         }
@@ -1313,6 +1321,24 @@ fn file_bytes(e: &Entry) -> u64 {
         e.size
     } else {
         0
+    }
+}
+
+/// An error met while writing an entry is about that entry: when it names the temporary (or the
+/// folder holding an unnamed one), name the file the user knows instead.
+fn naming_the_file(e: Error, final_path: &Path) -> Error {
+    match e {
+        Error::Io { op, path, source }
+            if path.file_name().is_some_and(tempname::is_temp)
+                || Some(path.as_path()) == final_path.parent() =>
+        {
+            Error::Io {
+                op,
+                path: final_path.to_path_buf(),
+                source,
+            }
+        }
+        other => other,
     }
 }
 
