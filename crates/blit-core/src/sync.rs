@@ -302,6 +302,10 @@ impl<'a> Syncer<'a> {
                 )))
             }
             Some(md) => {
+                let root_entry = Entry::from_metadata(PathBuf::new(), &md);
+                if let Ok((outer, name)) = self.dst_dirs.parent_of(Path::new("")) {
+                    self.open_up(At::new(&outer, &name), &root_entry);
+                }
                 let d = Arc::new(Dir::open(dst_root)?);
                 let list = self.list(&d, Path::new(""))?;
                 let mut e = Entry::from_metadata(PathBuf::new(), &md);
@@ -559,6 +563,11 @@ impl<'a> Syncer<'a> {
                 reason: None,
             });
         }
+        if existing_dir {
+            if let (Some(pd), Some(b)) = (&parent_dst, &b) {
+                self.open_up(At::new(pd, &name), b);
+            }
+        }
         s.spawn(move |s| {
             if self.cancelled() {
                 return;
@@ -601,6 +610,20 @@ impl<'a> Syncer<'a> {
             };
             self.merge(s, &node, src_list, dst_list);
         });
+    }
+
+    /// Without root, a destination folder whose replicated mode denies its owner (say 0555) could
+    /// be neither entered nor written, so a mirror could never update it: the owner's bits are
+    /// lifted for the run; the folder's real mode is restored at the end like every folder's.
+    fn open_up(&self, at: At<'_>, b: &Entry) {
+        if self.opts.dry_run || self.opts.meta.owner || b.perm & 0o700 == 0o700 {
+            return;
+        }
+        if b.uid == self.creator.0 {
+            if let Err(e) = sys::chmod_at(at, b.perm | 0o700) {
+                self.fail(e);
+            }
+        }
     }
 
     /// A folder present on both sides: its metadata is compared now, restored at the end.

@@ -701,6 +701,17 @@ pub fn rmdir_at(at: At<'_>) -> Result<bool> {
     }
 }
 
+/// Sets permission bits only (no other metadata).
+pub fn chmod_at(at: At<'_>, perm: u32) -> Result<()> {
+    rustix::fs::chmodat(
+        &at.dir.fd,
+        at.name,
+        Mode::from_raw_mode(perm as _),
+        AtFlags::empty(),
+    )
+    .map_err(|e| Error::io(Op::Chmod, at.path(), e.into()))
+}
+
 /// Owner-only until its contents are in; the real mode is set last, so a read-only source
 /// folder can still be filled.
 pub fn mkdir_at(at: At<'_>) -> Result<()> {

@@ -424,6 +424,11 @@ pub fn rmdir_at(at: At<'_>) -> Result<bool> {
     }
 }
 
+/// Windows folders have no permission bits to lift.
+pub fn chmod_at(_at: At<'_>, _perm: u32) -> Result<()> {
+    Ok(())
+}
+
 pub fn mkdir_at(at: At<'_>) -> Result<()> {
     let path = at.path();
     std::fs::create_dir(&path).at(Op::Mkdir, &path)
