@@ -143,12 +143,6 @@ impl Report {
         self.figures.insert(key, value.to_string());
     }
 
-    /// Adds to a numeric figure.
-    pub fn add(&mut self, key: &'static str, n: u64) {
-        let old: u64 = self.figures.get(key).map_or(0, |v| v.parse().unwrap_or(0));
-        self.set(key, old + n);
-    }
-
     fn line(&self, outcome: &str) -> String {
         let mut s = format!(
             "{}: runs={} failures_found={} outcome={}",
@@ -176,7 +170,8 @@ impl Report {
         } else {
             "FAIL"
         };
-        println!("{}", self.line(outcome));
+        // On a line of its own: the test harness may have printed "test name ... " before it.
+        println!("\n{}", self.line(outcome));
         if !self.problems.is_empty() {
             let shown: Vec<_> = self.problems.iter().take(25).cloned().collect();
             panic!(
@@ -196,14 +191,17 @@ impl Report {
     /// Prints the summary line for a scenario that could not run here (say, strace missing).
     pub fn skip(mut self, why: &str) {
         self.done = true;
-        println!("{}", self.line(&format!("skipped({})", why.replace(' ', "_"))));
+        println!(
+            "\n{}",
+            self.line(&format!("skipped({})", why.replace(' ', "_")))
+        );
     }
 }
 
 impl Drop for Report {
     fn drop(&mut self) {
         if !self.done {
-            println!("{}", self.line("FAIL(panicked)"));
+            println!("\n{}", self.line("FAIL(panicked)"));
         }
     }
 }
@@ -342,8 +340,11 @@ impl LoopFs {
             .args(["-q", "-F", "-m", "0", "-N", &inodes.to_string()])
             .arg(&img))
         .expect("mkfs.ext4 (install e2fsprogs)");
-        sh(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&fs.mnt))
-            .expect("loop mount (needs root)");
+        sh(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&fs.mnt))
+        .expect("loop mount (needs root)");
         fs.mounted = true;
         // lost+found is noise for the trees under test; the filesystem works without it.
         let _ = fs::remove_dir(fs.mnt.join("lost+found"));
@@ -362,16 +363,6 @@ impl LoopFs {
         let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
         assert_eq!(rc, 0, "statvfs: {}", std::io::Error::last_os_error());
         st.f_bavail as u64 * st.f_frsize as u64
-    }
-
-    /// Free inodes.
-    pub fn free_inodes(&self) -> u64 {
-        let c = std::ffi::CString::new(self.mnt.as_os_str().as_bytes()).unwrap();
-        // SAFETY: as in `avail`.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-        assert_eq!(rc, 0, "statvfs: {}", std::io::Error::last_os_error());
-        st.f_favail as u64
     }
 }
 
@@ -428,7 +419,8 @@ pub fn strace_available() -> bool {
         if works() {
             return true;
         }
-        let _ = Command::new("apt-get").args(["install", "-y", "-qq", "strace"])
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "strace"])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .output();
         if !works() {

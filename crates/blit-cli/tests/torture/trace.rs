@@ -252,6 +252,12 @@ fn single_component(name: &[u8]) -> bool {
     !name.is_empty() && !name.contains(&b'/') && name != b"." && name != b".."
 }
 
+/// The folder descriptor itself: `"."` (an `O_TMPFILE` open, which creates an unnamed file in
+/// that folder) or `""` (`AT_EMPTY_PATH`).
+fn the_folder_itself(name: &[u8]) -> bool {
+    name.is_empty() || name == b"."
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -284,10 +290,13 @@ pub fn judge(t: &Target, dst: &Path, cwd: &Path) -> Verdict {
                     Verdict::Outside
                 };
             }
-            if single_component(name) {
+            if single_component(name) || the_folder_itself(name) {
                 Verdict::Relative
             } else {
-                Verdict::Violation(format!("name {:?} relative to {dir} is not one component", lossy(name)))
+                Verdict::Violation(format!(
+                    "name {:?} relative to {dir} is not one component",
+                    lossy(name)
+                ))
             }
         }
         Target::Path(p) => {
@@ -351,7 +360,10 @@ mod tests {
         let t = write_targets(&c);
         assert_eq!(t.len(), 2);
         let dst = Path::new("/tmp/d");
-        assert!(matches!(judge(&t[1], dst, Path::new("/")), Verdict::Relative));
+        assert!(matches!(
+            judge(&t[1], dst, Path::new("/")),
+            Verdict::Relative
+        ));
     }
 
     #[test]
@@ -382,8 +394,24 @@ mod tests {
         let c = parse_line(r#"utimensat(14</tmp/d/.~blit-1-1.tmp>, NULL, [UTIME_OMIT, {tv_sec=1, tv_nsec=2}], 0) = 0"#).unwrap();
         assert!(write_targets(&c).is_empty());
         // Reads are not writes.
-        let c = parse_line(r#"openat(5</tmp/d>, "a", O_RDONLY|O_NOFOLLOW|O_CLOEXEC) = 6</tmp/d/a>"#).unwrap();
+        let c =
+            parse_line(r#"openat(5</tmp/d>, "a", O_RDONLY|O_NOFOLLOW|O_CLOEXEC) = 6</tmp/d/a>"#)
+                .unwrap();
         assert!(write_targets(&c).is_empty());
+        // An unnamed file made in the folder, then linked in by descriptor.
+        let c = parse_line(r#"openat(7</tmp/d/a>, ".", O_WRONLY|O_CLOEXEC|O_TMPFILE, 0644) = 9</tmp/d/a/#123 (deleted)>"#).unwrap();
+        assert!(matches!(
+            judge(&write_targets(&c)[0], dst, Path::new("/")),
+            Verdict::Relative
+        ));
+        let c = parse_line(
+            r#"linkat(9</tmp/d/a/#123 (deleted)>, "", 7</tmp/d/a>, "f", AT_EMPTY_PATH) = 0"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            judge(&write_targets(&c)[0], dst, Path::new("/")),
+            Verdict::Relative
+        ));
         let c = parse_line(r#"lsetxattr("/proc/self/fd/7/f", "user.k", "v", 1, 0) = 0"#).unwrap();
         assert!(matches!(
             judge(&write_targets(&c)[0], dst, Path::new("/")),
