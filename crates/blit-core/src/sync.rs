@@ -3,6 +3,12 @@
 //! holds only the folders being merged (plus the few things that must wait for the end), not the
 //! whole tree: a million-entry tree syncs in a few megabytes.
 //!
+//! The walk is Blit's own rather than a general-purpose walker's (such as `ignore`'s): it must
+//! open every folder relative to its parent's descriptor without following links, `fstatat`
+//! each name relative to its folder, and merge the two sides' listings folder by folder. That is
+//! the cheapest syscall sequence per entry, the one that is safe against swapped-in symlinks, and
+//! the one that works beyond `PATH_MAX`; no general walker offers it.
+//!
 //! Order, for safety:
 //! 1. a destination folder's leftover temporaries (from a killed run) go when it is listed;
 //! 2. a folder is created before anything in it (owner-only until filled);
