@@ -305,6 +305,7 @@ class Bench:
         tools = mirror_tools(self.blit)
         results = {name: [] for name, _ in tools}
         dst = os.path.join(self.data, "dst", "incr")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
         for _ in range(rounds):
             for name, cmd in tools:
                 self.aside(dst)
