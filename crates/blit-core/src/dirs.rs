@@ -103,10 +103,4 @@ impl DirCache {
             }
         }
     }
-
-    /// Drops the handles of `rel` and everything below it (after it was deleted or replaced).
-    pub fn forget(&self, rel: &Path) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|k, _| !k.starts_with(rel) || (rel.as_os_str().is_empty() && k != rel));
-    }
 }

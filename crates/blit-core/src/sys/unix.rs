@@ -82,6 +82,13 @@ impl Dir {
     }
 }
 
+/// Adds one directory entry to the listing, skipping `.` and `..`.
+fn push_name(out: &mut Vec<(OsString, Option<Kind>)>, name: &[u8], t: FileType) {
+    if name != b"." && name != b".." {
+        out.push((OsString::from_vec(name.to_vec()), kind_of_type(t)));
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn read_names_into(dir: &Dir, out: &mut Vec<(OsString, Option<Kind>)>) -> io::Result<()> {
     use rustix::fs::RawDir;
@@ -89,14 +96,7 @@ fn read_names_into(dir: &Dir, out: &mut Vec<(OsString, Option<Kind>)>) -> io::Re
     let mut iter = RawDir::new(&dir.fd, buf.spare_capacity_mut());
     while let Some(entry) = iter.next() {
         let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        out.push((
-            OsString::from_vec(name.to_vec()),
-            kind_of_type(entry.file_type()),
-        ));
+        push_name(out, entry.file_name().to_bytes(), entry.file_type());
     }
     Ok(())
 }
@@ -106,14 +106,7 @@ fn read_names_into(dir: &Dir, out: &mut Vec<(OsString, Option<Kind>)>) -> io::Re
     let mut d = rustix::fs::Dir::read_from(&dir.fd)?;
     while let Some(entry) = d.read() {
         let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        out.push((
-            OsString::from_vec(name.to_vec()),
-            kind_of_type(entry.file_type()),
-        ));
+        push_name(out, entry.file_name().to_bytes(), entry.file_type());
     }
     Ok(())
 }
