@@ -7,6 +7,8 @@
 //! - a difference only in mode, owner, xattrs (or mtime under `--checksum`) updates metadata in
 //!   place.
 
+use std::path::PathBuf;
+
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Op};
 use crate::sys::{self, At};
@@ -127,26 +129,48 @@ fn meta_only(a: &Entry, b: &Entry, rules: &Rules, xattr: bool) -> Decision {
     }
 }
 
+/// What [`full`] may need to read inside an entry, on either side (a local entry, or one a peer
+/// describes).
+pub trait Inside {
+    fn hash(&self) -> Result<blake3::Hash, Error>;
+    fn link_target(&self) -> Result<PathBuf, Error>;
+    fn xattrs(&self) -> Result<sys::Xattrs, Error>;
+}
+
+impl Inside for At<'_> {
+    fn hash(&self) -> Result<blake3::Hash, Error> {
+        hash_at(*self)
+    }
+
+    fn link_target(&self) -> Result<PathBuf, Error> {
+        sys::read_link_at(*self)
+    }
+
+    fn xattrs(&self) -> Result<sys::Xattrs, Error> {
+        sys::xattrs_of(*self)
+    }
+}
+
 /// The full decision, looking inside the entries where [`quick`] could not decide.
 pub fn full(
     a: &Entry,
     b: &Entry,
-    sa: At<'_>,
-    sb: At<'_>,
+    sa: &dyn Inside,
+    sb: &dyn Inside,
     rules: &Rules,
 ) -> Result<Decision, Error> {
     if let Some(d) = quick(a, b, rules) {
         return Ok(d);
     }
     let rewrite = match a.kind {
-        Kind::File if rules.checksum && hash_at(sa)? != hash_at(sb)? => Some(Reason::Checksum),
-        Kind::Symlink if sys::read_link_at(sa)? != sys::read_link_at(sb)? => Some(Reason::Target),
+        Kind::File if rules.checksum && sa.hash()? != sb.hash()? => Some(Reason::Checksum),
+        Kind::Symlink if sa.link_target()? != sb.link_target()? => Some(Reason::Target),
         _ => None,
     };
     if let Some(r) = rewrite {
         return Ok(Decision::Write(r));
     }
-    let xattr = rules.xattrs && (a.xattrs || b.xattrs) && !sys::xattrs_equal(sa, sb)?;
+    let xattr = rules.xattrs && (a.xattrs || b.xattrs) && sa.xattrs()? != sb.xattrs()?;
     Ok(meta_only(a, b, rules, xattr))
 }
 
@@ -181,6 +205,7 @@ mod tests {
             blocks: 8,
             rdev: 0,
             xattrs: false,
+            extra: None,
         }
     }
 

@@ -59,6 +59,20 @@ pub struct Entry {
     pub rdev: u64,
     /// Carries extended attributes (as far as the walk looked; `false` when it did not).
     pub xattrs: bool,
+    /// What a peer sent along with an entry it describes, which a local tree would be asked for
+    /// only when needed. `None` for local entries.
+    pub extra: Option<std::sync::Arc<Extra>>,
+}
+
+/// The parts of a remote entry that cannot be read later through a descriptor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// A symlink's target.
+    pub link: Option<PathBuf>,
+    /// A folder link (Windows' distinction).
+    pub dir_link: bool,
+    /// Extended attributes, sorted by name (when the entry has any).
+    pub xattrs: Option<crate::sys::Xattrs>,
 }
 
 impl Entry {
@@ -98,6 +112,7 @@ impl Entry {
             blocks: md.blocks(),
             rdev: md.rdev(),
             xattrs: false,
+            extra: None,
         }
     }
 
@@ -132,6 +147,7 @@ impl Entry {
             blocks: md.len().div_ceil(512),
             rdev: 0,
             xattrs: false,
+            extra: None,
         }
     }
 

@@ -126,7 +126,8 @@ impl Job {
             force: self.opts.force,
             cancel: self.opts.cancel.clone(),
         };
-        let outcome = sync::run(&src_root, &dst_root, &filter, &opts, observer)?;
+        let source = crate::source::LocalSource::new(src_root.clone());
+        let outcome = sync::run(&source, &dst_root, &filter, &opts, observer)?;
 
         let failures: Vec<Failure> = outcome.failures.iter().map(Failure::from).collect();
         let mut summary = Summary {

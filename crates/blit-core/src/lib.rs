@@ -32,6 +32,7 @@ pub mod filter;
 pub mod job;
 pub mod names;
 pub mod report;
+pub mod source;
 pub mod sync;
 pub mod sys;
 pub mod tempname;

@@ -35,7 +35,8 @@ use crate::entry::{Entry, Kind};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::report::{Action, Actions, Event, Observer, Stats};
-use crate::sys::{self, At, CopyOutcome, Dir, FastPaths, MetaOpts, Method};
+use crate::source::{self, Listed, Source};
+use crate::sys::{self, At, CopyOutcome, Dir, FastPaths, MetaOpts, Method, Xattrs};
 use crate::tempname;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,8 +84,8 @@ struct Listing {
 }
 
 /// A folder pair being merged.
-struct Node {
-    src: Arc<Dir>,
+struct Node<D> {
+    src: Arc<D>,
     /// `None` in a dry run when the folder does not exist yet.
     dst: Option<Arc<Dir>>,
     /// The destination folder passes its group to new files.
@@ -104,11 +105,11 @@ struct DirRecord {
     reason: Option<Reason>,
 }
 
-struct Syncer<'a> {
+struct Syncer<'a, S: Source> {
     opts: &'a SyncOptions,
     filter: &'a Filter,
     observer: &'a dyn Observer,
-    src_dirs: DirCache,
+    src: &'a S,
     dst_dirs: DirCache,
     fast: FastPaths,
     creator: (u32, u32),
@@ -132,22 +133,22 @@ struct Syncer<'a> {
     cross_device: AtomicBool,
 }
 
-/// Runs the whole sync of `src_root` (a folder) into `dst_root`. `Err` only for refusals before
-/// anything changed.
-pub fn run(
-    src_root: &Path,
+/// Runs the whole sync of `source` into `dst_root`. `Err` only for refusals before anything
+/// changed.
+pub fn run<S: Source>(
+    source: &S,
     dst_root: &Path,
     filter: &Filter,
     opts: &SyncOptions,
     observer: &dyn Observer,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let sx = Syncer::new(src_root, dst_root, filter, opts, observer);
-    let src_md = std::fs::metadata(src_root).map_err(|e| Error::io(Op::Stat, src_root, e))?;
-    if src_md.is_dir() {
-        sx.run_tree(src_root, dst_root, &src_md)?;
+    let sx = Syncer::new(source, dst_root, filter, opts, observer);
+    let src_entry = source.root()?;
+    if src_entry.kind == Kind::Dir {
+        sx.run_tree(dst_root, src_entry)?;
     } else {
-        sx.run_file(&src_md)?;
+        sx.run_file(src_entry)?;
     }
     let mut phases = BTreeMap::new();
     phases.insert("sync", started.elapsed().as_secs_f64());
@@ -157,9 +158,9 @@ pub fn run(
     Ok(sx.into_outcome(phases))
 }
 
-impl<'a> Syncer<'a> {
+impl<'a, S: Source> Syncer<'a, S> {
     fn new(
-        src_root: &Path,
+        src: &'a S,
         dst_root: &Path,
         filter: &'a Filter,
         opts: &'a SyncOptions,
@@ -169,7 +170,7 @@ impl<'a> Syncer<'a> {
             opts,
             filter,
             observer,
-            src_dirs: DirCache::new(src_root.to_path_buf()),
+            src,
             dst_dirs: DirCache::new(dst_root.to_path_buf()),
             fast: FastPaths::default(),
             creator: sys::creator(),
@@ -247,54 +248,63 @@ impl<'a> Syncer<'a> {
     // Listing
     // -----------------------------------------------------------------------------------------
 
-    /// Lists and stats one folder's entries, filtered and sorted by name.
+    /// Lists and stats one destination folder's entries, filtered and sorted by name.
     fn list(&self, dir: &Dir, rel: &Path) -> Result<Listing> {
-        let mut out = Listing::default();
-        for (name, hint) in dir.read_names()? {
-            if hint != Some(Kind::Dir) && tempname::is_temp(&name) {
-                out.temps.push(name);
-                continue;
-            }
-            let child_rel = rel.join(&name);
-            let at = At::new(dir, &name);
-            let mut entry = match sys::stat_at(at, child_rel) {
-                Ok(e) => e,
+        let listed = source::list_local(dir, rel, &|r, d| self.keep(r, d), self.opts.rules.xattrs)?;
+        Ok(self.listing(listed))
+    }
+
+    /// Lists one source folder, the same way.
+    fn list_src(&self, dir: &S::Dir, rel: &Path) -> Result<Listing> {
+        let listed = self
+            .src
+            .list(dir, rel, &|r, d| self.keep(r, d), self.opts.rules.xattrs)?;
+        Ok(self.listing(listed))
+    }
+
+    fn keep(&self, rel: &Path, is_dir: bool) -> bool {
+        !self.filter.excludes(rel, is_dir)
+    }
+
+    /// Sorts a listing by name; entries that could not be looked at become "unknown" (their
+    /// counterparts are left alone), reported unless they simply vanished.
+    fn listing(&self, listed: Listed) -> Listing {
+        let mut out = Listing {
+            temps: listed.temps,
+            ..Listing::default()
+        };
+        for (name, entry) in listed.entries {
+            match entry {
+                Ok(e) if self.keep(&e.rel, e.kind == Kind::Dir) => out.entries.push(e),
+                Ok(_) => {}
                 Err(e) => {
                     if !is_not_found(&e) {
                         self.fail(e);
                     }
                     out.unknown.insert(name);
-                    continue;
-                }
-            };
-            if self.filter.excludes(&entry.rel, entry.kind == Kind::Dir) {
-                continue;
-            }
-            if self.opts.rules.xattrs {
-                match sys::has_xattrs(at) {
-                    Ok(has) => entry.xattrs = has,
-                    Err(e) => {
-                        self.fail(e);
-                        out.unknown.insert(name);
-                        continue;
-                    }
                 }
             }
-            out.entries.push(entry);
         }
         out.entries.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-        Ok(out)
+        out
+    }
+
+    /// The xattrs a destination entry should get, when xattrs are kept.
+    fn xattrs_of(&self, dir: &S::Dir, name: &OsStr, a: &Entry) -> Result<Option<Xattrs>> {
+        if !self.opts.meta.xattrs {
+            return Ok(None);
+        }
+        self.src.inside(dir, name, a).xattrs().map(Some)
     }
 
     // -----------------------------------------------------------------------------------------
     // Roots
     // -----------------------------------------------------------------------------------------
 
-    fn run_tree(&self, src_root: &Path, dst_root: &Path, src_md: &std::fs::Metadata) -> Result<()> {
-        let mut src_entry = Entry::from_metadata(PathBuf::new(), src_md);
+    fn run_tree(&self, dst_root: &Path, mut src_entry: Entry) -> Result<()> {
         src_entry.xattrs = self.opts.rules.xattrs;
-        let src = Arc::new(Dir::open(src_root)?);
-        let src_list = self.list(&src, Path::new(""));
+        let src = Arc::new(self.src.open_root()?);
+        let src_list = self.list_src(&src, Path::new(""));
         let dst_md = match std::fs::metadata(dst_root) {
             Ok(md) => Some(md),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -330,7 +340,7 @@ impl<'a> Syncer<'a> {
             {
                 return Err(Error::Refused(format!(
                     "source {} is empty and would empty the destination {}; use --force if that is meant",
-                    crate::names::escape(src_root),
+                    crate::names::escape(&self.src.root_path()),
                     crate::names::escape(dst_root)
                 )));
             }
@@ -371,7 +381,7 @@ impl<'a> Syncer<'a> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.workers.max(1))
             .build()
-            .map_err(|e| Error::io(Op::ReadDir, src_root, std::io::Error::other(e)))?;
+            .map_err(|e| Error::io(Op::ReadDir, dst_root, std::io::Error::other(e)))?;
         pool.scope(|s| match src_list {
             Ok(sl) => self.merge(s, &node, sl, dst_list),
             // The source root cannot be listed: nothing may be judged absent.
@@ -382,10 +392,9 @@ impl<'a> Syncer<'a> {
 
     /// SRC is a file: one entry, whose destination is a file path (its folder exists or is made
     /// by the caller).
-    fn run_file(&self, src_md: &std::fs::Metadata) -> Result<()> {
-        let mut a = Entry::from_metadata(PathBuf::new(), src_md);
+    fn run_file(&self, mut a: Entry) -> Result<()> {
         a.xattrs = self.opts.rules.xattrs;
-        let (sdir, sname) = self.src_dirs.parent_of(Path::new(""))?;
+        let (sdir, sname) = self.src.parent_of(Path::new(""))?;
         let b = match std::fs::symlink_metadata(self.dst_dirs.root()) {
             Ok(md) => {
                 let mut e = Entry::from_metadata(PathBuf::new(), &md);
@@ -419,7 +428,13 @@ impl<'a> Syncer<'a> {
     // Merging one folder
     // -----------------------------------------------------------------------------------------
 
-    fn merge<'s>(&'s self, s: &rayon::Scope<'s>, node: &Node, src: Listing, dst: Option<Listing>) {
+    fn merge<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        node: &Node<S::Dir>,
+        src: Listing,
+        dst: Option<Listing>,
+    ) {
         let dst = dst.unwrap_or_default();
         if !self.opts.dry_run {
             if let Some(d) = &node.dst {
@@ -469,7 +484,7 @@ impl<'a> Syncer<'a> {
     }
 
     /// One source entry `a`, with its destination counterpart `b` if any.
-    fn entry<'s>(&'s self, s: &rayon::Scope<'s>, node: &Node, a: Entry, b: Option<Entry>) {
+    fn entry<'s>(&'s self, s: &rayon::Scope<'s>, node: &Node<S::Dir>, a: Entry, b: Option<Entry>) {
         let name = a.rel.file_name().unwrap_or_default().to_os_string();
         match (a.kind, b) {
             (Kind::Dir, b) => self.dir_entry(s, node, a, b, name),
@@ -527,7 +542,7 @@ impl<'a> Syncer<'a> {
     fn dir_entry<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
-        node: &Node,
+        node: &Node<S::Dir>,
         a: Entry,
         b: Option<Entry>,
         name: OsString,
@@ -578,7 +593,7 @@ impl<'a> Syncer<'a> {
             if self.cancelled() {
                 return;
             }
-            let src = match child_src.open_child(&name) {
+            let src = match self.src.open_child(&child_src, &name) {
                 Ok(d) => Arc::new(d),
                 Err(e) => return self.fail(e),
             };
@@ -594,7 +609,7 @@ impl<'a> Syncer<'a> {
                     self.record_dir_pair(&a, b, &src, d);
                 }
             }
-            let src_list = match self.list(&src, &rel) {
+            let src_list = match self.list_src(&src, &rel) {
                 Ok(l) => l,
                 // Unreadable: its destination side is left exactly as it is.
                 Err(e) => return self.fail(e),
@@ -633,7 +648,7 @@ impl<'a> Syncer<'a> {
     }
 
     /// A folder present on both sides: its metadata is compared now, restored at the end.
-    fn record_dir_pair(&self, a: &Entry, b: &Entry, src: &Arc<Dir>, dst: &Arc<Dir>) {
+    fn record_dir_pair(&self, a: &Entry, b: &Entry, src: &Arc<S::Dir>, dst: &Arc<Dir>) {
         let decision = match decide::quick(a, b, &self.opts.rules) {
             Some(d) => Ok(d),
             None => self.full_decision_of_dirs(a, b, src, dst),
@@ -657,26 +672,27 @@ impl<'a> Syncer<'a> {
         &self,
         a: &Entry,
         b: &Entry,
-        src: &Arc<Dir>,
+        src: &Arc<S::Dir>,
         dst: &Arc<Dir>,
     ) -> Result<Decision> {
         let dot = OsStr::new(".");
-        decide::full(a, b, At::new(src, dot), At::new(dst, dot), &self.opts.rules)
+        let sa = self.src.inside(src, dot, a);
+        decide::full(a, b, &*sa, &At::new(dst, dot), &self.opts.rules)
     }
 
     // -----------------------------------------------------------------------------------------
     // Non-folders
     // -----------------------------------------------------------------------------------------
 
-    fn both_non_dir(&self, pair: &Pair<'_>, a: &Entry, b: &Entry) {
+    fn both_non_dir(&self, pair: &Pair<'_, S::Dir>, a: &Entry, b: &Entry) {
         let decision = match decide::quick(a, b, &self.opts.rules) {
             Some(d) => Ok(d),
             None => match pair.dst {
                 Some(d) => decide::full(
                     a,
                     b,
-                    At::new(pair.src, pair.sname),
-                    At::new(d, pair.dname),
+                    &*self.src.inside(pair.src, pair.sname, a),
+                    &At::new(d, pair.dname),
                     &self.opts.rules,
                 ),
                 None => Ok(Decision::Write(Reason::New)),
@@ -706,15 +722,12 @@ impl<'a> Syncer<'a> {
         }
     }
 
-    fn update_meta(&self, pair: &Pair<'_>, a: &Entry, m: MetaDiff) {
+    fn update_meta(&self, pair: &Pair<'_, S::Dir>, a: &Entry, m: MetaDiff) {
         if !self.opts.dry_run {
             let Some(d) = pair.dst else { return };
-            let r = sys::apply_meta_at(
-                At::new(d, pair.dname),
-                At::new(pair.src, pair.sname),
-                a,
-                self.opts.meta,
-            );
+            let r = self.xattrs_of(pair.src, pair.sname, a).and_then(|x| {
+                sys::apply_meta_at(At::new(d, pair.dname), a, self.opts.meta, x.as_ref())
+            });
             if let Err(e) = r {
                 return self.fail_src(&a.rel, e);
             }
@@ -728,12 +741,12 @@ impl<'a> Syncer<'a> {
     /// `move` of an entry already right in the destination: within one filesystem, a rename over
     /// it (atomic, and the source is gone); otherwise remove the source at the end, once the
     /// destination is flushed.
-    fn move_unchanged(&self, pair: &Pair<'_>, a: &Entry) {
+    fn move_unchanged(&self, pair: &Pair<'_, S::Dir>, a: &Entry) {
         if self.opts.dry_run {
             return;
         }
         let Some(d) = pair.dst else { return };
-        match self.rename_move(At::new(pair.src, pair.sname), At::new(d, pair.dname)) {
+        match self.rename_move(pair.src, pair.sname, At::new(d, pair.dname)) {
             Some(Ok(())) => return,
             Some(Err(e)) => return self.fail_src(&a.rel, e),
             None => {}
@@ -746,22 +759,24 @@ impl<'a> Syncer<'a> {
 
     /// `move` within one filesystem: one rename carries the content and every piece of metadata.
     /// `None` once renames are known to cross devices (remembered), so the caller copies.
-    fn rename_move(&self, src: At<'_>, dst: At<'_>) -> Option<Result<()>> {
+    fn rename_move(&self, dir: &S::Dir, name: &OsStr, dst: At<'_>) -> Option<Result<()>> {
         if self.cross_device.load(Ordering::Relaxed) {
             return None;
         }
-        match sys::try_rename_at(src, dst) {
-            Ok(()) => Some(Ok(())),
-            Err(e) if sys::is_cross_device(&e) => {
+        match self.src.rename_into(dir, name, dst) {
+            Some(Ok(())) => Some(Ok(())),
+            Some(Err(e)) if !sys::is_cross_device(&e) => {
+                Some(Err(Error::io(Op::Rename, dst.path(), e)))
+            }
+            _ => {
                 self.cross_device.store(true, Ordering::Relaxed);
                 None
             }
-            Err(e) => Some(Err(Error::io(Op::Rename, dst.path(), e))),
         }
     }
 
     /// Puts a non-folder entry in place (new, changed, or replacing something else).
-    fn write(&self, pair: &Pair<'_>, a: &Entry, b: Option<&Entry>, reason: Reason) {
+    fn write(&self, pair: &Pair<'_, S::Dir>, a: &Entry, b: Option<&Entry>, reason: Reason) {
         let action = if b.is_none() {
             Action::Create
         } else {
@@ -823,19 +838,18 @@ impl<'a> Syncer<'a> {
     /// Writes the entry; returns the bytes written and the method's name.
     fn put(
         &self,
-        pair: &Pair<'_>,
+        pair: &Pair<'_, S::Dir>,
         dst: &Arc<Dir>,
         a: &Entry,
         replaces_dir: bool,
         fresh: bool,
     ) -> Result<(u64, &'static str)> {
-        let src = At::new(pair.src, pair.sname);
         let to = At::new(dst, pair.dname);
         if self.is_move() && !self.cross_device.load(Ordering::Relaxed) {
             if replaces_dir {
                 self.delete_tree(dst, pair.dname, &a.rel, true)?;
             }
-            if let Some(r) = self.rename_move(src, to) {
+            if let Some(r) = self.rename_move(pair.src, pair.sname, to) {
                 return r.map(|()| (0, "rename"));
             }
         }
@@ -844,19 +858,23 @@ impl<'a> Syncer<'a> {
                 .copy_file(pair, dst, a, replaces_dir, fresh)
                 .map(|(n, m)| (n, method_name(m))),
             Kind::Symlink => {
-                let target = sys::read_link_at(src)?;
+                let target = self.src.inside(pair.src, pair.sname, a).link_target()?;
+                let dir_link = self.src.link_is_dir(pair.src, pair.sname, a);
+                let xattrs = self.xattrs_of(pair.src, pair.sname, a)?;
                 self.place(dst, pair.dname, &a.rel, replaces_dir, |tmp| {
-                    sys::symlink_at(&target, tmp, src)?;
-                    sys::apply_meta_at(tmp, src, a, self.opts.meta)
+                    sys::symlink_at(&target, tmp, dir_link)?;
+                    sys::apply_meta_at(tmp, a, self.opts.meta, xattrs.as_ref())
                 })
                 .map(|()| (0, "symlink"))
             }
-            _ => self
-                .place(dst, pair.dname, &a.rel, replaces_dir, |tmp| {
+            _ => {
+                let xattrs = self.xattrs_of(pair.src, pair.sname, a)?;
+                self.place(dst, pair.dname, &a.rel, replaces_dir, |tmp| {
                     sys::make_special_at(tmp, a)?;
-                    sys::apply_meta_at(tmp, src, a, self.opts.meta)
+                    sys::apply_meta_at(tmp, a, self.opts.meta, xattrs.as_ref())
                 })
-                .map(|()| (0, "special")),
+                .map(|()| (0, "special"))
+            }
         }?;
         if self.is_move() {
             self.release.lock().unwrap().push((a.rel.clone(), false));
@@ -883,27 +901,23 @@ impl<'a> Syncer<'a> {
 
     fn copy_file(
         &self,
-        pair: &Pair<'_>,
+        pair: &Pair<'_, S::Dir>,
         dst: &Arc<Dir>,
         a: &Entry,
         replaces_dir: bool,
         fresh: bool,
     ) -> Result<(u64, Method)> {
-        let src = At::new(pair.src, pair.sname);
         let progress = |n: u64| self.observer.progress(n);
         let default_owner = (!pair.setgid).then_some(self.creator);
         // A source that changes while read is copied again; a third change is reported.
         for attempt in 0..3 {
             let guard = TempGuard::new(dst);
-            let req = sys::CopyRequest {
-                src,
-                expected: (attempt == 0).then_some(a),
+            let out = sys::Output {
                 tmp: guard.at(),
                 // Nothing stands at the destination: a new file may be put in place directly
                 // (not with `--verify`, which reads the copy back by name before it goes live).
                 final_name: (fresh && !self.opts.verify).then_some(pair.dname),
                 meta: self.opts.meta,
-                src_xattrs: a.xattrs || !cfg!(unix),
                 umask: self.opts.umask,
                 default_owner,
                 fsync: self.opts.fsync || self.is_move(),
@@ -911,7 +925,7 @@ impl<'a> Syncer<'a> {
                 cancel: &self.opts.cancel,
                 progress: &progress,
             };
-            match sys::copy_to_temp(&req)? {
+            match self.src.copy(pair.src, pair.sname, a, attempt == 0, out)? {
                 CopyOutcome::Changed => continue,
                 CopyOutcome::Done {
                     bytes,
@@ -923,7 +937,7 @@ impl<'a> Syncer<'a> {
                         return Ok((bytes, method));
                     }
                     if self.opts.verify {
-                        verify_copy(src, guard.at())?;
+                        verify_copy(&*self.src.inside(pair.src, pair.sname, a), guard.at())?;
                     }
                     if replaces_dir {
                         self.delete_tree(dst, pair.dname, &a.rel, true)?;
@@ -933,7 +947,9 @@ impl<'a> Syncer<'a> {
                 }
             }
         }
-        Err(Error::Changed { path: src.path() })
+        Err(Error::Changed {
+            path: self.src.path(pair.src, pair.sname),
+        })
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1081,7 +1097,7 @@ impl<'a> Syncer<'a> {
                 if l.is_ok_and(|l| l.ino == b.ino && l.dev == b.dev) {
                     self.unchanged.fetch_add(1, Ordering::Relaxed);
                     if self.is_move() && !self.opts.dry_run {
-                        let (sdir, sname) = self.src_dirs.parent_of(&a.rel)?;
+                        let (sdir, sname) = self.src.parent_of(&a.rel)?;
                         let pair = Pair {
                             src: &sdir,
                             sname: &sname,
@@ -1100,12 +1116,12 @@ impl<'a> Syncer<'a> {
             return Ok(());
         }
         let replaces_dir = b.is_some_and(|b| b.kind == Kind::Dir);
-        let (sdir, sname) = self.src_dirs.parent_of(&a.rel)?;
+        let (sdir, sname) = self.src.parent_of(&a.rel)?;
         if self.is_move() && !self.cross_device.load(Ordering::Relaxed) {
             if replaces_dir {
                 self.delete_tree(&ddir, &dname, &a.rel, true)?;
             }
-            if let Some(r) = self.rename_move(At::new(&sdir, &sname), At::new(&ddir, &dname)) {
+            if let Some(r) = self.rename_move(&sdir, &sname, At::new(&ddir, &dname)) {
                 r?;
                 self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
                 return Ok(());
@@ -1134,7 +1150,7 @@ impl<'a> Syncer<'a> {
                 continue;
             }
             let located = self
-                .src_dirs
+                .src
                 .parent_of(&a.rel)
                 .and_then(|s| self.dst_dirs.parent_of(&a.rel).map(|d| (s, d)));
             match located {
@@ -1191,9 +1207,9 @@ impl<'a> Syncer<'a> {
                 continue;
             }
             let removed = self
-                .src_dirs
+                .src
                 .parent_of(&rel)
-                .and_then(|(d, n)| sys::unlink_at(At::new(&d, &n)));
+                .and_then(|(d, n)| self.src.remove(&d, &n));
             if let Err(e) = removed {
                 self.fail(e);
             }
@@ -1251,16 +1267,12 @@ impl<'a> Syncer<'a> {
             }
             if !self.opts.dry_run {
                 let located = self
-                    .src_dirs
+                    .src
                     .parent_of(rel)
                     .and_then(|s| self.dst_dirs.parent_of(rel).map(|d| (s, d)));
                 let r = located.and_then(|((sd, sn), (dd, dn))| {
-                    sys::apply_meta_at(
-                        At::new(&dd, &dn),
-                        At::new(&sd, &sn),
-                        &d.entry,
-                        self.opts.meta,
-                    )
+                    let xattrs = self.xattrs_of(&sd, &sn, &d.entry)?;
+                    sys::apply_meta_at(At::new(&dd, &dn), &d.entry, self.opts.meta, xattrs.as_ref())
                 });
                 if let Err(e) = r {
                     self.fail(e);
@@ -1284,9 +1296,9 @@ impl<'a> Syncer<'a> {
         rels.sort_by(|x, y| y.cmp(x));
         for rel in rels {
             let removed = self
-                .src_dirs
+                .src
                 .parent_of(&rel)
-                .and_then(|(d, n)| sys::rmdir_at(At::new(&d, &n)));
+                .and_then(|(d, n)| self.src.remove_dir(&d, &n));
             if let Err(e) = removed {
                 self.fail(e);
             }
@@ -1295,8 +1307,8 @@ impl<'a> Syncer<'a> {
 }
 
 /// A source entry's folder and name, and its destination folder (if it exists) and name.
-struct Pair<'p> {
-    src: &'p Arc<Dir>,
+struct Pair<'p, D> {
+    src: &'p Arc<D>,
     sname: &'p OsStr,
     dst: Option<&'p Arc<Dir>>,
     dname: &'p OsStr,
@@ -1380,8 +1392,8 @@ fn parent_rel(rel: &Path) -> PathBuf {
 }
 
 /// Reads back the written temporary and the source, and refuses the copy if their BLAKE3 differ.
-fn verify_copy(src: At<'_>, tmp: At<'_>) -> Result<()> {
-    if decide::hash_at(src)? == decide::hash_at(tmp)? {
+fn verify_copy(src: &dyn decide::Inside, tmp: At<'_>) -> Result<()> {
+    if src.hash()? == decide::hash_at(tmp)? {
         Ok(())
     } else {
         Err(Error::io(
@@ -1400,5 +1412,6 @@ fn method_name(m: Method) -> &'static str {
         Method::KernelCopy => "kernel_copy",
         Method::Sparse => "sparse",
         Method::ReadWrite => "read_write",
+        Method::Network => "network",
     }
 }

@@ -69,14 +69,19 @@ pub struct CopyRequest<'a> {
     pub src: At<'a>,
     /// What the walk saw of the source, to stand in for a fresh `fstat` before the copy.
     pub expected: Option<&'a crate::entry::Entry>,
+    /// The walk saw extended attributes on the source (else they are not even listed).
+    pub src_xattrs: bool,
+    pub out: Output<'a>,
+}
+
+/// Where and how a new file is written, whatever feeds it (a local source or a peer's bytes).
+pub struct Output<'a> {
     /// Created by the copy; must not exist.
     pub tmp: At<'a>,
     /// The final name, when nothing stands there: the copy may then put the file in place itself
     /// (reported as `placed`).
     pub final_name: Option<&'a OsStr>,
     pub meta: MetaOpts,
-    /// The walk saw extended attributes on the source (else they are not even listed).
-    pub src_xattrs: bool,
     /// The process umask, to know when a file can be created with its final mode.
     pub umask: u32,
     /// Owner and group a new file gets here (the process's, unless the folder is setgid).
@@ -89,12 +94,15 @@ pub struct CopyRequest<'a> {
     pub progress: &'a (dyn Fn(u64) + Sync),
 }
 
-impl CopyRequest<'_> {
+impl Output<'_> {
     /// `chown` is needed unless the new file is certainly owned right already.
     pub fn needs_chown(&self, meta: &crate::entry::Entry) -> bool {
         self.default_owner != Some((meta.uid, meta.gid))
     }
 }
+
+/// Extended attributes of one entry, sorted by name.
+pub type Xattrs = Vec<(std::ffi::OsString, Vec<u8>)>;
 
 pub enum CopyOutcome {
     Done {
@@ -155,6 +163,8 @@ pub enum Method {
     Sparse,
     /// Userspace buffer loop, when nothing better applies.
     ReadWrite,
+    /// Bytes received from a peer.
+    Network,
 }
 
 /// Per-run knowledge of which fast paths the filesystems refused, so each file does not pay a

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, UTIME_OMIT};
 use xattr::FileExt;
 
-use super::{copy_data, At, CopyOutcome, CopyRequest, MetaOpts, Method};
+use super::{copy_data, At, CopyOutcome, CopyRequest, MetaOpts, Method, Output, Xattrs};
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
 
@@ -145,6 +145,7 @@ fn entry_from_stat(rel: PathBuf, st: &rustix::fs::Stat) -> Entry {
         blocks: st.st_blocks as u64,
         rdev: st.st_rdev as u64,
         xattrs: false,
+        extra: None,
     }
 }
 
@@ -200,7 +201,7 @@ fn timestamps(mtime: MTime) -> Timestamps {
     }
 }
 
-/// Copies `req.src` into a new temporary `req.tmp`, with its metadata, through descriptors: the
+/// Copies `req.src` into a new temporary `req.out.tmp`, with its metadata, through descriptors: the
 /// source is `fstat`ed before and after, and a source that changed meanwhile gives
 /// [`CopyOutcome::Changed`] so the caller can discard the temporary and try again.
 pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
@@ -221,16 +222,18 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         return Ok(CopyOutcome::Changed);
     }
     #[cfg(target_vendor = "apple")]
-    if super::macos::try_clone(&input, req.tmp, req.fast).at(Op::Copy, &req.tmp.path())? {
+    if super::macos::try_clone(&input, req.out.tmp, req.out.fast)
+        .at(Op::Copy, &req.out.tmp.path())?
+    {
         // The clone carries the data; owner, mode, times and xattrs are set below as usual.
         let out = rustix::fs::openat(
-            &req.tmp.dir.fd,
-            req.tmp.name,
+            &req.out.tmp.dir.fd,
+            req.out.tmp.name,
             OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map(File::from)
-        .map_err(|e| Error::io(Op::Open, req.tmp.path(), e.into()))?;
+        .map_err(|e| Error::io(Op::Open, req.out.tmp.path(), e.into()))?;
         return finish_copy(
             req,
             &input,
@@ -244,21 +247,21 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
     // Created with its final mode when the kernel will keep it exactly (no special bits, none
     // masked by the umask, and writable for the xattrs still to come): one `fchmod` less per file.
     let final_mode = before.perm & 0o7000 == 0
-        && before.perm & req.umask == 0
-        && (!req.src_xattrs || before.perm & 0o200 != 0 || req.meta.owner);
+        && before.perm & req.out.umask == 0
+        && (!req.src_xattrs || before.perm & 0o200 != 0 || req.out.meta.owner);
     let mode = if final_mode { before.perm } else { 0o600 };
-    let (mut out, anon) = create_output(req, mode)?;
+    let (mut out, anon) = create_output(&req.out, mode)?;
     let (n, method) = match copy_data(
         &mut input,
         &mut out,
         before.size,
         before.is_sparse(),
-        req.fast,
-        req.cancel,
+        req.out.fast,
+        req.out.cancel,
     ) {
         Ok(r) => r,
-        Err(_) if req.cancel.is_cancelled() => return Err(Error::Cancelled),
-        Err(e) => return Err(Error::io(Op::Copy, req.tmp.path(), e)),
+        Err(_) if req.out.cancel.is_cancelled() => return Err(Error::Cancelled),
+        Err(e) => return Err(Error::io(Op::Copy, req.out.tmp.path(), e)),
     };
     finish_copy(req, &input, (out, anon), &before, n, method, final_mode)
 }
@@ -266,51 +269,46 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
 /// An empty file has no content to read: it is made from the walk's `lstat` alone, without
 /// opening the source (a source that grew since has another size, which the next run sees).
 fn make_empty(req: &CopyRequest<'_>, e: &Entry) -> Result<CopyOutcome> {
-    let final_mode = e.perm & 0o7000 == 0 && e.perm & req.umask == 0;
-    let (out, anon) = create_output(req, if final_mode { e.perm } else { 0o600 })?;
-    apply_file_meta(&out, req, None, e, final_mode)?;
-    if req.fsync {
-        out.sync_all().at(Op::Sync, &req.tmp.path())?;
+    let final_mode = e.perm & 0o7000 == 0 && e.perm & req.out.umask == 0;
+    let (out, anon) = create_output(&req.out, if final_mode { e.perm } else { 0o600 })?;
+    apply_file_meta(&out, &req.out, XattrFrom::None, e, final_mode)?;
+    if req.out.fsync {
+        out.sync_all().at(Op::Sync, &req.out.tmp.path())?;
     }
     Ok(CopyOutcome::Done {
         bytes: 0,
         method: Method::Empty,
-        placed: publish(&out, anon, req)?,
+        placed: publish(&out, anon, &req.out)?,
     })
 }
 
 /// Opens what the copy writes into: for a new file on Linux, an unnamed inode (`O_TMPFILE`) that
 /// gets its final name only when complete (so no temporary ever shows, even after a crash, and
 /// one directory update is saved); otherwise a named temporary. `true` for the unnamed kind.
-fn create_output(req: &CopyRequest<'_>, mode: u32) -> Result<(File, bool)> {
+fn create_output(o: &Output<'_>, mode: u32) -> Result<(File, bool)> {
     #[cfg(target_os = "linux")]
-    if req.final_name.is_some()
-        && !req
-            .fast
-            .no_tmpfile
-            .load(std::sync::atomic::Ordering::Relaxed)
-    {
+    if o.final_name.is_some() && !o.fast.no_tmpfile.load(std::sync::atomic::Ordering::Relaxed) {
         use rustix::io::Errno;
         match rustix::fs::openat(
-            &req.tmp.dir.fd,
+            &o.tmp.dir.fd,
             ".",
             OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode as _),
         ) {
             Ok(fd) => return Ok((File::from(fd), true)),
-            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => req
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => o
                 .fast
                 .no_tmpfile
                 .store(true, std::sync::atomic::Ordering::Relaxed),
-            Err(e) => return Err(Error::io(Op::Create, req.tmp.dir.path(), e.into())),
+            Err(e) => return Err(Error::io(Op::Create, o.tmp.dir.path(), e.into())),
         }
     }
-    Ok((create_temp(req.tmp, mode)?, false))
+    Ok((create_temp(o.tmp, mode)?, false))
 }
 
 /// Without unnamed files, the copy is always at its named temporary.
 #[cfg(not(target_os = "linux"))]
-fn publish(_out: &File, _anon: bool, _req: &CopyRequest<'_>) -> Result<bool> {
+fn publish(_out: &File, _anon: bool, _o: &Output<'_>) -> Result<bool> {
     Ok(false)
 }
 
@@ -318,18 +316,18 @@ fn publish(_out: &File, _anon: bool, _req: &CopyRequest<'_>) -> Result<bool> {
 /// something appeared there meanwhile, so it was named as the temporary instead, for the caller
 /// to rename over it as usual. A named temporary is always left to the caller.
 #[cfg(target_os = "linux")]
-fn publish(out: &File, anon: bool, req: &CopyRequest<'_>) -> Result<bool> {
-    let Some(name) = req.final_name.filter(|_| anon) else {
+fn publish(out: &File, anon: bool, o: &Output<'_>) -> Result<bool> {
+    let Some(name) = o.final_name.filter(|_| anon) else {
         return Ok(false);
     };
-    match link_fd(out, req.tmp.dir, name) {
+    match link_fd(out, o.tmp.dir, name) {
         Ok(()) => Ok(true),
         Err(rustix::io::Errno::EXIST) => {
-            link_fd(out, req.tmp.dir, req.tmp.name)
-                .map_err(|e| Error::io(Op::Link, req.tmp.path(), e.into()))?;
+            link_fd(out, o.tmp.dir, o.tmp.name)
+                .map_err(|e| Error::io(Op::Link, o.tmp.path(), e.into()))?;
             Ok(false)
         }
-        Err(e) => Err(Error::io(Op::Link, req.tmp.dir.path().join(name), e.into())),
+        Err(e) => Err(Error::io(Op::Link, o.tmp.dir.path().join(name), e.into())),
     }
 }
 
@@ -370,28 +368,33 @@ fn finish_copy(
     {
         return Ok(CopyOutcome::Changed);
     }
-    apply_file_meta(&out, req, Some(input), before, mode_set)?;
-    if req.fsync {
-        out.sync_all().at(Op::Sync, &req.tmp.path())?;
+    let xattrs = if req.src_xattrs {
+        XattrFrom::File(input, req.src)
+    } else {
+        XattrFrom::None
+    };
+    apply_file_meta(&out, &req.out, xattrs, before, mode_set)?;
+    if req.out.fsync {
+        out.sync_all().at(Op::Sync, &req.out.tmp.path())?;
     }
-    (req.progress)(n);
+    (req.out.progress)(n);
     Ok(CopyOutcome::Done {
         bytes: n,
         method,
-        placed: publish(&out, anon, req)?,
+        placed: publish(&out, anon, &req.out)?,
     })
 }
 
 /// Restores metadata on a freshly written file through its descriptor.
 fn apply_file_meta(
     dst: &File,
-    req: &CopyRequest<'_>,
-    src: Option<&File>,
+    o: &Output<'_>,
+    xattrs: XattrFrom<'_>,
     meta: &Entry,
     mode_set: bool,
 ) -> Result<()> {
-    let (dst_at, src_at, opts) = (req.tmp, req.src, req.meta);
-    if opts.owner && req.needs_chown(meta) {
+    let (dst_at, opts) = (o.tmp, o.meta);
+    if opts.owner && o.needs_chown(meta) {
         rustix::fs::fchown(
             dst,
             Some(Uid::from_raw(meta.uid)),
@@ -400,11 +403,20 @@ fn apply_file_meta(
         .map_err(|e| Error::io(Op::Chown, dst_at.path(), e.into()))?;
     }
     // The walk saw no xattrs on this source: skip the listing (one syscall per file).
-    if let Some(src) = src.filter(|_| opts.xattrs && req.src_xattrs) {
-        let names = src.list_xattr().at(Op::Xattr, &src_at.path())?;
-        for name in names {
-            if let Some(value) = src.get_xattr(&name).at(Op::Xattr, &src_at.path())? {
-                dst.set_xattr(&name, &value).at(Op::Xattr, &dst_at.path())?;
+    match xattrs {
+        _ if !opts.xattrs => {}
+        XattrFrom::None => {}
+        XattrFrom::File(src, src_at) => {
+            let names = src.list_xattr().at(Op::Xattr, &src_at.path())?;
+            for name in names {
+                if let Some(value) = src.get_xattr(&name).at(Op::Xattr, &src_at.path())? {
+                    dst.set_xattr(&name, &value).at(Op::Xattr, &dst_at.path())?;
+                }
+            }
+        }
+        XattrFrom::Values(values) => {
+            for (name, value) in values {
+                dst.set_xattr(name, value).at(Op::Xattr, &dst_at.path())?;
             }
         }
     }
@@ -417,9 +429,63 @@ fn apply_file_meta(
     Ok(())
 }
 
+/// Where a new file's extended attributes come from.
+enum XattrFrom<'a> {
+    None,
+    /// The open local source (named for messages).
+    File(&'a File, At<'a>),
+    /// Values a peer sent.
+    Values(&'a Xattrs),
+}
+
+/// What a feed for [`receive_to_temp`] reports once it has written the content.
+pub enum Fed {
+    Done(u64),
+    /// The sender saw its file change while reading it.
+    Changed,
+}
+
+/// Writes a file whose content arrives from elsewhere (a peer over the network) the way a local
+/// copy is written: into an unnamed or temporary file, content first (by `feed`, which may leave
+/// holes by writing at offsets), then owner, xattrs, mode and times, then named.
+pub fn receive_to_temp(
+    o: &Output<'_>,
+    meta: &Entry,
+    xattrs: Option<&Xattrs>,
+    feed: &mut dyn FnMut(&File) -> Result<Fed>,
+) -> Result<CopyOutcome> {
+    let (out, anon) = create_output(o, 0o600)?;
+    let n = match feed(&out)? {
+        Fed::Done(n) => n,
+        Fed::Changed => {
+            drop(out);
+            if !anon {
+                let _ = unlink_at(o.tmp);
+            }
+            return Ok(CopyOutcome::Changed);
+        }
+    };
+    out.set_len(meta.size).at(Op::Write, &o.tmp.path())?;
+    let from = xattrs.map_or(XattrFrom::None, XattrFrom::Values);
+    apply_file_meta(&out, o, from, meta, false)?;
+    if o.fsync {
+        out.sync_all().at(Op::Sync, &o.tmp.path())?;
+    }
+    Ok(CopyOutcome::Done {
+        bytes: n,
+        method: Method::Network,
+        placed: publish(&out, anon, o)?,
+    })
+}
+
 /// Brings the metadata of an existing entry `dst` in line with `meta` (read from `src`), never
 /// following a symlink at `dst`. Used for folders, links, specials and metadata-only updates.
-pub fn apply_meta_at(dst: At<'_>, src: At<'_>, meta: &Entry, opts: MetaOpts) -> Result<()> {
+pub fn apply_meta_at(
+    dst: At<'_>,
+    meta: &Entry,
+    opts: MetaOpts,
+    xattrs: Option<&Xattrs>,
+) -> Result<()> {
     let fd = &dst.dir.fd;
     if opts.owner {
         rustix::fs::chownat(
@@ -431,8 +497,8 @@ pub fn apply_meta_at(dst: At<'_>, src: At<'_>, meta: &Entry, opts: MetaOpts) -> 
         )
         .map_err(|e| Error::io(Op::Chown, dst.path(), e.into()))?;
     }
-    if opts.xattrs {
-        sync_xattrs(src, dst)?;
+    if let Some(want) = xattrs.filter(|_| opts.xattrs) {
+        sync_xattrs(want, dst)?;
     }
     if meta.kind != Kind::Symlink {
         // The entry was seen as a non-link and renamed into place by us; `fchmodat` has no
@@ -552,7 +618,8 @@ fn listxattr_size_at(at: At<'_>) -> Option<io::Result<usize>> {
     }
 }
 
-fn xattr_map(at: At<'_>) -> Result<Vec<(OsString, Vec<u8>)>> {
+/// An entry's extended attributes, sorted by name.
+pub fn xattrs_of(at: At<'_>) -> Result<Xattrs> {
     let p = read_path(at);
     let mut out = Vec::new();
     for name in xattr::list(&p).at(Op::Xattr, &at.path())? {
@@ -564,30 +631,15 @@ fn xattr_map(at: At<'_>) -> Result<Vec<(OsString, Vec<u8>)>> {
     Ok(out)
 }
 
-/// True when both entries carry the same extended attributes (names and values).
-pub fn xattrs_equal(a: At<'_>, b: At<'_>) -> Result<bool> {
-    // Most files have none: one cheap list call each settles it.
-    let la = xattr::list(read_path(a)).at(Op::Xattr, &a.path())?.count();
-    let lb = xattr::list(read_path(b)).at(Op::Xattr, &b.path())?.count();
-    if la == 0 && lb == 0 {
-        return Ok(true);
-    }
-    if la != lb {
-        return Ok(false);
-    }
-    Ok(xattr_map(a)? == xattr_map(b)?)
-}
-
-fn sync_xattrs(src: At<'_>, dst: At<'_>) -> Result<()> {
-    let want = xattr_map(src)?;
-    let have = xattr_map(dst)?;
+fn sync_xattrs(want: &Xattrs, dst: At<'_>) -> Result<()> {
+    let have = xattrs_of(dst)?;
     let p = xattr_path(dst);
     for (name, _) in &have {
         if !want.iter().any(|(n, _)| n == name) {
             xattr::remove(&p, name).at(Op::Xattr, &dst.path())?;
         }
     }
-    for (name, value) in &want {
+    for (name, value) in want {
         if !have.iter().any(|(n, v)| n == name && v == value) {
             xattr::set(&p, name, value).at(Op::Xattr, &dst.path())?;
         }
@@ -601,10 +653,15 @@ pub fn read_link_at(at: At<'_>) -> Result<PathBuf> {
         .map_err(|e| Error::io(Op::Read, at.path(), e.into()))
 }
 
-/// Creates a symlink like the one at `_src` (whose kind matters only on Windows).
-pub fn symlink_at(target: &Path, at: At<'_>, _src: At<'_>) -> Result<()> {
+/// Creates a symlink (`_dir_link`, the kind of link, matters only on Windows).
+pub fn symlink_at(target: &Path, at: At<'_>, _dir_link: bool) -> Result<()> {
     rustix::fs::symlinkat(target, &at.dir.fd, at.name)
         .map_err(|e| Error::io(Op::Symlink, at.path(), e.into()))
+}
+
+/// Whether a symlink is a folder link (a Windows notion; never on Unix).
+pub fn link_is_dir(_at: At<'_>) -> bool {
+    false
 }
 
 /// Recreates a fifo or device node (devices need root).

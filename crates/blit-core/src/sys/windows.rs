@@ -178,10 +178,10 @@ unsafe extern "system" fn on_progress(
     let p = unsafe { &mut *(data as *mut Progress<'_>) };
     let now = transferred.max(0) as u64;
     if now > p.last {
-        (p.req.progress)(now - p.last);
+        (p.req.out.progress)(now - p.last);
         p.last = now;
     }
-    if p.req.cancel.is_cancelled() {
+    if p.req.out.cancel.is_cancelled() {
         PROGRESS_CANCEL
     } else {
         PROGRESS_CONTINUE
@@ -195,7 +195,7 @@ fn stat(path: &Path) -> Result<Entry> {
 }
 
 pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
-    let (src, tmp) = (req.src.path(), req.tmp.path());
+    let (src, tmp) = (req.src.path(), req.out.tmp.path());
     let before = stat(&src)?;
     if before.kind != Kind::File {
         return Ok(CopyOutcome::Changed);
@@ -217,7 +217,8 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         (before.size, Method::Native)
     } else {
         let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(ERROR_REQUEST_ABORTED as i32) || req.cancel.is_cancelled() {
+        if err.raw_os_error() == Some(ERROR_REQUEST_ABORTED as i32) || req.out.cancel.is_cancelled()
+        {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::Cancelled);
         }
@@ -225,14 +226,15 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         let _ = std::fs::remove_file(&tmp);
         let mut input = open_source_path(&src)?;
         let mut out = create_temp(&tmp)?;
-        let n = copy_range_rw(&mut input, &mut out, 0, before.size, req.cancel).map_err(|e| {
-            if req.cancel.is_cancelled() {
-                Error::Cancelled
-            } else {
-                Error::io(Op::Copy, &tmp, e)
-            }
-        })?;
-        (req.progress)(n);
+        let n =
+            copy_range_rw(&mut input, &mut out, 0, before.size, req.out.cancel).map_err(|e| {
+                if req.out.cancel.is_cancelled() {
+                    Error::Cancelled
+                } else {
+                    Error::io(Op::Copy, &tmp, e)
+                }
+            })?;
+        (req.out.progress)(n);
         (n, Method::ReadWrite)
     };
     let after = stat(&src)?;
@@ -241,7 +243,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
     }
     set_attributes(&tmp, FILE_ATTRIBUTE_NORMAL)?;
     set_mtime(&tmp, before.mtime, false)?;
-    if req.fsync {
+    if req.out.fsync {
         OpenOptions::new()
             .write(true)
             .open(&tmp)
@@ -310,7 +312,12 @@ fn set_attributes(path: &Path, kept: u32) -> Result<()> {
 }
 
 /// Sets times and attributes of an existing entry, never through a symlink.
-pub fn apply_meta_at(dst: At<'_>, _src: At<'_>, meta: &Entry, _opts: MetaOpts) -> Result<()> {
+pub fn apply_meta_at(
+    dst: At<'_>,
+    meta: &Entry,
+    _opts: MetaOpts,
+    _xattrs: Option<&super::Xattrs>,
+) -> Result<()> {
     let dst = &dst.path();
     let is_link = meta.kind == Kind::Symlink;
     if !is_link {
@@ -325,8 +332,8 @@ pub fn apply_meta_at(dst: At<'_>, _src: At<'_>, meta: &Entry, _opts: MetaOpts) -
 }
 
 /// Windows has no extended attributes in the POSIX sense (alternate streams are not copied).
-pub fn xattrs_equal(_a: At<'_>, _b: At<'_>) -> Result<bool> {
-    Ok(true)
+pub fn xattrs_of(_at: At<'_>) -> Result<super::Xattrs> {
+    Ok(Vec::new())
 }
 
 pub fn read_link_at(at: At<'_>) -> Result<PathBuf> {
@@ -334,11 +341,15 @@ pub fn read_link_at(at: At<'_>) -> Result<PathBuf> {
     std::fs::read_link(&p).at(Op::Read, &p)
 }
 
-/// Windows symlinks are either file or folder links; make the same kind as the source's.
-pub fn symlink_at(target: &Path, at: At<'_>, src: At<'_>) -> Result<()> {
-    let is_dir = std::fs::symlink_metadata(src.path())
+/// Whether a symlink is a folder link (Windows links are either file or folder links).
+pub fn link_is_dir(at: At<'_>) -> bool {
+    std::fs::symlink_metadata(at.path())
         .map(|m| m.file_type().is_symlink_dir())
-        .unwrap_or(false);
+        .unwrap_or(false)
+}
+
+/// Makes a file or a folder link, as `is_dir` says (the same kind as the source's).
+pub fn symlink_at(target: &Path, at: At<'_>, is_dir: bool) -> Result<()> {
     let path = at.path();
     let r = if is_dir {
         std::os::windows::fs::symlink_dir(target, &path)
