@@ -36,14 +36,53 @@ pub enum Command {
     },
     /// Print the man page (roff)
     Man,
+    /// List the modules a daemon serves: blit list-modules blit://HOST[:PORT]
+    ListModules(AdminArgs),
+    /// List a remote folder: blit ls blit://HOST/MODULE/PATH
+    Ls(AdminArgs),
+    /// Total files, folders and bytes beneath a remote path
+    Du(AdminArgs),
+    /// Size and free space of the filesystem holding a module
+    Df(AdminArgs),
+    /// Find remote entries whose name matches a glob
+    Find {
+        #[command(flatten)]
+        common: AdminArgs,
+        /// Glob matched against each entry's name (e.g. '*.jpg')
+        #[arg(long, value_name = "GLOB")]
+        name: String,
+    },
+    /// Delete a remote file or folder (with everything in it)
+    Rm {
+        #[command(flatten)]
+        common: AdminArgs,
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// blit://HOST[:PORT]/MODULE/PATH
+    pub url: String,
+    /// Print the answer as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Read the module's token from FILE (default: the BLIT_TOKEN environment variable)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct TransferArgs {
-    /// Source folder or file
+    /// Source folder or file (or blit://HOST[:PORT]/MODULE/PATH)
     pub src: PathBuf,
-    /// Destination folder (or file, when SRC is a file)
+    /// Destination folder, or file when SRC is a file (or blit://HOST[:PORT]/MODULE/PATH)
     pub dst: PathBuf,
+    /// Read a remote module's token from FILE (default: the BLIT_TOKEN environment variable)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Report what would be done; change nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,

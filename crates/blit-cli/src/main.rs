@@ -1,6 +1,7 @@
 //! `blit`: the command line. It parses arguments, wires Ctrl-C to cancellation, prints what the
 //! engine reports, and maps the outcome to an exit code. All logic lives in `blit-core`.
 
+mod admin;
 mod args;
 mod output;
 
@@ -28,7 +29,29 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        other => admin::run(other),
     }
+}
+
+/// A command-line path: a `blit://` URL, or a local path (any bytes).
+fn endpoint(arg: &std::path::Path) -> anyhow::Result<Endpoint> {
+    match arg.to_str() {
+        Some(s) if s.starts_with("blit://") => Endpoint::parse(s).map_err(anyhow::Error::msg),
+        _ => Ok(Endpoint::Local(arg.to_path_buf())),
+    }
+}
+
+/// A remote module's secret: `--token-file`, else `BLIT_TOKEN`.
+pub fn token(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("token file {}: {e}", f.display()))?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(std::env::var("BLIT_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
 }
 
 /// The main page, then the synopsis and options of each transfer verb, so that every option is
@@ -82,13 +105,9 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         no_xattrs: a.no_xattrs,
         force: a.force,
         cancel,
+        token: token(a.token_file.as_deref())?,
     };
-    let job = Job::new(
-        mode,
-        Endpoint::Local(a.src.clone()),
-        Endpoint::Local(a.dst.clone()),
-        opts,
-    );
+    let job = Job::new(mode, endpoint(&a.src)?, endpoint(&a.dst)?, opts);
     let printer = output::Printer::new(&a);
     let summary = job.run(&printer)?;
     printer.finish(&summary);

@@ -32,6 +32,37 @@ pub enum Op {
     Checksum,
 }
 
+impl Op {
+    const ALL: [Op; 18] = [
+        Op::Stat,
+        Op::Open,
+        Op::Read,
+        Op::ReadDir,
+        Op::Create,
+        Op::Write,
+        Op::Copy,
+        Op::Link,
+        Op::Symlink,
+        Op::Mkdir,
+        Op::Rename,
+        Op::Delete,
+        Op::Chmod,
+        Op::Chown,
+        Op::Utimes,
+        Op::Xattr,
+        Op::Sync,
+        Op::Checksum,
+    ];
+
+    /// The operation a peer named (as [`fmt::Display`] writes it); unknown names read as `copy`.
+    pub fn from_name(name: &str) -> Op {
+        Op::ALL
+            .into_iter()
+            .find(|op| op.to_string() == name)
+            .unwrap_or(Op::Copy)
+    }
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
@@ -80,6 +111,13 @@ pub enum Error {
     /// Cancelled by the user (Ctrl-C).
     #[error("interrupted")]
     Cancelled,
+    /// A failure the other end of a remote run met and reported.
+    #[error("{op} {}: {cause}", escape(.path))]
+    Remote {
+        op: String,
+        path: PathBuf,
+        cause: String,
+    },
 }
 
 impl Error {
@@ -98,13 +136,16 @@ impl Error {
             Error::Changed { .. } => "copy".into(),
             Error::Refused(_) | Error::Pattern { .. } => "refused".into(),
             Error::Cancelled => "cancel".into(),
+            Error::Remote { op, .. } => op.clone(),
         }
     }
 
     /// Path the error is about, if any.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
-            Error::Io { path, .. } | Error::Changed { path } => Some(path),
+            Error::Io { path, .. } | Error::Changed { path } | Error::Remote { path, .. } => {
+                Some(path)
+            }
             _ => None,
         }
     }
@@ -114,6 +155,7 @@ impl Error {
         match self {
             Error::Io { source, .. } => source.to_string(),
             Error::Changed { .. } => "source changed while being copied".into(),
+            Error::Remote { cause, .. } => cause.clone(),
             other => other.to_string(),
         }
     }

@@ -48,6 +48,8 @@ pub struct Options {
     /// Allow a mirror from an empty source to empty a non-empty destination.
     pub force: bool,
     pub cancel: CancelToken,
+    /// The secret a remote module asks for.
+    pub token: Option<String>,
 }
 
 pub struct Job {
@@ -77,32 +79,66 @@ impl Job {
     /// Runs the job. `Err` means it was refused or failed before anything changed (exit 2);
     /// per-entry failures are in the summary.
     pub fn run(&self, observer: &dyn Observer) -> Result<Summary> {
-        let started = Instant::now();
-        let (Endpoint::Local(src_arg), Endpoint::Local(dst_arg)) = (&self.src, &self.dst);
-        let workers = self.opts.workers.unwrap_or_else(default_workers).max(1);
+        match (&self.src, &self.dst) {
+            (Endpoint::Local(src), Endpoint::Local(dst)) => self.run_local(src, dst, observer),
+            #[cfg(unix)]
+            (Endpoint::Local(src), Endpoint::Remote(url)) => {
+                crate::remote::client::push(self, src, url, observer)
+            }
+            #[cfg(unix)]
+            (Endpoint::Remote(url), Endpoint::Local(dst)) => {
+                crate::remote::client::pull(self, url, dst, observer)
+            }
+            #[cfg(unix)]
+            (Endpoint::Remote(_), Endpoint::Remote(_)) => Err(Error::Refused(
+                "both ends are remote; one must be a local path".into(),
+            )),
+            #[cfg(not(unix))]
+            _ => Err(Error::Refused(
+                "remote endpoints are not supported in this build".into(),
+            )),
+        }
+    }
 
+    fn run_local(
+        &self,
+        src_arg: &Path,
+        dst_arg: &Path,
+        observer: &dyn Observer,
+    ) -> Result<Summary> {
+        let started = Instant::now();
         let src_md = std::fs::metadata(src_arg).map_err(|e| Error::io(Op::Stat, src_arg, e))?;
         let src_root =
             std::fs::canonicalize(src_arg).map_err(|e| Error::io(Op::Stat, src_arg, e))?;
-        let dst_root = resolve_dest(src_md.is_dir(), &src_root, dst_arg)?;
+        let name = src_root.file_name().unwrap_or_default();
+        let dst_root = resolve_dest(src_md.is_dir(), name, dst_arg)?;
         refuse_overlap(&src_root, &dst_root)?;
+        let filter = self.filter(src_md.is_dir())?;
+        if !src_md.is_dir() && !self.opts.dry_run {
+            make_parent(&dst_root)?;
+        }
+        let opts = self.sync_options();
+        let source = crate::source::LocalSource::new(src_root.clone());
+        let outcome = sync::run(&source, &dst_root, &filter, &opts, observer)?;
+        Ok(self.summary(outcome, started))
+    }
 
-        let filter = if src_md.is_dir() {
+    /// The filter for a folder source (a single file is never filtered out).
+    pub fn filter(&self, src_is_dir: bool) -> Result<Filter> {
+        if src_is_dir {
             let mut excludes = self.opts.excludes.clone();
             excludes.retain(|p| !p.is_empty());
-            Filter::new(&excludes, &self.opts.includes)?
+            Filter::new(&excludes, &self.opts.includes)
         } else {
-            Filter::default()
-        };
-
-        if !src_md.is_dir() && !self.opts.dry_run {
-            // A file goes into a folder that may not exist yet (`blit copy f new/dir/`).
-            if let Some(parent) = dst_root.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(Op::Mkdir, parent, e))?;
-            }
+            Ok(Filter::default())
         }
+    }
+
+    /// The engine's options for this job, on this machine (owner kept only as root).
+    pub fn sync_options(&self) -> SyncOptions {
+        let workers = self.opts.workers.unwrap_or_else(default_workers).max(1);
         let owner = sys::is_root();
-        let opts = SyncOptions {
+        SyncOptions {
             mode: match self.mode {
                 Mode::Copy => SyncMode::Copy,
                 Mode::Mirror => SyncMode::Mirror,
@@ -125,10 +161,10 @@ impl Job {
             workers,
             force: self.opts.force,
             cancel: self.opts.cancel.clone(),
-        };
-        let source = crate::source::LocalSource::new(src_root.clone());
-        let outcome = sync::run(&source, &dst_root, &filter, &opts, observer)?;
+        }
+    }
 
+    pub fn summary(&self, outcome: sync::Outcome, started: Instant) -> Summary {
         let failures: Vec<Failure> = outcome.failures.iter().map(Failure::from).collect();
         let mut summary = Summary {
             mode: self.mode.name(),
@@ -143,17 +179,26 @@ impl Job {
             stats: outcome.stats,
         };
         summary.exit_code = summary.compute_exit_code();
-        Ok(summary)
+        summary
+    }
+}
+
+/// A file goes into a folder that may not exist yet (`blit copy f new/dir/`).
+pub fn make_parent(dst: &Path) -> Result<()> {
+    match dst.parent() {
+        Some(parent) => {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(Op::Mkdir, parent, e))
+        }
+        None => Ok(()),
     }
 }
 
 /// Where the source lands. A folder's contents go into DST. A file goes to DST itself, or into
 /// DST when DST is an existing folder or is written with a trailing slash.
-fn resolve_dest(src_is_dir: bool, src_root: &Path, dst_arg: &Path) -> Result<PathBuf> {
+pub fn resolve_dest(src_is_dir: bool, name: &std::ffi::OsStr, dst_arg: &Path) -> Result<PathBuf> {
     if src_is_dir {
         return Ok(absolute(dst_arg));
     }
-    let name = src_root.file_name().unwrap_or_default();
     let trailing_slash = has_trailing_separator(dst_arg);
     match std::fs::metadata(dst_arg) {
         Ok(md) if md.is_dir() => Ok(absolute(dst_arg).join(name)),
@@ -162,7 +207,7 @@ fn resolve_dest(src_is_dir: bool, src_root: &Path, dst_arg: &Path) -> Result<Pat
     }
 }
 
-fn has_trailing_separator(p: &Path) -> bool {
+pub fn has_trailing_separator(p: &Path) -> bool {
     let s = p.as_os_str().as_encoded_bytes();
     s.last()
         .is_some_and(|&b| b == b'/' || (cfg!(windows) && b == b'\\'))

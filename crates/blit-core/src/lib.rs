@@ -15,8 +15,8 @@
 //!
 //! ```no_run
 //! use blit_core::{Endpoint, Job, Mode, NullObserver, Options};
-//! let src = Endpoint::parse("/data/src");
-//! let dst = Endpoint::parse("/backup/dst");
+//! let src = Endpoint::parse("/data/src").unwrap();
+//! let dst = Endpoint::parse("/backup/dst").unwrap();
 //! let job = Job::new(Mode::Mirror, src, dst, Options::default());
 //! let summary = job.run(&NullObserver).expect("mirror refused");
 //! assert!(summary.failures.is_empty());
@@ -31,6 +31,8 @@ pub mod error;
 pub mod filter;
 pub mod job;
 pub mod names;
+#[cfg(unix)]
+pub mod remote;
 pub mod report;
 pub mod source;
 pub mod sync;

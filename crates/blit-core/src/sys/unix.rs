@@ -156,6 +156,11 @@ pub fn stat_at(at: At<'_>, rel: PathBuf) -> Result<Entry> {
     Ok(entry_from_stat(rel, &st))
 }
 
+/// `fstat` of an open file (`at` names it in messages).
+pub fn stat_fd(f: &File, at: At<'_>) -> Result<Entry> {
+    fstat(f, at)
+}
+
 fn fstat(f: &File, at: At<'_>) -> Result<Entry> {
     let st = rustix::fs::fstat(f).map_err(|e| Error::io(Op::Stat, at.path(), e.into()))?;
     Ok(entry_from_stat(PathBuf::new(), &st))

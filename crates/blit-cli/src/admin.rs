@@ -1,0 +1,140 @@
+//! The remote admin verbs: one question to a daemon, its answer printed as a table or JSON.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use blit_core::remote::client::{self, kind_label, shown_name};
+use blit_core::remote::url::RemoteUrl;
+use blit_core::remote::wire::{AdminRep, AdminReq};
+use serde_json::json;
+
+use crate::args::{AdminArgs, Command};
+
+pub fn run(cmd: Command) -> ExitCode {
+    match ask(cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("blit: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn ask(cmd: Command) -> anyhow::Result<ExitCode> {
+    let (common, req) = match cmd {
+        Command::ListModules(a) => (a, AdminReq::ListModules),
+        Command::Ls(a) => (a, AdminReq::List),
+        Command::Du(a) => (a, AdminReq::Usage),
+        Command::Df(a) => (a, AdminReq::Space),
+        Command::Find { common, name } => (common, AdminReq::Find(name)),
+        Command::Rm { common, yes } => {
+            if !yes && !confirm(&common.url)? {
+                eprintln!("blit: rm: nothing removed");
+                return Ok(ExitCode::from(1));
+            }
+            (common, AdminReq::Remove)
+        }
+        _ => unreachable!("transfer verbs are handled in main"),
+    };
+    let url = parse(&common)?;
+    if url.module.is_empty() && req != AdminReq::ListModules {
+        anyhow::bail!("{}: name a module (blit://HOST/MODULE/PATH)", common.url);
+    }
+    let token = crate::token(common.token_file.as_deref())?;
+    let rep = client::admin(&url, req, token)?;
+    print(&rep, common.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse(a: &AdminArgs) -> anyhow::Result<RemoteUrl> {
+    match RemoteUrl::parse(&a.url) {
+        Some(r) => r.map_err(anyhow::Error::msg),
+        None => anyhow::bail!("{}: expected blit://HOST[:PORT]/MODULE/PATH", a.url),
+    }
+}
+
+fn confirm(url: &str) -> anyhow::Result<bool> {
+    eprint!("blit: remove {url} and everything in it? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+fn print(rep: &AdminRep, as_json: bool) {
+    let value = match rep {
+        AdminRep::Modules(list) => {
+            if !as_json {
+                for m in list {
+                    let mut flags = Vec::new();
+                    if m.read_only {
+                        flags.push("read-only");
+                    }
+                    if m.needs_token {
+                        flags.push("token");
+                    }
+                    println!("{}\t{}", m.name, flags.join(","));
+                }
+                return;
+            }
+            json!(list
+                .iter()
+                .map(|m| json!({"name": m.name, "read_only": m.read_only, "needs_token": m.needs_token}))
+                .collect::<Vec<_>>())
+        }
+        AdminRep::Entries(list) => {
+            if !as_json {
+                for (name, e) in list {
+                    println!(
+                        "{}\t{:o}\t{}\t{}.{:09}\t{}",
+                        kind_label(e),
+                        e.perm,
+                        e.size,
+                        e.mtime_sec,
+                        e.mtime_nsec,
+                        shown_name(name)
+                    );
+                }
+                return;
+            }
+            json!(list
+                .iter()
+                .map(|(name, e)| json!({
+                    "name": shown_name(name),
+                    "kind": kind_label(e),
+                    "size": e.size,
+                    "mode": e.perm,
+                    "mtime": e.mtime_sec,
+                    "mtime_nsec": e.mtime_nsec,
+                }))
+                .collect::<Vec<_>>())
+        }
+        AdminRep::Usage { files, dirs, bytes } => {
+            if !as_json {
+                println!("{bytes} bytes\t{files} files\t{dirs} folders");
+                return;
+            }
+            json!({"bytes": bytes, "files": files, "folders": dirs})
+        }
+        AdminRep::Space {
+            total,
+            free,
+            available,
+        } => {
+            if !as_json {
+                println!("total {total}\tfree {free}\tavailable {available}");
+                return;
+            }
+            json!({"total": total, "free": free, "available": available})
+        }
+        AdminRep::Removed { entries } => {
+            if !as_json {
+                println!("removed {entries} entries");
+                return;
+            }
+            json!({"removed": entries})
+        }
+        AdminRep::Error(e) => json!({"error": e}),
+    };
+    println!("{value}");
+}

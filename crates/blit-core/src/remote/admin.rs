@@ -1,0 +1,188 @@
+//! The admin verbs a daemon answers (`ls`, `du`, `df`, `find`, `rm`), each beneath the module's
+//! root, never following a symlink below the path the client named.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::beneath;
+use super::serve;
+use super::server::{fd_path, Module};
+use super::wire::{AdminRep, AdminReq, WireEntry};
+use crate::entry::{Entry, Kind};
+use crate::sys::{self, At, Dir};
+
+/// Entries `find` returns at most (the answer is one frame).
+const FIND_MAX: usize = 10_000;
+
+pub fn answer(module: &Module, rel: &Path, req: AdminReq) -> AdminRep {
+    let r = match req {
+        AdminReq::ListModules => return AdminRep::Error("not a module request".into()),
+        AdminReq::List => list(module, rel),
+        AdminReq::Usage => usage(module, rel),
+        AdminReq::Space => space(module),
+        AdminReq::Find(glob) => find(module, rel, &glob),
+        AdminReq::Remove => remove(module, rel),
+    };
+    r.unwrap_or_else(|e| AdminRep::Error(format!("{}/{}: {e}", module.name, rel.display())))
+}
+
+type R = Result<AdminRep, String>;
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// The folder (or file) at `rel`, as an open folder plus the name of a file root.
+fn open_at(module: &Module, rel: &Path) -> Result<(Dir, Option<Entry>), String> {
+    let root = beneath::open_root(&module.path).map_err(text)?;
+    let fd = beneath::open(&root, rel).map_err(text)?;
+    let md = std::fs::metadata(fd_path(&fd)).map_err(text)?;
+    if md.is_dir() {
+        return Ok((Dir::open(&fd_path(&fd)).map_err(text)?, None));
+    }
+    let parent = beneath::open(&root, rel.parent().unwrap_or(Path::new(""))).map_err(text)?;
+    let entry = Entry::from_metadata(PathBuf::new(), &md);
+    Ok((Dir::open(&fd_path(&parent)).map_err(text)?, Some(entry)))
+}
+
+fn list(module: &Module, rel: &Path) -> R {
+    let (dir, file) = open_at(module, rel)?;
+    if let Some(e) = file {
+        let name = rel.file_name().unwrap_or_default();
+        return Ok(AdminRep::Entries(vec![(
+            name.as_bytes().to_vec(),
+            serve::to_wire_entry(name, &e),
+        )]));
+    }
+    let listed =
+        crate::source::list_local(&dir, Path::new(""), &|_, _| true, false).map_err(text)?;
+    let mut out: Vec<(Vec<u8>, WireEntry)> = listed
+        .entries
+        .into_iter()
+        .filter_map(|(name, e)| {
+            let e = e.ok()?;
+            Some((
+                name.as_bytes().to_vec(),
+                serve::describe(&dir, &name, &e, false).ok()?,
+            ))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(AdminRep::Entries(out))
+}
+
+/// Walks a folder without following links, calling `visit` with each entry's relative path.
+fn walk(
+    dir: &Dir,
+    rel: &Path,
+    visit: &mut dyn FnMut(&Dir, &OsStr, &Entry) -> bool,
+) -> Result<(), String> {
+    for (name, _) in dir.read_names().map_err(text)? {
+        let child = rel.join(&name);
+        let Ok(e) = sys::stat_at(At::new(dir, &name), child.clone()) else {
+            continue;
+        };
+        if !visit(dir, &name, &e) {
+            return Ok(());
+        }
+        if e.kind == Kind::Dir {
+            if let Ok(sub) = dir.open_child(&name) {
+                walk(&sub, &child, visit)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn usage(module: &Module, rel: &Path) -> R {
+    let (dir, file) = open_at(module, rel)?;
+    if let Some(e) = file {
+        return Ok(AdminRep::Usage {
+            files: 1,
+            dirs: 0,
+            bytes: e.size,
+        });
+    }
+    let (mut files, mut dirs, mut bytes) = (0, 0, 0);
+    walk(&dir, Path::new(""), &mut |_, _, e| {
+        match e.kind {
+            Kind::Dir => dirs += 1,
+            Kind::File => {
+                files += 1;
+                bytes += e.size;
+            }
+            _ => files += 1,
+        }
+        true
+    })?;
+    Ok(AdminRep::Usage { files, dirs, bytes })
+}
+
+fn space(module: &Module) -> R {
+    let root = beneath::open_root(&module.path).map_err(text)?;
+    let st = rustix::fs::fstatvfs(&root).map_err(text)?;
+    let unit = st.f_frsize;
+    Ok(AdminRep::Space {
+        total: st.f_blocks * unit,
+        free: st.f_bfree * unit,
+        available: st.f_bavail * unit,
+    })
+}
+
+fn find(module: &Module, rel: &Path, glob: &str) -> R {
+    let matcher = globset::GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("bad pattern {glob:?}: {e}"))?
+        .compile_matcher();
+    let (dir, _) = open_at(module, rel)?;
+    let mut out = Vec::new();
+    let mut base = PathBuf::new();
+    walk(&dir, Path::new(""), &mut |d, name, e| {
+        if matcher.is_match(Path::new(name)) {
+            if let Ok(w) = serve::describe(d, name, e, false) {
+                base.clone_from(&e.rel);
+                out.push((base.as_os_str().as_bytes().to_vec(), w));
+            }
+        }
+        out.len() < FIND_MAX
+    })?;
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(AdminRep::Entries(out))
+}
+
+fn remove(module: &Module, rel: &Path) -> R {
+    if rel.as_os_str().is_empty() {
+        return Err("will not remove the module's root".into());
+    }
+    let root = beneath::open_root(&module.path).map_err(text)?;
+    let parent = beneath::open(&root, rel.parent().unwrap_or(Path::new(""))).map_err(text)?;
+    let dir = Dir::open(&fd_path(&parent)).map_err(text)?;
+    let name = rel.file_name().unwrap_or_default();
+    let e = sys::stat_at(At::new(&dir, name), rel.to_path_buf()).map_err(text)?;
+    let mut entries = 0;
+    remove_tree(&dir, name, e.kind == Kind::Dir, &mut entries)?;
+    Ok(AdminRep::Removed { entries })
+}
+
+fn remove_tree(dir: &Dir, name: &OsStr, is_dir: bool, count: &mut u64) -> Result<(), String> {
+    if is_dir {
+        let sub = dir.open_child(name).map_err(text)?;
+        for (child, hint) in sub.read_names().map_err(text)? {
+            let child_is_dir = match hint {
+                Some(k) => k == Kind::Dir,
+                None => sys::stat_at(At::new(&sub, &child), PathBuf::new())
+                    .map(|e| e.kind == Kind::Dir)
+                    .map_err(text)?,
+            };
+            remove_tree(&sub, &child, child_is_dir, count)?;
+        }
+        drop(sub);
+        sys::rmdir_at(At::new(dir, name)).map_err(text)?;
+    } else {
+        sys::unlink_at(At::new(dir, name)).map_err(text)?;
+    }
+    *count += 1;
+    Ok(())
+}

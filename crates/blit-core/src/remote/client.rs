@@ -1,0 +1,310 @@
+//! The client's half of a session: connect, say hello, then either run the engine against the
+//! daemon's tree (pull) or serve the local tree to the daemon's engine (push), and in both cases
+//! hand the caller the same [`Summary`] a local run gives.
+
+use std::ffi::OsString;
+use std::io::{self, BufReader, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::peer::{Handler, Peer};
+use super::serve::{self, ServeTree};
+use super::source::RemoteSource;
+use super::url::RemoteUrl;
+use super::wire::{self, AdminRep, AdminReq, Frame, Hello, Msg, PushJob, Req, Role, WireEntry};
+use crate::entry::Entry;
+use crate::error::{Error, Op, Result};
+use crate::job::{self, Job, Mode};
+use crate::report::{Action, Count, Event, Failure, Observer, Stats, Summary};
+use crate::sync;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The daemon must answer the hello within this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn net_error(url: &RemoteUrl, e: io::Error) -> Error {
+    Error::Refused(format!("{url}: {e}"))
+}
+
+/// Connects and says hello; the daemon's answer is the served root's entry (pull), nothing
+/// (push), or a refusal, which becomes this run's refusal.
+pub fn open(url: &RemoteUrl, role: Role, token: Option<String>) -> Result<(TcpStream, Msg)> {
+    let addrs = url
+        .address()
+        .to_socket_addrs()
+        .map_err(|e| net_error(url, e))?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    let mut stream = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let mut stream = stream.ok_or_else(|| net_error(url, last))?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_read_timeout(Some(HELLO_TIMEOUT))
+        .map_err(|e| net_error(url, e))?;
+    let hello = Msg::Hello(Hello {
+        module: url.module.clone(),
+        path: url.path.as_bytes().to_vec(),
+        token,
+        role,
+    });
+    let answer = (|| {
+        wire::write_client_preamble(&mut stream)?;
+        wire::read_server_preamble(&mut stream)?;
+        stream.write_all(&wire::encode_msg(&hello)?)?;
+        let mut r = BufReader::with_capacity(64, &stream);
+        match wire::read_frame(&mut r)? {
+            Some(Frame::Msg(m)) => Ok(m),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the daemon did not answer the hello",
+            )),
+        }
+    })()
+    .map_err(|e| net_error(url, e))?;
+    if let Msg::Refused(why) = answer {
+        return Err(Error::Refused(format!("{url}: {why}")));
+    }
+    stream
+        .set_read_timeout(None)
+        .map_err(|e| net_error(url, e))?;
+    Ok((stream, answer))
+}
+
+/// Replies nothing: on a pull the daemon sends no requests.
+struct Quiet;
+
+impl Handler for Quiet {
+    fn request(&self, peer: &Arc<Peer>, _id: u32, _req: Req) {
+        peer.close("the daemon sent a request during a pull");
+    }
+    fn message(&self, _peer: &Arc<Peer>, _msg: Msg) {}
+}
+
+/// `blit copy|mirror|move blit://… LOCAL`: the engine runs here, reading through the daemon.
+pub fn pull(
+    job: &Job,
+    url: &RemoteUrl,
+    dst_arg: &Path,
+    observer: &dyn Observer,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let (stream, answer) = open(url, Role::Pull, job.opts.token.clone())?;
+    let Msg::Welcome(Some(root)) = answer else {
+        return Err(Error::Refused(format!(
+            "{url}: unexpected answer to the hello"
+        )));
+    };
+    let peer = Peer::start(stream, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
+    let source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string())?;
+    let is_dir = root.kind == wire::kind_code(crate::entry::Kind::Dir);
+    let name = OsString::from_vec(root.name.clone());
+    let dst_root = job::resolve_dest(is_dir, &name, dst_arg)?;
+    let filter = job.filter(is_dir)?;
+    if !is_dir && !job.opts.dry_run {
+        job::make_parent(&dst_root)?;
+    }
+    let opts = job.sync_options();
+    let outcome = sync::run(&source, &dst_root, &filter, &opts, observer);
+    peer.finish();
+    Ok(job.summary(outcome?, started))
+}
+
+/// `blit copy|mirror|move LOCAL blit://…`: this side serves its tree; the daemon runs the engine
+/// and reports each change, which is shown here as if it happened locally.
+pub fn push(
+    job: &Job,
+    src_arg: &Path,
+    url: &RemoteUrl,
+    observer: &dyn Observer,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let md = std::fs::metadata(src_arg).map_err(|e| Error::io(Op::Stat, src_arg, e))?;
+    let src_root = std::fs::canonicalize(src_arg).map_err(|e| Error::io(Op::Stat, src_arg, e))?;
+    // Refuse a bad filter here, before the daemon is bothered.
+    job.filter(md.is_dir())?;
+    let name = src_root.file_name().unwrap_or_default().to_os_string();
+    let entry = Entry::from_metadata(PathBuf::new(), &md);
+    let push = PushJob {
+        mode: match job.mode {
+            Mode::Copy => 0,
+            Mode::Mirror => 1,
+            Mode::Move => 2,
+        },
+        dry_run: job.opts.dry_run,
+        checksum: job.opts.checksum,
+        excludes: job.opts.excludes.clone(),
+        includes: job.opts.includes.clone(),
+        max_delete: job.opts.max_delete,
+        workers: job.opts.workers.map(|w| w as u32),
+        fsync: job.opts.fsync,
+        verify: job.opts.verify,
+        no_xattrs: job.opts.no_xattrs,
+        force: job.opts.force,
+        src: serve::to_wire_entry(&name, &entry),
+        into: url.trailing_slash,
+        src_shown: crate::names::escape(&src_root),
+        dst_shown: url.to_string(),
+    };
+    let (stream, answer) = open(url, Role::Push(push), job.opts.token.clone())?;
+    if !matches!(answer, Msg::Welcome(None)) {
+        return Err(Error::Refused(format!(
+            "{url}: unexpected answer to the hello"
+        )));
+    }
+    let (tx, rx) = mpsc::channel::<Option<Msg>>();
+    let tx2 = tx.clone();
+    let tree = ServeTree::new(
+        src_root.clone(),
+        false,
+        job.opts.workers.unwrap_or_else(job::default_workers),
+        Box::new(move |m| {
+            let _ = tx.send(Some(m));
+        }),
+        Box::new(move |_| {
+            let _ = tx2.send(None);
+        }),
+    )
+    .map_err(|e| net_error(url, e))?;
+    let peer = Peer::start(stream, Arc::new(tree)).map_err(|e| net_error(url, e))?;
+
+    let cancel = job.opts.cancel.clone();
+    let mut failures = Vec::new();
+    let mut finished = None;
+    loop {
+        let msg = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if cancel.is_cancelled() {
+                    // Closing the connection stops the daemon's run; it removes its temporaries.
+                    peer.close("interrupted");
+                    break;
+                }
+                continue;
+            }
+        };
+        match msg {
+            Msg::Event(ev) => {
+                let rel = PathBuf::from(OsString::from_vec(ev.rel));
+                let (Some(action), Ok(kind)) = (action_of(ev.action), wire::kind_of(ev.kind))
+                else {
+                    continue;
+                };
+                observer.event(&Event {
+                    action,
+                    kind,
+                    rel: &rel,
+                    reason: &ev.reason,
+                    bytes: ev.bytes,
+                });
+            }
+            Msg::Failure(w) => {
+                let err = Error::Remote {
+                    op: w.op,
+                    path: PathBuf::from(OsString::from_vec(w.path)),
+                    cause: w.message,
+                };
+                observer.failure(&err);
+                failures.push(Failure::from(&err));
+            }
+            Msg::Found(n) => observer.found(n),
+            Msg::Progress(n) => observer.progress(n),
+            Msg::Finished(f) => {
+                finished = Some(f);
+                break;
+            }
+            _ => {}
+        }
+    }
+    peer.finish();
+    let interrupted = cancel.is_cancelled();
+    let Some(f) = finished else {
+        if interrupted {
+            let mut s = job.summary(sync::Outcome::default(), started);
+            s.failures = failures;
+            s.interrupted = true;
+            s.exit_code = s.compute_exit_code();
+            return Ok(s);
+        }
+        return Err(Error::Refused(format!(
+            "{url}: the connection ended before the daemon finished"
+        )));
+    };
+    if let Some(why) = f.refused {
+        return Err(Error::Refused(why));
+    }
+    let count = |i: usize| Count {
+        count: f.actions[i].0,
+        bytes: f.actions[i].1,
+    };
+    let mut outcome = sync::Outcome {
+        unchanged: f.unchanged,
+        kept: f.kept,
+        interrupted: f.interrupted || interrupted,
+        stats: Stats {
+            workers: f.workers as usize,
+            methods: f.methods.into_iter().collect(),
+            source_entries: f.source_entries,
+            dest_entries: f.dest_entries,
+            ..Stats::default()
+        },
+        ..sync::Outcome::default()
+    };
+    outcome.actions.create = count(0);
+    outcome.actions.update = count(1);
+    outcome.actions.metadata = count(2);
+    outcome.actions.delete = count(3);
+    outcome.actions.link = count(4);
+    let mut s = job.summary(outcome, started);
+    s.failures = failures;
+    s.exit_code = s.compute_exit_code();
+    Ok(s)
+}
+
+pub fn action_code(a: Action) -> u8 {
+    a.symbol() as u8
+}
+
+fn action_of(code: u8) -> Option<Action> {
+    [
+        Action::Create,
+        Action::Update,
+        Action::Metadata,
+        Action::Delete,
+        Action::Link,
+    ]
+    .into_iter()
+    .find(|a| a.symbol() as u8 == code)
+}
+
+/// An admin verb: one request, one answer.
+pub fn admin(url: &RemoteUrl, req: AdminReq, token: Option<String>) -> Result<AdminRep> {
+    let (_stream, answer) = open(url, Role::Admin(req), token)?;
+    match answer {
+        Msg::Admin(AdminRep::Error(why)) => Err(Error::Refused(format!("{url}: {why}"))),
+        Msg::Admin(rep) => Ok(rep),
+        _ => Err(Error::Refused(format!("{url}: unexpected answer"))),
+    }
+}
+
+/// A listed name for display.
+pub fn shown_name(raw: &[u8]) -> String {
+    crate::names::escape(Path::new(std::ffi::OsStr::from_bytes(raw)))
+}
+
+/// The entry's kind, for admin listings.
+pub fn kind_label(w: &WireEntry) -> &'static str {
+    wire::kind_of(w.kind).map_or("?", |k| k.label())
+}

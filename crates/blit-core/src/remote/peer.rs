@@ -1,0 +1,257 @@
+//! One connection, shared by many threads: any thread may send a request and wait for its reply
+//! while others do the same, and requests from the other side are handed to a [`Handler`].
+//!
+//! A reader thread owns the receiving half and routes each frame: replies and data to the
+//! request that awaits them (by id), requests and other messages to the handler. A writer thread
+//! owns the sending half and drains a queue of finished frames, flushing only when the queue is
+//! empty, so many small replies (small files) leave in one system call and one TCP segment train
+//! instead of one each: batching without any added delay.
+
+use std::collections::HashMap;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::wire::{self, Frame, Msg, Rep, Req};
+
+/// What arrives for a request.
+#[derive(Debug)]
+pub enum Incoming {
+    Rep(Rep),
+    Data { offset: u64, data: Vec<u8> },
+}
+
+/// Frames of file data a reply may have buffered before the reader waits for the requester:
+/// bounds memory per transfer (and pushes back on the sender through TCP).
+const DATA_QUEUE: usize = 8;
+
+enum Route {
+    /// Listings and small replies: never block the reader.
+    Open(Sender<Incoming>),
+    /// File data: bounded.
+    Bounded(SyncSender<Incoming>),
+}
+
+impl Route {
+    fn send(&self, i: Incoming) -> bool {
+        match self {
+            Route::Open(s) => s.send(i).is_ok(),
+            Route::Bounded(s) => s.send(i).is_ok(),
+        }
+    }
+}
+
+/// Hears what the other side sends besides replies.
+pub trait Handler: Send + Sync + 'static {
+    fn request(&self, peer: &Arc<Peer>, id: u32, req: Req);
+    fn message(&self, peer: &Arc<Peer>, msg: Msg);
+    /// The connection ended (cleanly or not).
+    fn closed(&self, _why: &str) {}
+}
+
+pub struct Peer {
+    out: Mutex<Option<Sender<Vec<u8>>>>,
+    pending: Mutex<HashMap<u32, Route>>,
+    next_id: AtomicU32,
+    closed: Mutex<Option<String>>,
+    is_closed: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A request's replies, as they come. Dropping it before the end discards what is still on its
+/// way.
+pub struct Replies {
+    id: u32,
+    rx: Receiver<Incoming>,
+    peer: Arc<Peer>,
+}
+
+impl Replies {
+    pub fn next(&self) -> io::Result<Incoming> {
+        self.rx.recv().map_err(|_| self.peer.lost())
+    }
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        self.peer.pending.lock().unwrap().remove(&self.id);
+    }
+}
+
+impl Peer {
+    /// Starts the reader and writer threads on the two halves of a connection.
+    pub fn start(stream: TcpStream, handler: Arc<dyn Handler>) -> io::Result<Arc<Peer>> {
+        let reader = stream.try_clone()?;
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let peer = Arc::new(Peer {
+            out: Mutex::new(Some(tx)),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(1),
+            closed: Mutex::new(None),
+            is_closed: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        });
+        let w = {
+            let peer = Arc::clone(&peer);
+            std::thread::spawn(move || {
+                if let Err(e) = write_loop(&stream, rx) {
+                    peer.close(&format!("send failed: {e}"));
+                }
+                // The other side's reader sees the end of the stream: nothing more is coming.
+                let _ = stream.shutdown(Shutdown::Write);
+            })
+        };
+        let r = {
+            let peer = Arc::clone(&peer);
+            std::thread::spawn(move || {
+                let why = match read_loop(&peer, reader, &*handler) {
+                    Ok(()) => "the other side closed the connection".to_string(),
+                    Err(e) => format!("connection lost: {e}"),
+                };
+                peer.close(&why);
+                handler.closed(&why);
+            })
+        };
+        peer.threads.lock().unwrap().extend([w, r]);
+        Ok(peer)
+    }
+
+    fn lost(&self) -> io::Error {
+        let why = self
+            .closed
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| "connection closed".into());
+        io::Error::new(io::ErrorKind::ConnectionAborted, why)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection dead: waiting requests fail, sends are dropped.
+    pub fn close(&self, why: &str) {
+        {
+            let mut c = self.closed.lock().unwrap();
+            if c.is_none() {
+                *c = Some(why.to_string());
+            }
+        }
+        self.is_closed.store(true, Ordering::Relaxed);
+        self.pending.lock().unwrap().clear();
+        self.out.lock().unwrap().take();
+    }
+
+    /// Queues an encoded frame.
+    pub fn send_frame(&self, frame: Vec<u8>) -> io::Result<()> {
+        let out = self.out.lock().unwrap();
+        match out.as_ref() {
+            Some(tx) => tx.send(frame).map_err(|_| self.lost()),
+            None => Err(self.lost()),
+        }
+    }
+
+    pub fn send(&self, msg: &Msg) -> io::Result<()> {
+        self.send_frame(wire::encode_msg(msg)?)
+    }
+
+    /// Sends a request whose replies are small (any number may wait unread).
+    pub fn request(self: &Arc<Self>, req: Req) -> io::Result<Replies> {
+        let (tx, rx) = mpsc::channel();
+        self.request_on(req, Route::Open(tx), rx)
+    }
+
+    /// Sends a request whose replies carry file data: only a few frames wait unread.
+    pub fn request_data(self: &Arc<Self>, req: Req) -> io::Result<Replies> {
+        let (tx, rx) = mpsc::sync_channel(DATA_QUEUE);
+        self.request_on(req, Route::Bounded(tx), rx)
+    }
+
+    fn request_on(
+        self: &Arc<Self>,
+        req: Req,
+        route: Route,
+        rx: Receiver<Incoming>,
+    ) -> io::Result<Replies> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if self.is_closed() {
+            return Err(self.lost());
+        }
+        self.pending.lock().unwrap().insert(id, route);
+        let replies = Replies {
+            id,
+            rx,
+            peer: Arc::clone(self),
+        };
+        self.send(&Msg::Req { id, req })?;
+        Ok(replies)
+    }
+
+    /// Closes the sending half once everything queued is written, and waits for both threads.
+    pub fn finish(&self) {
+        self.out.lock().unwrap().take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap());
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    fn route(&self, id: u32, item: Incoming, last: bool) {
+        // Look up without holding the lock while sending (a bounded send may wait).
+        let route = {
+            let mut p = self.pending.lock().unwrap();
+            if last {
+                p.remove(&id)
+            } else {
+                p.get(&id).map(|r| match r {
+                    Route::Open(s) => Route::Open(s.clone()),
+                    Route::Bounded(s) => Route::Bounded(s.clone()),
+                })
+            }
+        };
+        if let Some(r) = route {
+            r.send(item);
+        }
+    }
+}
+
+fn write_loop(writer: &TcpStream, rx: Receiver<Vec<u8>>) -> io::Result<()> {
+    let mut w = BufWriter::with_capacity(256 << 10, writer);
+    while let Ok(frame) = rx.recv() {
+        w.write_all(&frame)?;
+        loop {
+            match rx.try_recv() {
+                Ok(frame) => w.write_all(&frame)?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    w.flush()?;
+                    return Ok(());
+                }
+            }
+        }
+        w.flush()?;
+    }
+    w.flush()
+}
+
+fn read_loop(peer: &Arc<Peer>, reader: TcpStream, handler: &dyn Handler) -> io::Result<()> {
+    let mut r = BufReader::with_capacity(256 << 10, reader);
+    while let Some(frame) = wire::read_frame(&mut r)? {
+        match frame {
+            Frame::Data { id, offset, data } => {
+                peer.route(id, Incoming::Data { offset, data }, false)
+            }
+            Frame::Msg(Msg::Rep { id, rep }) => {
+                let last = !matches!(rep, Rep::Entries { last: false, .. });
+                peer.route(id, Incoming::Rep(rep), last);
+            }
+            Frame::Msg(Msg::Req { id, req }) => handler.request(peer, id, req),
+            Frame::Msg(msg) => handler.message(peer, msg),
+        }
+    }
+    Ok(())
+}

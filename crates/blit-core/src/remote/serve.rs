@@ -1,0 +1,362 @@
+//! The side that holds the source tree: answers listing, read, hash and removal requests from the
+//! engine on the other side. The daemon plays it on a pull, the client on a push.
+//!
+//! Requests are served on a pool, several at once, so reading many small files overlaps their
+//! latency; every path from the wire is checked to be plain relative names before use, and
+//! reached from the tree's root one folder descriptor at a time without following links.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use super::peer::{Handler, Peer};
+use super::wire::{self, Expect, Listed, Msg, Rep, Req, WireEntry, WireError};
+use crate::dirs::DirCache;
+use crate::entry::{Entry, Kind};
+use crate::error::{Error, Op, Result};
+use crate::source;
+use crate::sys::{self, At};
+
+pub struct ServeTree {
+    tree: Arc<Tree>,
+    pool: rayon::ThreadPool,
+    /// Messages that are not requests go here (the push client hears the daemon's events).
+    on_message: Box<dyn Fn(Msg) + Send + Sync>,
+    on_closed: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl ServeTree {
+    pub fn new(
+        root: PathBuf,
+        read_only: bool,
+        workers: usize,
+        on_message: Box<dyn Fn(Msg) + Send + Sync>,
+        on_closed: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> io::Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers.max(1))
+            .build()
+            .map_err(io::Error::other)?;
+        Ok(ServeTree {
+            tree: Arc::new(Tree {
+                dirs: DirCache::new(root),
+                read_only,
+            }),
+            pool,
+            on_message,
+            on_closed,
+        })
+    }
+}
+
+/// The served tree itself, shared by the pool's workers.
+struct Tree {
+    dirs: DirCache,
+    /// Removals (a `move` from a read-only module) are refused.
+    read_only: bool,
+}
+
+impl Tree {
+    fn serve(&self, peer: &Peer, id: u32, req: Req) -> io::Result<()> {
+        let rep = match req {
+            Req::List { rel, xattrs } => return self.list(peer, id, &rel, xattrs),
+            Req::Read { rel, expect } => return self.read(peer, id, &rel, expect),
+            Req::Hash(rel) => self.hash(&rel),
+            Req::Remove(rel) => self.remove(&rel, false),
+            Req::RemoveDir(rel) => self.remove(&rel, true),
+        };
+        peer.send(&Msg::Rep { id, rep })
+    }
+
+    fn list(&self, peer: &Peer, id: u32, rel: &[u8], xattrs: bool) -> io::Result<()> {
+        let listed = wire_rel(rel).and_then(|rel| {
+            let dir = self.dirs.dir(&rel)?;
+            let l = source::list_local(&dir, &rel, &|_, _| true, xattrs)?;
+            Ok((dir, l))
+        });
+        let (dir, listed) = match listed {
+            Ok(x) => x,
+            Err(e) => {
+                let rep = Rep::Err(to_wire(&e, rel));
+                return peer.send(&Msg::Rep { id, rep });
+            }
+        };
+        let temps = listed.temps.into_iter().map(|t| t.into_vec()).collect();
+        let mut batch = Vec::new();
+        let mut budget = 0usize;
+        for (name, entry) in listed.entries {
+            let item = match entry.and_then(|e| describe(&dir, &name, &e, xattrs)) {
+                Ok(w) => Listed::Ok(w),
+                Err(e) => {
+                    let w = to_wire(&e, &rel_bytes(rel, &name));
+                    Listed::Err(name.into_vec(), w)
+                }
+            };
+            budget += listed_size(&item);
+            batch.push(item);
+            if budget >= wire::LISTING_BUDGET {
+                let rep = Rep::Entries {
+                    entries: std::mem::take(&mut batch),
+                    temps: Vec::new(),
+                    last: false,
+                };
+                peer.send(&Msg::Rep { id, rep })?;
+                budget = 0;
+            }
+        }
+        let rep = Rep::Entries {
+            entries: batch,
+            temps,
+            last: true,
+        };
+        peer.send(&Msg::Rep { id, rep })
+    }
+
+    fn read(&self, peer: &Peer, id: u32, rel: &[u8], expect: Option<Expect>) -> io::Result<()> {
+        match self.send_file(peer, id, rel, expect) {
+            Ok(rep) => peer.send(&Msg::Rep { id, rep }),
+            Err(e) => peer.send(&Msg::Rep {
+                id,
+                rep: Rep::Err(to_wire(&e, rel)),
+            }),
+        }
+    }
+
+    /// Streams the file's data regions as data frames; holes are skipped (the receiver leaves
+    /// them as holes). The file is `fstat`ed before and after: a change in between voids it.
+    fn send_file(&self, peer: &Peer, id: u32, rel: &[u8], expect: Option<Expect>) -> Result<Rep> {
+        let rel = wire_rel(rel)?;
+        let (dir, name) = self.dirs.parent_of(&rel)?;
+        let at = At::new(&dir, &name);
+        let file = sys::open_source(at)?;
+        let before = sys::stat_fd(&file, at)?;
+        if before.kind != Kind::File || expect.is_some_and(|x| !matches_expect(&before, x)) {
+            return Ok(Rep::Changed);
+        }
+        let mut sent = 0u64;
+        for (start, end) in data_regions(&file, &before) {
+            let mut off = start;
+            while off < end {
+                let want = ((end - off) as usize).min(wire::DATA_CHUNK);
+                let mut frame = Vec::with_capacity(17 + want);
+                frame.extend_from_slice(&wire::data_header(id, off, want));
+                frame.resize(17 + want, 0);
+                let n = read_at_most(&file, &mut frame[17..], off)
+                    .map_err(|e| Error::io(Op::Read, at.path(), e))?;
+                if n == 0 {
+                    // Shorter than it said: it changed.
+                    return Ok(Rep::Changed);
+                }
+                if n < want {
+                    frame.truncate(17 + n);
+                    frame[..4].copy_from_slice(&((n + 12) as u32).to_le_bytes());
+                }
+                peer.send_frame(frame)
+                    .map_err(|e| Error::io(Op::Copy, at.path(), e))?;
+                off += n as u64;
+                sent += n as u64;
+            }
+        }
+        let after = sys::stat_fd(&file, at)?;
+        if after.size != before.size || after.mtime != before.mtime || after.ino != before.ino {
+            return Ok(Rep::Changed);
+        }
+        Ok(Rep::ReadDone(sent))
+    }
+
+    fn hash(&self, rel: &[u8]) -> Rep {
+        let r = wire_rel(rel).and_then(|rel| {
+            let (dir, name) = self.dirs.parent_of(&rel)?;
+            crate::decide::hash_at(At::new(&dir, &name))
+        });
+        match r {
+            Ok(h) => Rep::Hash(*h.as_bytes()),
+            Err(e) => Rep::Err(to_wire(&e, rel)),
+        }
+    }
+
+    fn remove(&self, rel: &[u8], dir_too: bool) -> Rep {
+        if self.read_only {
+            return Rep::Err(WireError {
+                op: Op::Delete.to_string(),
+                path: rel.to_vec(),
+                kind: 2,
+                message: "the module is read-only".into(),
+            });
+        }
+        let r = wire_rel(rel).and_then(|rel| {
+            let (dir, name) = self.dirs.parent_of(&rel)?;
+            let at = At::new(&dir, &name);
+            if dir_too {
+                sys::rmdir_at(at)
+            } else {
+                sys::unlink_at(at).map(|()| true)
+            }
+        });
+        match r {
+            Ok(gone) => Rep::Removed(gone),
+            Err(e) => Rep::Err(to_wire(&e, rel)),
+        }
+    }
+}
+
+impl Handler for ServeTree {
+    fn request(&self, peer: &Arc<Peer>, id: u32, req: Req) {
+        let peer = Arc::clone(peer);
+        let tree = Arc::clone(&self.tree);
+        self.pool.spawn(move || {
+            if let Err(e) = tree.serve(&peer, id, req) {
+                peer.close(&format!("send failed: {e}"));
+            }
+        });
+    }
+
+    fn message(&self, _peer: &Arc<Peer>, msg: Msg) {
+        (self.on_message)(msg);
+    }
+
+    fn closed(&self, why: &str) {
+        (self.on_closed)(why);
+    }
+}
+
+fn matches_expect(e: &Entry, x: Expect) -> bool {
+    e.size == x.size && e.mtime.sec == x.mtime_sec && e.mtime.nsec == x.mtime_nsec && e.ino == x.ino
+}
+
+fn read_at_most(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The byte ranges holding data: the whole file, or for a sparse one only its data extents.
+fn data_regions(f: &File, e: &Entry) -> Vec<(u64, u64)> {
+    #[cfg(target_os = "linux")]
+    if e.is_sparse() {
+        use rustix::fs::SeekFrom;
+        let mut out = Vec::new();
+        let mut off = 0u64;
+        while off < e.size {
+            let Ok(start) = rustix::fs::seek(f, SeekFrom::Data(off)) else {
+                break;
+            };
+            let end = rustix::fs::seek(f, SeekFrom::Hole(start)).unwrap_or(e.size);
+            let end = end.min(e.size);
+            if end > start {
+                out.push((start, end));
+            }
+            off = end.max(start + 1);
+        }
+        return out;
+    }
+    let _ = f;
+    vec![(0, e.size)]
+}
+
+fn listed_size(l: &Listed) -> usize {
+    match l {
+        Listed::Ok(w) => {
+            96 + w.name.len()
+                + w.link.as_ref().map_or(0, Vec::len)
+                + w.xattrs
+                    .as_ref()
+                    .map_or(0, |x| x.iter().map(|(n, v)| n.len() + v.len() + 8).sum())
+        }
+        Listed::Err(n, e) => 64 + n.len() + e.path.len() + e.message.len(),
+    }
+}
+
+/// An entry as the wire describes it, with its link target and xattr values read now.
+pub fn describe(dir: &sys::Dir, name: &OsStr, e: &Entry, xattrs: bool) -> Result<WireEntry> {
+    let at = At::new(dir, name);
+    let mut w = to_wire_entry(name, e);
+    if e.kind == Kind::Symlink {
+        w.link = Some(sys::read_link_at(at)?.into_os_string().into_vec());
+    }
+    if xattrs && e.xattrs {
+        let values = sys::xattrs_of(at)?;
+        w.xattrs = Some(values.into_iter().map(|(n, v)| (n.into_vec(), v)).collect());
+    }
+    Ok(w)
+}
+
+pub fn to_wire_entry(name: &OsStr, e: &Entry) -> WireEntry {
+    WireEntry {
+        name: name.as_bytes().to_vec(),
+        kind: wire::kind_code(e.kind),
+        size: e.size,
+        mtime_sec: e.mtime.sec,
+        mtime_nsec: e.mtime.nsec,
+        perm: e.perm,
+        uid: e.uid,
+        gid: e.gid,
+        dev: e.dev,
+        ino: e.ino,
+        nlink: e.nlink,
+        blocks: e.blocks,
+        rdev: e.rdev,
+        xattrs: None,
+        link: None,
+    }
+}
+
+fn rel_bytes(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {
+    let mut out = dir_rel.to_vec();
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+/// A relative path from the wire: plain names only (no `..`, `.`, root, or NUL).
+pub fn wire_rel(raw: &[u8]) -> Result<PathBuf> {
+    let p = Path::new(OsStr::from_bytes(raw));
+    let ok = !raw.contains(&0) && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if ok {
+        Ok(p.to_path_buf())
+    } else {
+        Err(Error::io(
+            Op::Open,
+            p,
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "path leaves the tree (absolute, `..` or `.`)",
+            ),
+        ))
+    }
+}
+
+/// An error for the wire, named by its path relative to the served tree.
+pub fn to_wire(e: &Error, rel: &[u8]) -> WireError {
+    let (kind, message) = match e {
+        Error::Io { source, .. } => (
+            match source.kind() {
+                io::ErrorKind::NotFound => 1,
+                io::ErrorKind::PermissionDenied => 2,
+                io::ErrorKind::AlreadyExists => 3,
+                _ => 0,
+            },
+            source.to_string(),
+        ),
+        other => (0, other.cause()),
+    };
+    WireError {
+        op: e.op_name(),
+        path: rel.to_vec(),
+        kind,
+        message,
+    }
+}

@@ -1,0 +1,444 @@
+//! The daemon's half of a session: check the client (version, module, token), find the path it
+//! names strictly beneath the module's root, then serve the module's tree (pull), run the engine
+//! into it (push), or answer an admin verb.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, BufReader, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::beneath;
+use super::client::action_code;
+use super::peer::{Handler, Peer};
+use super::serve::{self, ServeTree};
+use super::source::RemoteSource;
+use super::wire::{
+    self, AdminRep, AdminReq, Finished, Frame, Hello, ModuleInfo, Msg, PushJob, Req, Role,
+    WireEntry, WireError, WireEvent,
+};
+use crate::entry::{Entry, Kind};
+use crate::error::Error;
+use crate::job::{Job, Mode, Options};
+use crate::report::{Event, Observer};
+use crate::sync;
+
+/// A folder the daemon serves under a name.
+#[derive(Clone, Debug)]
+pub struct Module {
+    pub name: String,
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// Clients must present this secret.
+    pub token: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub modules: Vec<Module>,
+    /// A session with nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    /// Worker threads per session.
+    pub workers: usize,
+}
+
+/// Runs one client's session to its end. Errors are the connection's own (the client has been
+/// told about everything else).
+pub fn session(mut stream: TcpStream, settings: &Settings) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    stream.set_read_timeout(Some(settings.idle_timeout.min(Duration::from_secs(30))))?;
+    let version = wire::read_client_preamble(&mut stream)?;
+    wire::write_server_preamble(&mut stream, version)?;
+    if version.is_none() {
+        return Ok(());
+    }
+    let hello = {
+        let mut r = BufReader::with_capacity(64, &stream);
+        match wire::read_frame(&mut r)? {
+            Some(Frame::Msg(Msg::Hello(h))) => h,
+            _ => {
+                refuse(&mut stream, "expected a hello")?;
+                return Ok(());
+            }
+        }
+    };
+    stream.set_read_timeout(Some(settings.idle_timeout))?;
+    if let Role::Admin(AdminReq::ListModules) = &hello.role {
+        let list = settings
+            .modules
+            .iter()
+            .map(|m| ModuleInfo {
+                name: m.name.clone(),
+                read_only: m.read_only,
+                needs_token: m.token.is_some(),
+            })
+            .collect();
+        return send(&mut stream, &Msg::Admin(AdminRep::Modules(list)));
+    }
+    let module = match admit(&hello, settings) {
+        Ok(m) => m,
+        Err(why) => return refuse(&mut stream, &why),
+    };
+    let rel = match plain_rel(&hello.path) {
+        Ok(r) => r,
+        Err(why) => return refuse(&mut stream, &why),
+    };
+    match hello.role {
+        Role::Pull => pull(stream, settings, module, &rel),
+        Role::Push(job) => push(stream, settings, module, &rel, job),
+        Role::Admin(req) => {
+            let rep = super::admin::answer(module, &rel, req);
+            send(&mut stream, &Msg::Admin(rep))
+        }
+    }
+}
+
+/// Answers a client the daemon has no room for, so it hears why instead of a reset.
+pub fn refuse_busy(mut stream: TcpStream) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let version = wire::read_client_preamble(&mut stream)?;
+    wire::write_server_preamble(&mut stream, version)?;
+    let _ = wire::read_frame(&mut BufReader::with_capacity(64, &stream));
+    refuse(
+        &mut stream,
+        "the daemon is busy (too many sessions); try again later",
+    )
+}
+
+fn send(stream: &mut TcpStream, msg: &Msg) -> io::Result<()> {
+    stream.write_all(&wire::encode_msg(msg)?)?;
+    stream.flush()
+}
+
+fn refuse(stream: &mut TcpStream, why: &str) -> io::Result<()> {
+    send(stream, &Msg::Refused(why.to_string()))
+}
+
+/// The module named, if the client may use it.
+fn admit<'s>(hello: &Hello, settings: &'s Settings) -> Result<&'s Module, String> {
+    let module = settings
+        .modules
+        .iter()
+        .find(|m| m.name == hello.module)
+        .ok_or_else(|| format!("no module named {:?}", hello.module))?;
+    if let Some(want) = &module.token {
+        let given = hello.token.as_deref().unwrap_or("");
+        if !token_matches(want.as_bytes(), given.as_bytes()) {
+            return Err(if hello.token.is_none() {
+                format!(
+                    "module {:?} needs a token (set BLIT_TOKEN or use --token-file)",
+                    module.name
+                )
+            } else {
+                format!("wrong token for module {:?}", module.name)
+            });
+        }
+    }
+    if let Role::Push(_) = hello.role {
+        if module.read_only {
+            return Err(format!("module {:?} is read-only", module.name));
+        }
+    }
+    if let Role::Admin(AdminReq::Remove) = hello.role {
+        if module.read_only {
+            return Err(format!("module {:?} is read-only", module.name));
+        }
+    }
+    Ok(module)
+}
+
+/// Constant-time comparison, so the time a refusal takes says nothing about the secret.
+fn token_matches(want: &[u8], given: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    let same_len = want.len() == given.len();
+    // Compare against itself when the lengths differ, to spend the same time.
+    let other = if same_len { given } else { want };
+    bool::from(want.ct_eq(other)) && same_len
+}
+
+/// The client's path: plain names only.
+fn plain_rel(raw: &[u8]) -> Result<PathBuf, String> {
+    let p = Path::new(OsStr::from_bytes(raw));
+    if raw.contains(&0) {
+        return Err("the path holds a NUL byte".into());
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("`..` is not allowed in a remote path".into()),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("the path must be relative to the module".into())
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A path the rest of Blit can open, which reaches exactly the held descriptor's folder (the
+/// kernel resolves `/proc/self/fd/N` to the open file itself, never by name again).
+pub(super) fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// The served tree's root, resolved beneath the module: (held descriptors, path to give the
+/// engine, the root's entry). A file root is named inside its held parent folder.
+fn served_root(module: &Module, rel: &Path) -> io::Result<(Vec<OwnedFd>, PathBuf, WireEntry)> {
+    let root = beneath::open_root(&module.path)?;
+    let fd = beneath::open(&root, rel)?;
+    let md = std::fs::metadata(fd_path(&fd))?;
+    let name = rel
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_else(|| module.name.as_bytes().to_vec());
+    let entry = Entry::from_metadata(PathBuf::new(), &md);
+    let wire = serve::to_wire_entry(OsStr::from_bytes(&name), &entry);
+    if md.is_dir() {
+        let path = fd_path(&fd);
+        return Ok((vec![root, fd], path, wire));
+    }
+    let parent = beneath::open(&root, rel.parent().unwrap_or(Path::new("")))?;
+    let path = fd_path(&parent).join(OsStr::from_bytes(&name));
+    Ok((vec![root, fd, parent], path, wire))
+}
+
+fn pull(mut stream: TcpStream, settings: &Settings, module: &Module, rel: &Path) -> io::Result<()> {
+    let (_held, root, entry) = match served_root(module, rel) {
+        Ok(x) => x,
+        Err(e) => return refuse(&mut stream, &format!("{}: {e}", shown(module, rel))),
+    };
+    send(&mut stream, &Msg::Welcome(Some(entry)))?;
+    let (tx, rx) = mpsc::channel::<()>();
+    let tree = ServeTree::new(
+        root,
+        module.read_only,
+        settings.workers,
+        Box::new(|_| {}),
+        Box::new(move |_| {
+            let _ = tx.send(());
+        }),
+    )?;
+    let peer = Peer::start(stream, Arc::new(tree))?;
+    let _ = rx.recv();
+    peer.finish();
+    Ok(())
+}
+
+fn shown(module: &Module, rel: &Path) -> String {
+    if rel.as_os_str().is_empty() {
+        format!("module {:?}", module.name)
+    } else {
+        format!("{}/{}", module.name, crate::names::escape(rel))
+    }
+}
+
+/// No requests come from the client on a push; only replies, routed by the peer.
+struct Replies;
+
+impl Handler for Replies {
+    fn request(&self, peer: &Arc<Peer>, _id: u32, _req: Req) {
+        peer.close("the client sent a request during a push");
+    }
+    fn message(&self, _peer: &Arc<Peer>, _msg: Msg) {}
+}
+
+fn push(
+    mut stream: TcpStream,
+    settings: &Settings,
+    module: &Module,
+    rel: &Path,
+    push: PushJob,
+) -> io::Result<()> {
+    let src_is_dir = push.src.kind == wire::kind_code(Kind::Dir);
+    let dst = match beneath::dest(
+        module,
+        rel,
+        &push.src.name,
+        src_is_dir,
+        push.into,
+        push.dry_run,
+    ) {
+        Ok(d) => d,
+        Err(e) => return refuse(&mut stream, &format!("{}: {e}", push.dst_shown)),
+    };
+    send(&mut stream, &Msg::Welcome(None))?;
+    let peer = Peer::start(stream, Arc::new(Replies))?;
+    let job = Job::new(
+        match push.mode {
+            1 => Mode::Mirror,
+            2 => Mode::Move,
+            _ => Mode::Copy,
+        },
+        crate::Endpoint::Local(PathBuf::new()),
+        crate::Endpoint::Local(PathBuf::new()),
+        Options {
+            dry_run: push.dry_run,
+            checksum: push.checksum,
+            excludes: push.excludes.clone(),
+            includes: push.includes.clone(),
+            max_delete: push.max_delete,
+            workers: Some(
+                push.workers
+                    .map_or(settings.workers, |w| w as usize)
+                    .clamp(1, 64),
+            ),
+            fsync: push.fsync,
+            verify: push.verify,
+            no_xattrs: push.no_xattrs,
+            force: push.force,
+            ..Options::default()
+        },
+    );
+    let dst_path = dst.path.clone();
+    let forward = Forward {
+        peer: Arc::clone(&peer),
+        local: crate::names::escape(&dst_path),
+        local_path: dst_path.clone(),
+        shown: push.dst_shown.clone(),
+    };
+    let finished = match run_push(&job, &peer, &push, &dst_path, src_is_dir, &forward) {
+        Ok(outcome) => {
+            let a = &outcome.actions;
+            Finished {
+                actions: [
+                    (a.create.count, a.create.bytes),
+                    (a.update.count, a.update.bytes),
+                    (a.metadata.count, a.metadata.bytes),
+                    (a.delete.count, a.delete.bytes),
+                    (a.link.count, a.link.bytes),
+                ],
+                unchanged: outcome.unchanged,
+                kept: outcome.kept,
+                interrupted: outcome.interrupted || peer.is_closed(),
+                methods: outcome.stats.methods.into_iter().collect(),
+                source_entries: outcome.stats.source_entries,
+                dest_entries: outcome.stats.dest_entries,
+                workers: outcome.stats.workers as u32,
+                refused: None,
+            }
+        }
+        Err(e) => Finished {
+            refused: Some(forward.words(&e.to_string())),
+            ..Finished::default()
+        },
+    };
+    let _ = peer.send(&Msg::Finished(finished));
+    peer.finish();
+    drop(dst);
+    Ok(())
+}
+
+fn run_push(
+    job: &Job,
+    peer: &Arc<Peer>,
+    push: &PushJob,
+    dst_path: &Path,
+    src_is_dir: bool,
+    forward: &Forward,
+) -> crate::error::Result<sync::Outcome> {
+    let source = RemoteSource::new(Arc::clone(peer), &push.src, push.src_shown.clone())?;
+    let filter = job.filter(src_is_dir)?;
+    let opts = job.sync_options();
+    // The client's Ctrl-C closes the connection; stop then, as a local run stops on Ctrl-C.
+    let cancel = opts.cancel.clone();
+    let watch = Arc::clone(peer);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let watcher = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if watch.is_closed() {
+                cancel.cancel();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let r = sync::run(&source, dst_path, &filter, &opts, forward);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    r
+}
+
+/// Sends the engine's reports to the client, in the client's words for paths.
+struct Forward {
+    peer: Arc<Peer>,
+    /// The destination root as the daemon's messages spell it, and as the client named it.
+    local: String,
+    local_path: PathBuf,
+    shown: String,
+}
+
+impl Forward {
+    fn words(&self, text: &str) -> String {
+        text.replace(&self.local, &self.shown)
+    }
+
+    fn path(&self, p: &Path) -> Vec<u8> {
+        match p.strip_prefix(&self.local_path) {
+            Ok(rel) if rel.as_os_str().is_empty() => self.shown.as_bytes().to_vec(),
+            Ok(rel) => {
+                let mut out = OsString::from(&self.shown);
+                out.push("/");
+                out.push(rel);
+                out.into_vec()
+            }
+            Err(_) => p.as_os_str().as_bytes().to_vec(),
+        }
+    }
+}
+
+impl Observer for Forward {
+    fn found(&self, bytes: u64) {
+        let _ = self.peer.send(&Msg::Found(bytes));
+    }
+
+    fn event(&self, e: &Event<'_>) {
+        let _ = self.peer.send(&Msg::Event(WireEvent {
+            action: action_code(e.action),
+            kind: wire::kind_code(e.kind),
+            rel: e.rel.as_os_str().as_bytes().to_vec(),
+            reason: e.reason.to_string(),
+            bytes: e.bytes,
+        }));
+    }
+
+    fn failure(&self, e: &Error) {
+        let w = WireError {
+            op: e.op_name(),
+            path: e.path().map(|p| self.path(p)).unwrap_or_default(),
+            kind: 0,
+            message: self.words(&e.cause()),
+        };
+        let _ = self.peer.send(&Msg::Failure(w));
+    }
+
+    fn progress(&self, bytes: u64) {
+        let _ = self.peer.send(&Msg::Progress(bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(!token_matches(b"secret", b"secreT"));
+        assert!(!token_matches(b"secret", b"secret2"));
+        assert!(!token_matches(b"secret", b""));
+    }
+
+    #[test]
+    fn client_paths_stay_relative() {
+        assert_eq!(plain_rel(b"a/./b").unwrap(), PathBuf::from("a/b"));
+        assert!(plain_rel(b"a/../b").is_err());
+        assert!(plain_rel(b"/etc").is_err());
+        assert!(plain_rel(b"a\0b").is_err());
+    }
+}

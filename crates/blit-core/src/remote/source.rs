@@ -1,0 +1,390 @@
+//! A source tree on the other end of a connection, as the engine sees it ([`Source`]).
+//!
+//! Listings are requested per folder as the engine enters it, and the subfolders of every listing
+//! are requested at once (a bounded number ahead), so the walk does not pay one round trip per
+//! folder in sequence; memory holds at most that many listings in flight, not the tree.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::peer::{Incoming, Peer, Replies};
+use super::wire::{self, Expect, Listed as WireListed, Rep, Req, WireEntry, WireError};
+use crate::decide::Inside;
+use crate::entry::{Entry, Extra, Kind, MTime};
+use crate::error::{Error, Op, Result};
+use crate::source::{Listed, Source};
+use crate::sys::{self, At, CopyOutcome, Fed, Output, Xattrs};
+
+/// Listings requested ahead of the engine, at most.
+const PREFETCH: usize = 64;
+
+pub struct RemoteSource {
+    peer: Arc<Peer>,
+    root: Entry,
+    root_name: OsString,
+    /// How paths of this tree are shown (`blit://host:port/module/path`).
+    shown: String,
+    prefetched: Mutex<HashMap<PathBuf, Replies>>,
+}
+
+/// A folder of the remote tree: its path relative to the root; `None` for the folder holding a
+/// root that is a file.
+pub struct RemoteDir(Option<PathBuf>);
+
+impl RemoteSource {
+    pub fn new(peer: Arc<Peer>, root: &WireEntry, shown: String) -> Result<Self> {
+        let root_name = OsString::from_vec(root.name.clone());
+        let entry = to_entry(PathBuf::new(), root).map_err(|e| Error::io(Op::Stat, &shown, e))?;
+        Ok(RemoteSource {
+            peer,
+            root: entry,
+            root_name,
+            shown,
+            prefetched: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn rel_of(dir: &RemoteDir, name: &OsStr) -> PathBuf {
+        match &dir.0 {
+            Some(d) => d.join(name),
+            None => PathBuf::new(),
+        }
+    }
+
+    fn shown_path(&self, rel: &Path) -> PathBuf {
+        if rel.as_os_str().is_empty() {
+            PathBuf::from(&self.shown)
+        } else {
+            let mut s = OsString::from(&self.shown);
+            s.push("/");
+            s.push(rel);
+            PathBuf::from(s)
+        }
+    }
+
+    fn lost(&self, op: Op, rel: &Path, e: io::Error) -> Error {
+        Error::io(op, self.shown_path(rel), e)
+    }
+
+    fn from_wire(&self, e: WireError) -> Error {
+        let kind = match e.kind {
+            1 => io::ErrorKind::NotFound,
+            2 => io::ErrorKind::PermissionDenied,
+            3 => io::ErrorKind::AlreadyExists,
+            _ => io::ErrorKind::Other,
+        };
+        let rel = PathBuf::from(OsString::from_vec(e.path));
+        Error::io(
+            Op::from_name(&e.op),
+            self.shown_path(&rel),
+            io::Error::new(kind, e.message),
+        )
+    }
+
+    /// One reply (for requests answered in one frame).
+    fn ask(&self, req: Req, rel: &Path, op: Op) -> Result<Rep> {
+        let replies = self.peer.request(req).map_err(|e| self.lost(op, rel, e))?;
+        match replies.next().map_err(|e| self.lost(op, rel, e))? {
+            Incoming::Rep(Rep::Err(e)) => Err(self.from_wire(e)),
+            Incoming::Rep(rep) => Ok(rep),
+            Incoming::Data { .. } => Err(self.lost(op, rel, unexpected())),
+        }
+    }
+
+    fn list_request(&self, rel: &Path, xattrs: bool) -> io::Result<Replies> {
+        self.peer.request(Req::List {
+            rel: rel.as_os_str().as_bytes().to_vec(),
+            xattrs,
+        })
+    }
+}
+
+fn unexpected() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "unexpected reply from the peer")
+}
+
+/// An entry from the wire, named `rel` here.
+pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
+    let xattrs: Option<Xattrs> = w.xattrs.as_ref().map(|x| {
+        x.iter()
+            .map(|(n, v)| (OsString::from_vec(n.clone()), v.clone()))
+            .collect()
+    });
+    let has_xattrs = xattrs.as_ref().is_some_and(|x| !x.is_empty());
+    let link = w
+        .link
+        .as_ref()
+        .map(|l| PathBuf::from(OsString::from_vec(l.clone())));
+    let extra = (link.is_some() || has_xattrs).then(|| {
+        Arc::new(Extra {
+            link,
+            dir_link: false,
+            xattrs,
+        })
+    });
+    if w.mtime_nsec >= 1_000_000_000 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "entry with an impossible mtime",
+        ));
+    }
+    Ok(Entry {
+        rel,
+        kind: wire::kind_of(w.kind)?,
+        size: w.size,
+        mtime: MTime {
+            sec: w.mtime_sec,
+            nsec: w.mtime_nsec,
+        },
+        perm: w.perm & 0o7777,
+        uid: w.uid,
+        gid: w.gid,
+        dev: w.dev,
+        ino: w.ino,
+        nlink: w.nlink,
+        blocks: w.blocks,
+        rdev: w.rdev,
+        xattrs: has_xattrs,
+        extra,
+    })
+}
+
+/// A plain name from the wire (one component, no `/`, not `.` or `..`, no NUL).
+fn wire_name(raw: &[u8]) -> io::Result<OsString> {
+    let bad =
+        raw.is_empty() || raw == b"." || raw == b".." || raw.contains(&b'/') || raw.contains(&0);
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the peer sent an invalid name",
+        ));
+    }
+    Ok(OsString::from_vec(raw.to_vec()))
+}
+
+impl Source for RemoteSource {
+    type Dir = RemoteDir;
+
+    fn root(&self) -> Result<Entry> {
+        Ok(self.root.clone())
+    }
+
+    fn open_root(&self) -> Result<RemoteDir> {
+        Ok(RemoteDir(Some(PathBuf::new())))
+    }
+
+    fn open_child(&self, dir: &RemoteDir, name: &OsStr) -> Result<RemoteDir> {
+        Ok(RemoteDir(Some(Self::rel_of(dir, name))))
+    }
+
+    fn parent_of(&self, rel: &Path) -> Result<(Arc<RemoteDir>, OsString)> {
+        match (rel.parent(), rel.file_name()) {
+            (Some(p), Some(n)) => {
+                Ok((Arc::new(RemoteDir(Some(p.to_path_buf()))), n.to_os_string()))
+            }
+            _ => Ok((Arc::new(RemoteDir(None)), self.root_name.clone())),
+        }
+    }
+
+    fn list(
+        &self,
+        _dir: &RemoteDir,
+        rel: &Path,
+        keep: &dyn Fn(&Path, bool) -> bool,
+        xattrs: bool,
+    ) -> Result<Listed> {
+        let ahead = self.prefetched.lock().unwrap().remove(rel);
+        let replies = match ahead {
+            Some(r) => r,
+            None => self
+                .list_request(rel, xattrs)
+                .map_err(|e| self.lost(Op::ReadDir, rel, e))?,
+        };
+        let mut out = Listed::default();
+        let mut subdirs = Vec::new();
+        loop {
+            let rep = replies.next().map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+            let (entries, temps, last) = match rep {
+                Incoming::Rep(Rep::Entries {
+                    entries,
+                    temps,
+                    last,
+                }) => (entries, temps, last),
+                Incoming::Rep(Rep::Err(e)) => return Err(self.from_wire(e)),
+                _ => return Err(self.lost(Op::ReadDir, rel, unexpected())),
+            };
+            for t in temps {
+                out.temps
+                    .push(wire_name(&t).map_err(|e| self.lost(Op::ReadDir, rel, e))?);
+            }
+            for item in entries {
+                let (raw, entry) = match item {
+                    WireListed::Ok(w) => {
+                        let name = w.name.clone();
+                        let child = wire_name(&name).and_then(|n| {
+                            let child = rel.join(&n);
+                            to_entry(child, &w)
+                        });
+                        (name, child.map_err(|e| self.lost(Op::ReadDir, rel, e)))
+                    }
+                    WireListed::Err(name, e) => (name, Err(self.from_wire(e))),
+                };
+                let name = wire_name(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                if let Ok(e) = &entry {
+                    if e.kind == Kind::Dir && keep(&e.rel, true) {
+                        subdirs.push(e.rel.clone());
+                    }
+                }
+                out.entries.push((name, entry));
+            }
+            if last {
+                break;
+            }
+        }
+        // Ask for the subfolders now, so their listings travel while this one is merged.
+        let mut ahead = self.prefetched.lock().unwrap();
+        for sub in subdirs {
+            if ahead.len() >= PREFETCH {
+                break;
+            }
+            if let Ok(r) = self.list_request(&sub, xattrs) {
+                ahead.insert(sub, r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn copy(
+        &self,
+        dir: &RemoteDir,
+        name: &OsStr,
+        entry: &Entry,
+        first: bool,
+        out: Output<'_>,
+    ) -> Result<CopyOutcome> {
+        let rel = Self::rel_of(dir, name);
+        let expect = first.then_some(Expect {
+            size: entry.size,
+            mtime_sec: entry.mtime.sec,
+            mtime_nsec: entry.mtime.nsec,
+            ino: entry.ino,
+        });
+        let replies = self
+            .peer
+            .request_data(Req::Read {
+                rel: rel.as_os_str().as_bytes().to_vec(),
+                expect,
+            })
+            .map_err(|e| self.lost(Op::Copy, &rel, e))?;
+        let xattrs = entry.extra.as_ref().and_then(|x| x.xattrs.as_ref());
+        let tmp = out.tmp;
+        let (progress, cancel) = (out.progress, out.cancel);
+        let mut feed = |f: &std::fs::File| -> Result<Fed> {
+            loop {
+                if cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                match replies.next().map_err(|e| self.lost(Op::Copy, &rel, e))? {
+                    Incoming::Data { offset, data } => {
+                        if offset.saturating_add(data.len() as u64) > entry.size {
+                            return Err(self.lost(Op::Copy, &rel, unexpected()));
+                        }
+                        f.write_all_at(&data, offset)
+                            .map_err(|e| Error::io(Op::Write, tmp.path(), e))?;
+                        progress(data.len() as u64);
+                    }
+                    Incoming::Rep(Rep::ReadDone(n)) => return Ok(Fed::Done(n)),
+                    Incoming::Rep(Rep::Changed) => return Ok(Fed::Changed),
+                    Incoming::Rep(Rep::Err(e)) => return Err(self.from_wire(e)),
+                    Incoming::Rep(_) => return Err(self.lost(Op::Copy, &rel, unexpected())),
+                }
+            }
+        };
+        sys::receive_to_temp(&out, entry, xattrs, &mut feed)
+    }
+
+    fn inside<'s>(
+        &'s self,
+        dir: &'s RemoteDir,
+        name: &'s OsStr,
+        entry: &'s Entry,
+    ) -> Box<dyn Inside + 's> {
+        Box::new(RemoteInside {
+            src: self,
+            rel: Self::rel_of(dir, name),
+            entry,
+        })
+    }
+
+    fn link_is_dir(&self, _dir: &RemoteDir, _name: &OsStr, entry: &Entry) -> bool {
+        entry.extra.as_ref().is_some_and(|x| x.dir_link)
+    }
+
+    fn rename_into(&self, _: &RemoteDir, _: &OsStr, _: At<'_>) -> Option<io::Result<()>> {
+        None
+    }
+
+    fn remove(&self, dir: &RemoteDir, name: &OsStr) -> Result<()> {
+        let rel = Self::rel_of(dir, name);
+        let req = Req::Remove(rel.as_os_str().as_bytes().to_vec());
+        match self.ask(req, &rel, Op::Delete)? {
+            Rep::Removed(_) => Ok(()),
+            _ => Err(self.lost(Op::Delete, &rel, unexpected())),
+        }
+    }
+
+    fn remove_dir(&self, dir: &RemoteDir, name: &OsStr) -> Result<bool> {
+        let rel = Self::rel_of(dir, name);
+        let req = Req::RemoveDir(rel.as_os_str().as_bytes().to_vec());
+        match self.ask(req, &rel, Op::Delete)? {
+            Rep::Removed(gone) => Ok(gone),
+            _ => Err(self.lost(Op::Delete, &rel, unexpected())),
+        }
+    }
+
+    fn path(&self, dir: &RemoteDir, name: &OsStr) -> PathBuf {
+        self.shown_path(&Self::rel_of(dir, name))
+    }
+
+    fn root_path(&self) -> PathBuf {
+        PathBuf::from(&self.shown)
+    }
+}
+
+struct RemoteInside<'s> {
+    src: &'s RemoteSource,
+    rel: PathBuf,
+    entry: &'s Entry,
+}
+
+impl Inside for RemoteInside<'_> {
+    fn hash(&self) -> Result<blake3::Hash> {
+        let req = Req::Hash(self.rel.as_os_str().as_bytes().to_vec());
+        match self.src.ask(req, &self.rel, Op::Checksum)? {
+            Rep::Hash(h) => Ok(blake3::Hash::from_bytes(h)),
+            _ => Err(self.src.lost(Op::Checksum, &self.rel, unexpected())),
+        }
+    }
+
+    fn link_target(&self) -> Result<PathBuf> {
+        self.entry
+            .extra
+            .as_ref()
+            .and_then(|x| x.link.clone())
+            .ok_or_else(|| self.src.lost(Op::Read, &self.rel, unexpected()))
+    }
+
+    fn xattrs(&self) -> Result<Xattrs> {
+        Ok(self
+            .entry
+            .extra
+            .as_ref()
+            .and_then(|x| x.xattrs.clone())
+            .unwrap_or_default())
+    }
+}

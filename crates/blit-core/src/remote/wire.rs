@@ -1,0 +1,445 @@
+//! The wire format (described for people in docs/PROTOCOL.md).
+//!
+//! A connection starts with a preamble each way (`BLIT`, then the lowest and highest protocol
+//! versions the client speaks; the server answers `BLIT` and the version it chose, 0 for none).
+//! Then both sides send frames: a 4-byte little-endian length, a 1-byte type, and the body.
+//! - type 0, a message: a [`Msg`] in postcard (compact, serde-derived, decoding bounded by the
+//!   frame it reads from);
+//! - type 1, file data: request id (u32 LE), offset (u64 LE), then the raw bytes, so bulk data
+//!   costs no encoding at all.
+//!
+//! Every length is checked before anything is allocated: a frame longer than [`MAX_FRAME`] is an
+//! error, and so is any body that does not decode completely.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &[u8; 4] = b"BLIT";
+pub const VERSION: u16 = 1;
+/// A frame's body may not exceed this. Data frames carry at most [`DATA_CHUNK`] bytes; a message
+/// with more (a huge folder's listing) is split by its sender.
+pub const MAX_FRAME: usize = 4 << 20;
+/// File data per frame: large enough that the per-frame cost vanishes, small enough that one
+/// big file does not hold the connection for long.
+pub const DATA_CHUNK: usize = 1 << 20;
+/// Listing entries per reply frame are limited by this many bytes of names and attributes.
+pub const LISTING_BUDGET: usize = 1 << 20;
+
+const TYPE_MSG: u8 = 0;
+const TYPE_DATA: u8 = 1;
+
+/// Everything that is not file data.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum Msg {
+    Hello(Hello),
+    /// The session is open; for a pull, with the served root's entry.
+    Welcome(Option<WireEntry>),
+    /// The session is refused; the text says why, for the user.
+    Refused(String),
+    Req {
+        id: u32,
+        req: Req,
+    },
+    Rep {
+        id: u32,
+        rep: Rep,
+    },
+    /// Push: the daemon reports each change it makes, for the client's output.
+    Event(WireEvent),
+    Failure(WireError),
+    Found(u64),
+    Progress(u64),
+    /// Push: the daemon's totals; the session ends after it.
+    Finished(Finished),
+    /// Admin: the answer.
+    Admin(AdminRep),
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Hello {
+    pub module: String,
+    /// The path inside the module, raw bytes, `/`-separated, relative.
+    pub path: Vec<u8>,
+    pub token: Option<String>,
+    pub role: Role,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum Role {
+    /// The client reads the module's tree (the daemon serves requests).
+    Pull,
+    /// The client's tree is written into the module (the daemon runs the engine and asks).
+    Push(PushJob),
+    Admin(AdminReq),
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+pub struct PushJob {
+    /// 0 copy, 1 mirror, 2 move.
+    pub mode: u8,
+    pub dry_run: bool,
+    pub checksum: bool,
+    pub excludes: Vec<String>,
+    pub includes: Vec<String>,
+    pub max_delete: Option<u64>,
+    pub workers: Option<u32>,
+    pub fsync: bool,
+    pub verify: bool,
+    pub no_xattrs: bool,
+    pub force: bool,
+    /// The client's root entry (its name included), so the daemon can place a single file.
+    pub src: WireEntry,
+    /// The destination was written with a trailing slash (a file goes inside it).
+    pub into: bool,
+    /// How the client names its source and the destination, so the daemon's messages use the
+    /// user's own words rather than the daemon's paths.
+    pub src_shown: String,
+    pub dst_shown: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum AdminReq {
+    ListModules,
+    /// `ls`: one folder (or a file's own entry).
+    List,
+    /// `du`: totals beneath the path.
+    Usage,
+    /// `df`: the filesystem holding the module.
+    Space,
+    /// `find`: entries whose name matches the glob.
+    Find(String),
+    /// `rm`: delete the path (a folder with everything in it).
+    Remove,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum AdminRep {
+    Modules(Vec<ModuleInfo>),
+    Entries(Vec<(Vec<u8>, WireEntry)>),
+    Usage {
+        files: u64,
+        dirs: u64,
+        bytes: u64,
+    },
+    Space {
+        total: u64,
+        free: u64,
+        available: u64,
+    },
+    Removed {
+        entries: u64,
+    },
+    Error(String),
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub read_only: bool,
+    pub needs_token: bool,
+}
+
+/// Requests from the side running the engine to the side holding the source tree.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum Req {
+    /// A folder's entries; with `xattrs`, each entry's extended attributes too.
+    List {
+        rel: Vec<u8>,
+        xattrs: bool,
+    },
+    /// Send a file's content; `expect` is what the listing saw (a differing file is "changed").
+    Read {
+        rel: Vec<u8>,
+        expect: Option<Expect>,
+    },
+    Hash(Vec<u8>),
+    Remove(Vec<u8>),
+    RemoveDir(Vec<u8>),
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, Copy)]
+pub struct Expect {
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub ino: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum Rep {
+    /// Part of a listing; `last` ends it.
+    Entries {
+        entries: Vec<Listed>,
+        temps: Vec<Vec<u8>>,
+        last: bool,
+    },
+    /// A `Read` is complete (its data frames came before): this many bytes.
+    ReadDone(u64),
+    /// The file changed while being read; the data sent is void.
+    Changed,
+    Hash([u8; 32]),
+    Removed(bool),
+    Done,
+    Err(WireError),
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum Listed {
+    Ok(WireEntry),
+    Err(Vec<u8>, WireError),
+}
+
+/// An entry as the wire carries it: the `lstat` fields, plus what cannot be fetched later.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, Default)]
+pub struct WireEntry {
+    pub name: Vec<u8>,
+    /// See [`kind_code`].
+    pub kind: u8,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub blocks: u64,
+    pub rdev: u64,
+    pub xattrs: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    pub link: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+pub struct WireError {
+    pub op: String,
+    pub path: Vec<u8>,
+    /// 1 not found, 2 permission denied, 3 already exists, 0 other.
+    pub kind: u8,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct WireEvent {
+    /// `+ * . - =`
+    pub action: u8,
+    pub kind: u8,
+    pub rel: Vec<u8>,
+    pub reason: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Finished {
+    /// Count and bytes per action: create, update, metadata, delete, link.
+    pub actions: [(u64, u64); 5],
+    pub unchanged: u64,
+    pub kept: u64,
+    pub interrupted: bool,
+    pub methods: Vec<(String, u64)>,
+    pub source_entries: u64,
+    pub dest_entries: u64,
+    pub workers: u32,
+    /// The job was refused before anything changed (the text says why).
+    pub refused: Option<String>,
+}
+
+/// One frame read off the wire.
+#[derive(Debug)]
+pub enum Frame {
+    Msg(Msg),
+    Data { id: u32, offset: u64, data: Vec<u8> },
+}
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+/// Encodes a message as one frame.
+pub fn encode_msg(msg: &Msg) -> io::Result<Vec<u8>> {
+    let mut out = vec![0u8; 5];
+    let body = postcard::to_extend(msg, out).map_err(|e| invalid(e.to_string()))?;
+    out = body;
+    let len = out.len() - 5;
+    if len > MAX_FRAME {
+        return Err(invalid(format!(
+            "message of {len} bytes exceeds the frame limit"
+        )));
+    }
+    out[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[4] = TYPE_MSG;
+    Ok(out)
+}
+
+/// Encodes a data frame header; the caller writes `data` right after it.
+pub fn data_header(id: u32, offset: u64, len: usize) -> [u8; 17] {
+    let mut h = [0u8; 17];
+    h[..4].copy_from_slice(&((len + 12) as u32).to_le_bytes());
+    h[4] = TYPE_DATA;
+    h[5..9].copy_from_slice(&id.to_le_bytes());
+    h[9..17].copy_from_slice(&offset.to_le_bytes());
+    h
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream (between frames).
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
+    let mut head = [0u8; 5];
+    match r.read(&mut head[..1])? {
+        0 => return Ok(None),
+        _ => r.read_exact(&mut head[1..])?,
+    }
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(invalid(format!(
+            "frame of {len} bytes exceeds the limit of {MAX_FRAME}"
+        )));
+    }
+    match head[4] {
+        TYPE_MSG => {
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body)?;
+            decode_msg(&body).map(|m| Some(Frame::Msg(m)))
+        }
+        TYPE_DATA => {
+            if len < 12 {
+                return Err(invalid("data frame too short"));
+            }
+            let mut h = [0u8; 12];
+            r.read_exact(&mut h)?;
+            let id = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            let offset = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
+            let mut data = vec![0u8; len - 12];
+            r.read_exact(&mut data)?;
+            Ok(Some(Frame::Data { id, offset, data }))
+        }
+        t => Err(invalid(format!("unknown frame type {t}"))),
+    }
+}
+
+/// Decodes a message body, which must be consumed exactly.
+pub fn decode_msg(body: &[u8]) -> io::Result<Msg> {
+    let (msg, rest) =
+        postcard::take_from_bytes::<Msg>(body).map_err(|e| invalid(format!("bad message: {e}")))?;
+    if !rest.is_empty() {
+        return Err(invalid("trailing bytes after a message"));
+    }
+    Ok(msg)
+}
+
+/// Writes the client's preamble.
+pub fn write_client_preamble(w: &mut impl Write) -> io::Result<()> {
+    let mut p = [0u8; 8];
+    p[..4].copy_from_slice(MAGIC);
+    p[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    p[6..8].copy_from_slice(&VERSION.to_le_bytes());
+    w.write_all(&p)?;
+    w.flush()
+}
+
+/// Reads the client's preamble and picks the version to speak (`None`: no common version).
+pub fn read_client_preamble(r: &mut impl Read) -> io::Result<Option<u16>> {
+    let mut p = [0u8; 8];
+    r.read_exact(&mut p)?;
+    if &p[..4] != MAGIC {
+        return Err(invalid("not a blit client (bad preamble)"));
+    }
+    let lo = u16::from_le_bytes([p[4], p[5]]);
+    let hi = u16::from_le_bytes([p[6], p[7]]);
+    Ok((lo..=hi).contains(&VERSION).then_some(VERSION))
+}
+
+pub fn write_server_preamble(w: &mut impl Write, version: Option<u16>) -> io::Result<()> {
+    let mut p = [0u8; 6];
+    p[..4].copy_from_slice(MAGIC);
+    p[4..6].copy_from_slice(&version.unwrap_or(0).to_le_bytes());
+    w.write_all(&p)?;
+    w.flush()
+}
+
+pub fn read_server_preamble(r: &mut impl Read) -> io::Result<u16> {
+    let mut p = [0u8; 6];
+    r.read_exact(&mut p)?;
+    if &p[..4] != MAGIC {
+        return Err(invalid("not a blit daemon (bad preamble)"));
+    }
+    match u16::from_le_bytes([p[4], p[5]]) {
+        0 => Err(invalid(format!(
+            "the daemon speaks no protocol version this client knows ({VERSION})"
+        ))),
+        v => Ok(v),
+    }
+}
+
+/// Entry kinds on the wire.
+pub fn kind_code(k: crate::entry::Kind) -> u8 {
+    use crate::entry::Kind::*;
+    match k {
+        File => 0,
+        Dir => 1,
+        Symlink => 2,
+        Fifo => 3,
+        CharDevice => 4,
+        BlockDevice => 5,
+        Socket => 6,
+    }
+}
+
+pub fn kind_of(code: u8) -> io::Result<crate::entry::Kind> {
+    use crate::entry::Kind::*;
+    Ok(match code {
+        0 => File,
+        1 => Dir,
+        2 => Symlink,
+        3 => Fifo,
+        4 => CharDevice,
+        5 => BlockDevice,
+        6 => Socket,
+        c => return Err(invalid(format!("unknown entry kind {c}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_round_trips_through_a_frame() {
+        let msg = Msg::Req {
+            id: 7,
+            req: Req::Read {
+                rel: b"a/b".to_vec(),
+                expect: None,
+            },
+        };
+        let bytes = encode_msg(&msg).unwrap();
+        match read_frame(&mut &bytes[..]).unwrap() {
+            Some(Frame::Msg(m)) => assert_eq!(m, msg),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_errors() {
+        let mut big = ((MAX_FRAME + 1) as u32).to_le_bytes().to_vec();
+        big.push(0);
+        assert!(read_frame(&mut &big[..]).is_err());
+        let garbage = [3u8, 0, 0, 0, 0, 0xff, 0xff, 0xff];
+        assert!(read_frame(&mut &garbage[..]).is_err());
+        let bad_type = [0u8, 0, 0, 0, 9];
+        assert!(read_frame(&mut &bad_type[..]).is_err());
+        assert!(read_frame(&mut &[][..]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_data_frame_carries_raw_bytes() {
+        let mut bytes = data_header(3, 4096, 5).to_vec();
+        bytes.extend_from_slice(b"hello");
+        match read_frame(&mut &bytes[..]).unwrap() {
+            Some(Frame::Data { id, offset, data }) => {
+                assert_eq!((id, offset, &data[..]), (3, 4096, &b"hello"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The daemon's settings: a TOML file, or the quick form on the command line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub listen: Option<String>,
+    /// Sessions served at once; more are refused with a message.
+    pub max_connections: Option<usize>,
+    /// Seconds a session may stay silent before it is closed.
+    pub idle_timeout: Option<u64>,
+    /// Worker threads per session.
+    pub workers: Option<usize>,
+    #[serde(default, rename = "module")]
+    pub modules: Vec<ModuleFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleFile {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+    pub token_file: Option<PathBuf>,
+}
+
+pub struct Config {
+    pub listen: String,
+    pub max_connections: usize,
+    pub settings: blit_core::remote::server::Settings,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9031";
+
+pub fn load(path: &Path) -> anyhow::Result<File> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+}
+
+/// Checks every module (a readable folder, a unique name, a non-empty token) before serving.
+pub fn build(file: File, listen: Option<String>) -> anyhow::Result<Config> {
+    let mut modules = Vec::new();
+    for m in file.modules {
+        if m.name.is_empty() || m.name.contains('/') {
+            bail!(
+                "module name {:?}: must be non-empty and hold no '/'",
+                m.name
+            );
+        }
+        if modules
+            .iter()
+            .any(|x: &blit_core::remote::server::Module| x.name == m.name)
+        {
+            bail!("module {:?} is defined twice", m.name);
+        }
+        let path = std::fs::canonicalize(&m.path)
+            .with_context(|| format!("module {:?}: path {}", m.name, m.path.display()))?;
+        if !path.is_dir() {
+            bail!("module {:?}: {} is not a folder", m.name, path.display());
+        }
+        let token = match &m.token_file {
+            Some(f) => {
+                let t = std::fs::read_to_string(f)
+                    .with_context(|| format!("module {:?}: token file {}", m.name, f.display()))?;
+                let t = t.trim().to_string();
+                if t.is_empty() {
+                    bail!("module {:?}: token file {} is empty", m.name, f.display());
+                }
+                Some(t)
+            }
+            None => None,
+        };
+        modules.push(blit_core::remote::server::Module {
+            name: m.name,
+            path,
+            read_only: m.read_only,
+            token,
+        });
+    }
+    if modules.is_empty() {
+        bail!("no modules to serve (give --module NAME=PATH or a config with [[module]])");
+    }
+    Ok(Config {
+        listen: listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+        max_connections: file.max_connections.unwrap_or(64).max(1),
+        settings: blit_core::remote::server::Settings {
+            modules,
+            idle_timeout: Duration::from_secs(file.idle_timeout.unwrap_or(600).max(1)),
+            workers: file
+                .workers
+                .unwrap_or_else(blit_core::job::default_workers)
+                .clamp(1, 64),
+        },
+    })
+}
+
+/// `NAME=PATH` from the command line.
+pub fn parse_module(arg: &str) -> Result<ModuleFile, String> {
+    let (name, path) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?}: expected NAME=PATH"))?;
+    Ok(ModuleFile {
+        name: name.to_string(),
+        path: PathBuf::from(path),
+        read_only: false,
+        token_file: None,
+    })
+}

@@ -1,0 +1,100 @@
+//! The listener: accepts clients, enforces the session limit, and runs each session.
+
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "blit-daemon",
+    version,
+    about = "Serve folders (modules) to remote blit clients"
+)]
+struct Args {
+    /// TOML configuration (listen address, limits, [[module]] tables)
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Address to listen on (default 127.0.0.1:9031; port 0 picks a free port)
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+    /// Serve PATH as module NAME, writable and without a token (repeatable)
+    #[arg(long, value_name = "NAME=PATH", value_parser = config::parse_module)]
+    module: Vec<config::ModuleFile>,
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut file = match &args.config {
+        Some(p) => config::load(p)?,
+        None => config::File {
+            listen: None,
+            max_connections: None,
+            idle_timeout: None,
+            workers: None,
+            modules: Vec::new(),
+        },
+    };
+    file.modules.extend(args.module);
+    let cfg = config::build(file, args.listen)?;
+    let listener = TcpListener::bind(&cfg.listen)
+        .map_err(|e| anyhow::anyhow!("listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    warn_if_exposed(addr.ip(), &cfg.settings.modules);
+    // The first line on stdout says where to connect (tests and scripts read it).
+    println!("blit-daemon listening on {addr}");
+    let settings = Arc::new(cfg.settings);
+    let active = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("blit-daemon: accept: {e}");
+                continue;
+            }
+        };
+        let (settings, active) = (Arc::clone(&settings), Arc::clone(&active));
+        let max = cfg.max_connections;
+        std::thread::spawn(move || serve(stream, &settings, &active, max));
+    }
+    Ok(())
+}
+
+fn serve(
+    stream: TcpStream,
+    settings: &blit_core::remote::server::Settings,
+    active: &AtomicUsize,
+    max: usize,
+) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    if active.fetch_add(1, Ordering::SeqCst) >= max {
+        active.fetch_sub(1, Ordering::SeqCst);
+        let _ = blit_core::remote::server::refuse_busy(stream);
+        eprintln!("blit-daemon: {peer}: refused, {max} sessions already open");
+        return;
+    }
+    if let Err(e) = blit_core::remote::server::session(stream, settings) {
+        eprintln!("blit-daemon: {peer}: {e}");
+    }
+    active.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// An open, writable module reachable from the network lets anyone write there.
+fn warn_if_exposed(ip: IpAddr, modules: &[blit_core::remote::server::Module]) {
+    if ip.is_loopback() {
+        return;
+    }
+    for m in modules {
+        if m.token.is_none() && !m.read_only {
+            eprintln!(
+                "blit-daemon: warning: module {:?} is writable by anyone who can reach {ip} (no token_file)",
+                m.name
+            );
+        }
+    }
+}
