@@ -40,8 +40,12 @@ fn ask(cmd: Command) -> anyhow::Result<ExitCode> {
     if url.module.is_empty() && req != AdminReq::ListModules {
         anyhow::bail!("{}: name a module (blit://HOST/MODULE/PATH)", common.url);
     }
-    let token = crate::token(common.token_file.as_deref())?;
-    let rep = client::admin(&url, req, token)?;
+    let access = client::Access {
+        token: crate::token(common.token_file.as_deref())?,
+        plain: common.no_tls,
+        fingerprint: common.tls_fingerprint.clone(),
+    };
+    let rep = client::admin(&url, req, &access)?;
     print(&rep, common.json);
     Ok(ExitCode::SUCCESS)
 }

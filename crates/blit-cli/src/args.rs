@@ -72,6 +72,12 @@ pub struct AdminArgs {
     /// Read the module's token from FILE (default: the BLIT_TOKEN environment variable)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Connect in the clear (the daemon must run with TLS off)
+    #[arg(long)]
+    pub no_tls: bool,
+    /// Accept only the daemon certificate with this SHA-256 fingerprint (hex)
+    #[arg(long, value_name = "HEX")]
+    pub tls_fingerprint: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -83,6 +89,13 @@ pub struct TransferArgs {
     /// Read a remote module's token from FILE (default: the BLIT_TOKEN environment variable)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Connect in the clear (the daemon must run with TLS off)
+    #[arg(long)]
+    pub no_tls: bool,
+    /// Accept only the daemon certificate with this SHA-256 fingerprint (hex); without it, the
+    /// first certificate seen is trusted and recorded in ~/.config/blit/known_hosts
+    #[arg(long, value_name = "HEX")]
+    pub tls_fingerprint: Option<String>,
     /// Report what would be done; change nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,

@@ -1,6 +1,7 @@
 //! `blit`: the command line. It parses arguments, wires Ctrl-C to cancellation, prints what the
 //! engine reports, and maps the outcome to an exit code. All logic lives in `blit-core`.
 
+#[cfg(unix)]
 mod admin;
 mod args;
 mod output;
@@ -29,7 +30,13 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        #[cfg(unix)]
         other => admin::run(other),
+        #[cfg(not(unix))]
+        _ => {
+            eprintln!("blit: remote verbs are not supported in this build");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -106,6 +113,8 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         force: a.force,
         cancel,
         token: token(a.token_file.as_deref())?,
+        no_tls: a.no_tls,
+        tls_fingerprint: a.tls_fingerprint.clone(),
     };
     let job = Job::new(mode, endpoint(&a.src)?, endpoint(&a.dst)?, opts);
     let printer = output::Printer::new(&a);

@@ -50,6 +50,10 @@ pub struct Options {
     pub cancel: CancelToken,
     /// The secret a remote module asks for.
     pub token: Option<String>,
+    /// Remote: plain TCP instead of TLS.
+    pub no_tls: bool,
+    /// Remote: the daemon's certificate fingerprint to insist on.
+    pub tls_fingerprint: Option<String>,
 }
 
 pub struct Job {
@@ -92,10 +96,6 @@ impl Job {
             #[cfg(unix)]
             (Endpoint::Remote(_), Endpoint::Remote(_)) => Err(Error::Refused(
                 "both ends are remote; one must be a local path".into(),
-            )),
-            #[cfg(not(unix))]
-            _ => Err(Error::Refused(
-                "remote endpoints are not supported in this build".into(),
             )),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub listen: Option<String>,
@@ -16,6 +16,13 @@ pub struct File {
     pub idle_timeout: Option<u64>,
     /// Worker threads per session.
     pub workers: Option<usize>,
+    /// TLS on every session (default true); `false` serves plain TCP.
+    pub tls: Option<bool>,
+    /// PEM certificate chain and private key; without them a self-signed certificate is made
+    /// once and kept in `tls_dir`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_dir: Option<PathBuf>,
     #[serde(default, rename = "module")]
     pub modules: Vec<ModuleFile>,
 }
@@ -99,8 +106,48 @@ pub fn build(file: File, listen: Option<String>) -> anyhow::Result<Config> {
                 .workers
                 .unwrap_or_else(blit_core::job::default_workers)
                 .clamp(1, 64),
+            tls: tls(&file.tls, &file.tls_cert, &file.tls_key, &file.tls_dir)?,
         },
     })
+}
+
+fn tls(
+    on: &Option<bool>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    dir: &Option<PathBuf>,
+) -> anyhow::Result<Option<std::sync::Arc<blit_core::remote::tls::Server>>> {
+    use blit_core::remote::tls::Server;
+    if *on == Some(false) {
+        return Ok(None);
+    }
+    let server = match (cert, key) {
+        (Some(c), Some(k)) => Server::from_files(c, k)?,
+        (None, None) => {
+            let dir = dir.clone().unwrap_or_else(default_tls_dir);
+            Server::self_signed(&dir)
+                .with_context(|| format!("self-signed certificate in {}", dir.display()))?
+        }
+        _ => bail!("tls_cert and tls_key go together"),
+    };
+    Ok(Some(std::sync::Arc::new(server)))
+}
+
+/// Where a self-signed identity is kept: /var/lib/blit-daemon as root, else the user's state
+/// folder.
+fn default_tls_dir() -> PathBuf {
+    if rustix_is_root() {
+        return PathBuf::from("/var/lib/blit-daemon");
+    }
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("blit-daemon")
+}
+
+fn rustix_is_root() -> bool {
+    blit_core::sys::is_root()
 }
 
 /// `NAME=PATH` from the command line.

@@ -24,28 +24,49 @@ struct Args {
     /// Serve PATH as module NAME, writable and without a token (repeatable)
     #[arg(long, value_name = "NAME=PATH", value_parser = config::parse_module)]
     module: Vec<config::ModuleFile>,
+    /// Serve plain TCP, without TLS (clients then need --no-tls)
+    #[arg(long)]
+    no_tls: bool,
+    /// PEM certificate (chain) for TLS; without it a self-signed one is made and kept
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Folder keeping the self-signed identity (default /var/lib/blit-daemon as root)
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 pub fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut file = match &args.config {
         Some(p) => config::load(p)?,
-        None => config::File {
-            listen: None,
-            max_connections: None,
-            idle_timeout: None,
-            workers: None,
-            modules: Vec::new(),
-        },
+        None => config::File::default(),
     };
     file.modules.extend(args.module);
+    if args.no_tls {
+        file.tls = Some(false);
+    }
+    if args.tls_cert.is_some() {
+        (file.tls_cert, file.tls_key) = (args.tls_cert, args.tls_key);
+    }
+    if args.tls_dir.is_some() {
+        file.tls_dir = args.tls_dir;
+    }
     let cfg = config::build(file, args.listen)?;
     let listener = TcpListener::bind(&cfg.listen)
         .map_err(|e| anyhow::anyhow!("listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;
     warn_if_exposed(addr.ip(), &cfg.settings.modules);
     // The first line on stdout says where to connect (tests and scripts read it).
-    println!("blit-daemon listening on {addr}");
+    match &cfg.settings.tls {
+        Some(t) => println!(
+            "blit-daemon listening on {addr} (TLS, certificate fingerprint {})",
+            t.fingerprint
+        ),
+        None => println!("blit-daemon listening on {addr} (plain TCP, no TLS)"),
+    }
     let settings = Arc::new(cfg.settings);
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
@@ -74,7 +95,7 @@ fn serve(
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     if active.fetch_add(1, Ordering::SeqCst) >= max {
         active.fetch_sub(1, Ordering::SeqCst);
-        let _ = blit_core::remote::server::refuse_busy(stream);
+        let _ = blit_core::remote::server::refuse_busy(stream, settings);
         eprintln!("blit-daemon: {peer}: refused, {max} sessions already open");
         return;
     }

@@ -3,7 +3,7 @@
 //! hand the caller the same [`Summary`] a local run gives.
 
 use std::ffi::OsString;
-use std::io::{self, BufReader, Write};
+use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -11,11 +11,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::chan::Chan;
 use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
 use super::source::RemoteSource;
 use super::url::RemoteUrl;
-use super::wire::{self, AdminRep, AdminReq, Frame, Hello, Msg, PushJob, Req, Role, WireEntry};
+use super::wire::{self, AdminRep, AdminReq, Hello, Msg, PushJob, Req, Role, WireEntry};
 use crate::entry::Entry;
 use crate::error::{Error, Op, Result};
 use crate::job::{self, Job, Mode};
@@ -30,9 +31,29 @@ fn net_error(url: &RemoteUrl, e: io::Error) -> Error {
     Error::Refused(format!("{url}: {e}"))
 }
 
+/// How to reach a module: its secret, and how the connection is protected.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub token: Option<String>,
+    /// Plain TCP (the daemon must run with TLS off too).
+    pub plain: bool,
+    /// The daemon's certificate fingerprint to insist on (else trust on first use).
+    pub fingerprint: Option<String>,
+}
+
+impl Access {
+    pub fn of(opts: &crate::job::Options) -> Access {
+        Access {
+            token: opts.token.clone(),
+            plain: opts.no_tls,
+            fingerprint: opts.tls_fingerprint.clone(),
+        }
+    }
+}
+
 /// Connects and says hello; the daemon's answer is the served root's entry (pull), nothing
 /// (push), or a refusal, which becomes this run's refusal.
-pub fn open(url: &RemoteUrl, role: Role, token: Option<String>) -> Result<(TcpStream, Msg)> {
+pub fn open(url: &RemoteUrl, role: Role, access: &Access) -> Result<(Chan, Msg)> {
     let addrs = url
         .address()
         .to_socket_addrs()
@@ -56,30 +77,48 @@ pub fn open(url: &RemoteUrl, role: Role, token: Option<String>) -> Result<(TcpSt
     let hello = Msg::Hello(Hello {
         module: url.module.clone(),
         path: url.path.as_bytes().to_vec(),
-        token,
+        token: access.token.clone(),
         role,
     });
-    let answer = (|| {
-        wire::write_client_preamble(&mut stream)?;
-        wire::read_server_preamble(&mut stream)?;
-        stream.write_all(&wire::encode_msg(&hello)?)?;
-        let mut r = BufReader::with_capacity(64, &stream);
-        match wire::read_frame(&mut r)? {
-            Some(Frame::Msg(m)) => Ok(m),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the daemon did not answer the hello",
+    let mut chan = (|| {
+        wire::write_client_preamble(&mut stream, !access.plain)?;
+        let (_, tls) = wire::read_server_preamble(&mut stream)?;
+        match (tls, access.plain) {
+            (true, true) => Err(io::Error::other(
+                "the daemon requires TLS; drop --no-tls",
             )),
+            (false, false) => Err(io::Error::other(
+                "the daemon does not offer TLS (it runs with TLS off); pass --no-tls to connect in the clear",
+            )),
+            (false, true) => Ok(Chan::Plain(stream)),
+            (true, false) => secure(stream, url, access),
         }
     })()
     .map_err(|e| net_error(url, e))?;
+    let answer = chan
+        .send(&hello)
+        .and_then(|()| chan.recv())
+        .map_err(|e| net_error(url, e))?;
     if let Msg::Refused(why) = answer {
         return Err(Error::Refused(format!("{url}: {why}")));
     }
-    stream
+    chan.stream()
         .set_read_timeout(None)
         .map_err(|e| net_error(url, e))?;
-    Ok((stream, answer))
+    Ok((chan, answer))
+}
+
+#[cfg(target_os = "linux")]
+fn secure(mut stream: TcpStream, url: &RemoteUrl, access: &Access) -> io::Result<Chan> {
+    let conn = super::tls::connect(&mut stream, &url.address(), access.fingerprint.as_deref())?;
+    Ok(Chan::Tls(stream, Box::new(conn)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn secure(_stream: TcpStream, _url: &RemoteUrl, _access: &Access) -> io::Result<Chan> {
+    Err(io::Error::other(
+        "TLS is built only on Linux in this version; use --no-tls (and a daemon with TLS off)",
+    ))
 }
 
 /// Replies nothing: on a pull the daemon sends no requests.
@@ -100,13 +139,14 @@ pub fn pull(
     observer: &dyn Observer,
 ) -> Result<Summary> {
     let started = Instant::now();
-    let (stream, answer) = open(url, Role::Pull, job.opts.token.clone())?;
+    let (chan, answer) = open(url, Role::Pull, &Access::of(&job.opts))?;
     let Msg::Welcome(Some(root)) = answer else {
         return Err(Error::Refused(format!(
             "{url}: unexpected answer to the hello"
         )));
     };
-    let peer = Peer::start(stream, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
+    let (stream, tls) = chan.into_parts();
+    let peer = Peer::start(stream, tls, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
     let source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string())?;
     let is_dir = root.kind == wire::kind_code(crate::entry::Kind::Dir);
     let name = OsString::from_vec(root.name.clone());
@@ -157,7 +197,7 @@ pub fn push(
         src_shown: crate::names::escape(&src_root),
         dst_shown: url.to_string(),
     };
-    let (stream, answer) = open(url, Role::Push(push), job.opts.token.clone())?;
+    let (chan, answer) = open(url, Role::Push(Box::new(push)), &Access::of(&job.opts))?;
     if !matches!(answer, Msg::Welcome(None)) {
         return Err(Error::Refused(format!(
             "{url}: unexpected answer to the hello"
@@ -177,7 +217,8 @@ pub fn push(
         }),
     )
     .map_err(|e| net_error(url, e))?;
-    let peer = Peer::start(stream, Arc::new(tree)).map_err(|e| net_error(url, e))?;
+    let (stream, tls) = chan.into_parts();
+    let peer = Peer::start(stream, tls, Arc::new(tree)).map_err(|e| net_error(url, e))?;
 
     let cancel = job.opts.cancel.clone();
     let mut failures = Vec::new();
@@ -290,8 +331,8 @@ fn action_of(code: u8) -> Option<Action> {
 }
 
 /// An admin verb: one request, one answer.
-pub fn admin(url: &RemoteUrl, req: AdminReq, token: Option<String>) -> Result<AdminRep> {
-    let (_stream, answer) = open(url, Role::Admin(req), token)?;
+pub fn admin(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRep> {
+    let (_chan, answer) = open(url, Role::Admin(req), access)?;
     match answer {
         Msg::Admin(AdminRep::Error(why)) => Err(Error::Refused(format!("{url}: {why}"))),
         Msg::Admin(rep) => Ok(rep),

@@ -4,6 +4,7 @@
 //! the client's tree the same way, while the client serves it ([`serve`]). docs/PROTOCOL.md
 //! describes the design and the wire format.
 
+mod chan;
 pub mod client;
 mod peer;
 pub mod serve;
@@ -17,3 +18,5 @@ pub mod admin;
 mod beneath;
 #[cfg(target_os = "linux")]
 pub mod server;
+#[cfg(target_os = "linux")]
+pub mod tls;

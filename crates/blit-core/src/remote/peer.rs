@@ -8,7 +8,7 @@
 //! instead of one each: batching without any added delay.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
@@ -16,6 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::wire::{self, Frame, Msg, Rep, Req};
+
+#[cfg(target_os = "linux")]
+use super::tls::{Reader as TlsReader, Writer as TlsWriter};
+#[cfg(target_os = "linux")]
+pub use rustls::Connection;
+
+/// TLS is built on Linux only in this version; elsewhere a session is always plain.
+#[cfg(not(target_os = "linux"))]
+pub enum Connection {}
 
 /// What arrives for a request.
 #[derive(Debug)]
@@ -53,7 +62,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 pub struct Peer {
-    out: Mutex<Option<Sender<Vec<u8>>>>,
+    out: Arc<Mutex<Option<Sender<Vec<u8>>>>>,
     pending: Mutex<HashMap<u32, Route>>,
     next_id: AtomicU32,
     closed: Mutex<Option<String>>,
@@ -82,12 +91,40 @@ impl Drop for Replies {
 }
 
 impl Peer {
-    /// Starts the reader and writer threads on the two halves of a connection.
-    pub fn start(stream: TcpStream, handler: Arc<dyn Handler>) -> io::Result<Arc<Peer>> {
-        let reader = stream.try_clone()?;
+    /// Starts the reader and writer threads on a connection (encrypted when `tls` holds the
+    /// session set up on it).
+    pub fn start(
+        stream: TcpStream,
+        tls: Option<Connection>,
+        handler: Arc<dyn Handler>,
+    ) -> io::Result<Arc<Peer>> {
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let out = Arc::new(Mutex::new(Some(tx)));
+        let (reader, writer): (Box<dyn Read + Send>, Out) = match tls {
+            None => (Box::new(stream.try_clone()?), Out::Plain(stream)),
+            #[cfg(not(target_os = "linux"))]
+            Some(conn) => match conn {},
+            #[cfg(target_os = "linux")]
+            Some(conn) => {
+                let conn = Arc::new(Mutex::new(conn));
+                let wake_out = Arc::clone(&out);
+                let reader = TlsReader {
+                    sock: stream.try_clone()?,
+                    conn: Arc::clone(&conn),
+                    // An empty frame makes the writer thread send what the TLS layer queued.
+                    wake: Box::new(move || {
+                        if let Some(tx) = wake_out.lock().unwrap().as_ref() {
+                            let _ = tx.send(Vec::new());
+                        }
+                    }),
+                    raw: Vec::new(),
+                };
+                let writer = TlsWriter { sock: stream, conn };
+                (Box::new(reader), Out::Tls(writer))
+            }
+        };
         let peer = Arc::new(Peer {
-            out: Mutex::new(Some(tx)),
+            out,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
             closed: Mutex::new(None),
@@ -97,11 +134,12 @@ impl Peer {
         let w = {
             let peer = Arc::clone(&peer);
             std::thread::spawn(move || {
-                if let Err(e) = write_loop(&stream, rx) {
+                let mut writer = writer;
+                if let Err(e) = write_loop(&mut writer, rx) {
                     peer.close(&format!("send failed: {e}"));
                 }
                 // The other side's reader sees the end of the stream: nothing more is coming.
-                let _ = stream.shutdown(Shutdown::Write);
+                writer.end();
             })
         };
         let r = {
@@ -219,7 +257,47 @@ impl Peer {
     }
 }
 
-fn write_loop(writer: &TcpStream, rx: Receiver<Vec<u8>>) -> io::Result<()> {
+/// Where the writer thread sends: the socket, or the TLS session on it.
+enum Out {
+    Plain(TcpStream),
+    #[cfg(target_os = "linux")]
+    Tls(TlsWriter),
+}
+
+impl Out {
+    fn end(&mut self) {
+        match self {
+            Out::Plain(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            #[cfg(target_os = "linux")]
+            Out::Tls(t) => {
+                let _ = t.close();
+                let _ = t.sock.shutdown(Shutdown::Write);
+            }
+        }
+    }
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::Plain(s) => s.write(buf),
+            #[cfg(target_os = "linux")]
+            Out::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::Plain(s) => s.flush(),
+            #[cfg(target_os = "linux")]
+            Out::Tls(t) => t.flush(),
+        }
+    }
+}
+
+fn write_loop(writer: &mut Out, rx: Receiver<Vec<u8>>) -> io::Result<()> {
     let mut w = BufWriter::with_capacity(256 << 10, writer);
     while let Ok(frame) = rx.recv() {
         w.write_all(&frame)?;
@@ -238,19 +316,25 @@ fn write_loop(writer: &TcpStream, rx: Receiver<Vec<u8>>) -> io::Result<()> {
     w.flush()
 }
 
-fn read_loop(peer: &Arc<Peer>, reader: TcpStream, handler: &dyn Handler) -> io::Result<()> {
+fn read_loop(
+    peer: &Arc<Peer>,
+    reader: Box<dyn Read + Send>,
+    handler: &dyn Handler,
+) -> io::Result<()> {
     let mut r = BufReader::with_capacity(256 << 10, reader);
     while let Some(frame) = wire::read_frame(&mut r)? {
         match frame {
             Frame::Data { id, offset, data } => {
                 peer.route(id, Incoming::Data { offset, data }, false)
             }
-            Frame::Msg(Msg::Rep { id, rep }) => {
-                let last = !matches!(rep, Rep::Entries { last: false, .. });
-                peer.route(id, Incoming::Rep(rep), last);
-            }
-            Frame::Msg(Msg::Req { id, req }) => handler.request(peer, id, req),
-            Frame::Msg(msg) => handler.message(peer, msg),
+            Frame::Msg(msg) => match *msg {
+                Msg::Rep { id, rep } => {
+                    let last = !matches!(rep, Rep::Entries { last: false, .. });
+                    peer.route(id, Incoming::Rep(rep), last);
+                }
+                Msg::Req { id, req } => handler.request(peer, id, req),
+                msg => handler.message(peer, msg),
+            },
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! into it (push), or answer an admin verb.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, BufReader, Write};
+use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::beneath;
+use super::chan::Chan;
 use super::client::action_code;
 use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
 use super::source::RemoteSource;
 use super::wire::{
-    self, AdminRep, AdminReq, Finished, Frame, Hello, ModuleInfo, Msg, PushJob, Req, Role,
-    WireEntry, WireError, WireEvent,
+    self, AdminRep, AdminReq, Finished, Hello, ModuleInfo, Msg, PushJob, Req, Role, WireEntry,
+    WireError, WireEvent,
 };
 use crate::entry::{Entry, Kind};
 use crate::error::Error;
@@ -44,29 +45,26 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Worker threads per session.
     pub workers: usize,
+    /// TLS for every session (`None`: plain TCP, chosen explicitly).
+    pub tls: Option<Arc<super::tls::Server>>,
 }
+
+/// The client must finish its opening (preamble, TLS, hello) within this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one client's session to its end. Errors are the connection's own (the client has been
 /// told about everything else).
-pub fn session(mut stream: TcpStream, settings: &Settings) -> io::Result<()> {
+pub fn session(stream: TcpStream, settings: &Settings) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    stream.set_read_timeout(Some(settings.idle_timeout.min(Duration::from_secs(30))))?;
-    let version = wire::read_client_preamble(&mut stream)?;
-    wire::write_server_preamble(&mut stream, version)?;
-    if version.is_none() {
+    let Some(mut chan) = opening(stream, settings)? else {
         return Ok(());
-    }
-    let hello = {
-        let mut r = BufReader::with_capacity(64, &stream);
-        match wire::read_frame(&mut r)? {
-            Some(Frame::Msg(Msg::Hello(h))) => h,
-            _ => {
-                refuse(&mut stream, "expected a hello")?;
-                return Ok(());
-            }
-        }
     };
-    stream.set_read_timeout(Some(settings.idle_timeout))?;
+    let hello = match chan.recv()? {
+        Msg::Hello(h) => h,
+        _ => return refuse(&mut chan, "expected a hello"),
+    };
+    chan.stream()
+        .set_read_timeout(Some(settings.idle_timeout))?;
     if let Role::Admin(AdminReq::ListModules) = &hello.role {
         let list = settings
             .modules
@@ -77,45 +75,59 @@ pub fn session(mut stream: TcpStream, settings: &Settings) -> io::Result<()> {
                 needs_token: m.token.is_some(),
             })
             .collect();
-        return send(&mut stream, &Msg::Admin(AdminRep::Modules(list)));
+        return chan.send(&Msg::Admin(AdminRep::Modules(list)));
     }
     let module = match admit(&hello, settings) {
         Ok(m) => m,
-        Err(why) => return refuse(&mut stream, &why),
+        Err(why) => return refuse(&mut chan, &why),
     };
     let rel = match plain_rel(&hello.path) {
         Ok(r) => r,
-        Err(why) => return refuse(&mut stream, &why),
+        Err(why) => return refuse(&mut chan, &why),
     };
     match hello.role {
-        Role::Pull => pull(stream, settings, module, &rel),
-        Role::Push(job) => push(stream, settings, module, &rel, job),
+        Role::Pull => pull(chan, settings, module, &rel),
+        Role::Push(job) => push(chan, settings, module, &rel, *job),
         Role::Admin(req) => {
             let rep = super::admin::answer(module, &rel, req);
-            send(&mut stream, &Msg::Admin(rep))
+            chan.send(&Msg::Admin(rep))
         }
     }
 }
 
 /// Answers a client the daemon has no room for, so it hears why instead of a reset.
-pub fn refuse_busy(mut stream: TcpStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let version = wire::read_client_preamble(&mut stream)?;
-    wire::write_server_preamble(&mut stream, version)?;
-    let _ = wire::read_frame(&mut BufReader::with_capacity(64, &stream));
+pub fn refuse_busy(stream: TcpStream, settings: &Settings) -> io::Result<()> {
+    let Some(mut chan) = opening(stream, settings)? else {
+        return Ok(());
+    };
+    let _ = chan.recv();
     refuse(
-        &mut stream,
+        &mut chan,
         "the daemon is busy (too many sessions); try again later",
     )
 }
 
-fn send(stream: &mut TcpStream, msg: &Msg) -> io::Result<()> {
-    stream.write_all(&wire::encode_msg(msg)?)?;
-    stream.flush()
+/// Preamble both ways, then TLS when on. `None` when the two sides cannot agree (no common
+/// version, or one side wants TLS and the other not): the client reads why from the preamble.
+fn opening(mut stream: TcpStream, settings: &Settings) -> io::Result<Option<Chan>> {
+    stream.set_read_timeout(Some(settings.idle_timeout.min(HELLO_TIMEOUT)))?;
+    let (version, wants_tls) = wire::read_client_preamble(&mut stream)?;
+    let tls = settings.tls.as_ref();
+    wire::write_server_preamble(&mut stream, version, tls.is_some())?;
+    if version.is_none() || wants_tls != tls.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(match tls {
+        Some(t) => {
+            let conn = t.accept(&mut stream)?;
+            Chan::Tls(stream, Box::new(conn))
+        }
+        None => Chan::Plain(stream),
+    }))
 }
 
-fn refuse(stream: &mut TcpStream, why: &str) -> io::Result<()> {
-    send(stream, &Msg::Refused(why.to_string()))
+fn refuse(chan: &mut Chan, why: &str) -> io::Result<()> {
+    chan.send(&Msg::Refused(why.to_string()))
 }
 
 /// The module named, if the client may use it.
@@ -207,12 +219,12 @@ fn served_root(module: &Module, rel: &Path) -> io::Result<(Vec<OwnedFd>, PathBuf
     Ok((vec![root, fd, parent], path, wire))
 }
 
-fn pull(mut stream: TcpStream, settings: &Settings, module: &Module, rel: &Path) -> io::Result<()> {
+fn pull(mut chan: Chan, settings: &Settings, module: &Module, rel: &Path) -> io::Result<()> {
     let (_held, root, entry) = match served_root(module, rel) {
         Ok(x) => x,
-        Err(e) => return refuse(&mut stream, &format!("{}: {e}", shown(module, rel))),
+        Err(e) => return refuse(&mut chan, &format!("{}: {e}", shown(module, rel))),
     };
-    send(&mut stream, &Msg::Welcome(Some(entry)))?;
+    chan.send(&Msg::Welcome(Some(entry)))?;
     let (tx, rx) = mpsc::channel::<()>();
     let tree = ServeTree::new(
         root,
@@ -223,7 +235,8 @@ fn pull(mut stream: TcpStream, settings: &Settings, module: &Module, rel: &Path)
             let _ = tx.send(());
         }),
     )?;
-    let peer = Peer::start(stream, Arc::new(tree))?;
+    let (stream, tls) = chan.into_parts();
+    let peer = Peer::start(stream, tls, Arc::new(tree))?;
     let _ = rx.recv();
     peer.finish();
     Ok(())
@@ -248,7 +261,7 @@ impl Handler for Replies {
 }
 
 fn push(
-    mut stream: TcpStream,
+    mut chan: Chan,
     settings: &Settings,
     module: &Module,
     rel: &Path,
@@ -264,10 +277,11 @@ fn push(
         push.dry_run,
     ) {
         Ok(d) => d,
-        Err(e) => return refuse(&mut stream, &format!("{}: {e}", push.dst_shown)),
+        Err(e) => return refuse(&mut chan, &format!("{}: {e}", push.dst_shown)),
     };
-    send(&mut stream, &Msg::Welcome(None))?;
-    let peer = Peer::start(stream, Arc::new(Replies))?;
+    chan.send(&Msg::Welcome(None))?;
+    let (stream, tls) = chan.into_parts();
+    let peer = Peer::start(stream, tls, Arc::new(Replies))?;
     let job = Job::new(
         match push.mode {
             1 => Mode::Mirror,

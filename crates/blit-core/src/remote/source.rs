@@ -71,7 +71,7 @@ impl RemoteSource {
         Error::io(op, self.shown_path(rel), e)
     }
 
-    fn from_wire(&self, e: WireError) -> Error {
+    fn wire_error(&self, e: WireError) -> Error {
         let kind = match e.kind {
             1 => io::ErrorKind::NotFound,
             2 => io::ErrorKind::PermissionDenied,
@@ -90,7 +90,7 @@ impl RemoteSource {
     fn ask(&self, req: Req, rel: &Path, op: Op) -> Result<Rep> {
         let replies = self.peer.request(req).map_err(|e| self.lost(op, rel, e))?;
         match replies.next().map_err(|e| self.lost(op, rel, e))? {
-            Incoming::Rep(Rep::Err(e)) => Err(self.from_wire(e)),
+            Incoming::Rep(Rep::Err(e)) => Err(self.wire_error(e)),
             Incoming::Rep(rep) => Ok(rep),
             Incoming::Data { .. } => Err(self.lost(op, rel, unexpected())),
         }
@@ -215,7 +215,7 @@ impl Source for RemoteSource {
                     temps,
                     last,
                 }) => (entries, temps, last),
-                Incoming::Rep(Rep::Err(e)) => return Err(self.from_wire(e)),
+                Incoming::Rep(Rep::Err(e)) => return Err(self.wire_error(e)),
                 _ => return Err(self.lost(Op::ReadDir, rel, unexpected())),
             };
             for t in temps {
@@ -232,7 +232,7 @@ impl Source for RemoteSource {
                         });
                         (name, child.map_err(|e| self.lost(Op::ReadDir, rel, e)))
                     }
-                    WireListed::Err(name, e) => (name, Err(self.from_wire(e))),
+                    WireListed::Err(name, e) => (name, Err(self.wire_error(e))),
                 };
                 let name = wire_name(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
                 if let Ok(e) = &entry {
@@ -300,7 +300,7 @@ impl Source for RemoteSource {
                     }
                     Incoming::Rep(Rep::ReadDone(n)) => return Ok(Fed::Done(n)),
                     Incoming::Rep(Rep::Changed) => return Ok(Fed::Changed),
-                    Incoming::Rep(Rep::Err(e)) => return Err(self.from_wire(e)),
+                    Incoming::Rep(Rep::Err(e)) => return Err(self.wire_error(e)),
                     Incoming::Rep(_) => return Err(self.lost(Op::Copy, &rel, unexpected())),
                 }
             }

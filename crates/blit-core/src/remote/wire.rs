@@ -70,7 +70,7 @@ pub enum Role {
     /// The client reads the module's tree (the daemon serves requests).
     Pull,
     /// The client's tree is written into the module (the daemon runs the engine and asks).
-    Push(PushJob),
+    Push(Box<PushJob>),
     Admin(AdminReq),
 }
 
@@ -248,7 +248,7 @@ pub struct Finished {
 /// One frame read off the wire.
 #[derive(Debug)]
 pub enum Frame {
-    Msg(Msg),
+    Msg(Box<Msg>),
     Data { id: u32, offset: u64, data: Vec<u8> },
 }
 
@@ -299,7 +299,7 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
         TYPE_MSG => {
             let mut body = vec![0u8; len];
             r.read_exact(&mut body)?;
-            decode_msg(&body).map(|m| Some(Frame::Msg(m)))
+            decode_msg(&body).map(|m| Some(Frame::Msg(Box::new(m))))
         }
         TYPE_DATA => {
             if len < 12 {
@@ -327,38 +327,49 @@ pub fn decode_msg(body: &[u8]) -> io::Result<Msg> {
     Ok(msg)
 }
 
-/// Writes the client's preamble.
-pub fn write_client_preamble(w: &mut impl Write) -> io::Result<()> {
-    let mut p = [0u8; 8];
+/// Writes the client's preamble: the versions it speaks, and whether it wants TLS.
+pub fn write_client_preamble(w: &mut impl Write, tls: bool) -> io::Result<()> {
+    let mut p = [0u8; 9];
     p[..4].copy_from_slice(MAGIC);
     p[4..6].copy_from_slice(&VERSION.to_le_bytes());
     p[6..8].copy_from_slice(&VERSION.to_le_bytes());
+    p[8] = tls as u8;
     w.write_all(&p)?;
     w.flush()
 }
 
-/// Reads the client's preamble and picks the version to speak (`None`: no common version).
-pub fn read_client_preamble(r: &mut impl Read) -> io::Result<Option<u16>> {
-    let mut p = [0u8; 8];
+/// Reads the client's preamble: the version to speak (`None`: no common version), and whether
+/// the client wants TLS.
+pub fn read_client_preamble(r: &mut impl Read) -> io::Result<(Option<u16>, bool)> {
+    let mut p = [0u8; 9];
     r.read_exact(&mut p)?;
     if &p[..4] != MAGIC {
         return Err(invalid("not a blit client (bad preamble)"));
     }
     let lo = u16::from_le_bytes([p[4], p[5]]);
     let hi = u16::from_le_bytes([p[6], p[7]]);
-    Ok((lo..=hi).contains(&VERSION).then_some(VERSION))
+    Ok((
+        (lo..=hi).contains(&VERSION).then_some(VERSION),
+        p[8] & 1 == 1,
+    ))
 }
 
-pub fn write_server_preamble(w: &mut impl Write, version: Option<u16>) -> io::Result<()> {
-    let mut p = [0u8; 6];
+/// The server's answer: the chosen version (0 for none) and whether TLS follows.
+pub fn write_server_preamble(
+    w: &mut impl Write,
+    version: Option<u16>,
+    tls: bool,
+) -> io::Result<()> {
+    let mut p = [0u8; 7];
     p[..4].copy_from_slice(MAGIC);
     p[4..6].copy_from_slice(&version.unwrap_or(0).to_le_bytes());
+    p[6] = tls as u8;
     w.write_all(&p)?;
     w.flush()
 }
 
-pub fn read_server_preamble(r: &mut impl Read) -> io::Result<u16> {
-    let mut p = [0u8; 6];
+pub fn read_server_preamble(r: &mut impl Read) -> io::Result<(u16, bool)> {
+    let mut p = [0u8; 7];
     r.read_exact(&mut p)?;
     if &p[..4] != MAGIC {
         return Err(invalid("not a blit daemon (bad preamble)"));
@@ -367,7 +378,7 @@ pub fn read_server_preamble(r: &mut impl Read) -> io::Result<u16> {
         0 => Err(invalid(format!(
             "the daemon speaks no protocol version this client knows ({VERSION})"
         ))),
-        v => Ok(v),
+        v => Ok((v, p[6] & 1 == 1)),
     }
 }
 
@@ -414,7 +425,7 @@ mod tests {
         };
         let bytes = encode_msg(&msg).unwrap();
         match read_frame(&mut &bytes[..]).unwrap() {
-            Some(Frame::Msg(m)) => assert_eq!(m, msg),
+            Some(Frame::Msg(m)) => assert_eq!(*m, msg),
             other => panic!("{other:?}"),
         }
     }
