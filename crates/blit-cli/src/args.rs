@@ -96,6 +96,10 @@ pub struct TransferArgs {
     /// first certificate seen is trusted and recorded in ~/.config/blit/known_hosts
     #[arg(long, value_name = "HEX")]
     pub tls_fingerprint: Option<String>,
+    /// Remote: continue large files an interrupted run left half-transferred (blocks already
+    /// received are checked by BLAKE3 and kept)
+    #[arg(long)]
+    pub resume: bool,
     /// Report what would be done; change nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,

@@ -115,6 +115,7 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         token: token(a.token_file.as_deref())?,
         no_tls: a.no_tls,
         tls_fingerprint: a.tls_fingerprint.clone(),
+        resume: a.resume,
     };
     let job = Job::new(mode, endpoint(&a.src)?, endpoint(&a.dst)?, opts);
     let printer = output::Printer::new(&a);

@@ -54,6 +54,8 @@ pub struct Options {
     pub no_tls: bool,
     /// Remote: the daemon's certificate fingerprint to insist on.
     pub tls_fingerprint: Option<String>,
+    /// Remote: continue large files an interrupted run left half-transferred.
+    pub resume: bool,
 }
 
 pub struct Job {
@@ -161,6 +163,7 @@ impl Job {
             workers,
             force: self.opts.force,
             cancel: self.opts.cancel.clone(),
+            resume: self.opts.resume,
         }
     }
 

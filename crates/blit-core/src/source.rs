@@ -75,7 +75,16 @@ pub trait Source: Sync {
     fn path(&self, dir: &Self::Dir, name: &OsStr) -> PathBuf;
     /// How the root is named in messages.
     fn root_path(&self) -> PathBuf;
+    /// Whether an interrupted file can be continued from what already arrived (`--resume`):
+    /// worth it only where bytes are dear, across a network.
+    fn resumes(&self) -> bool {
+        false
+    }
 }
+
+/// Files at least this large are received resumably with `--resume`, block by block of this
+/// size.
+pub const RESUME_BLOCK: u64 = 1 << 20;
 
 /// A tree on this machine.
 pub struct LocalSource {

@@ -60,6 +60,8 @@ pub struct SyncOptions {
     /// Allow a mirror from an empty source to empty a non-empty destination.
     pub force: bool,
     pub cancel: CancelToken,
+    /// Continue large files from what an interrupted run left (remote sources only).
+    pub resume: bool,
 }
 
 /// What a run produced.
@@ -439,6 +441,10 @@ impl<'a, S: Source> Syncer<'a, S> {
         if !self.opts.dry_run {
             if let Some(d) = &node.dst {
                 for t in &dst.temps {
+                    if self.opts.resume && tempname::is_partial(t) {
+                        // Kept for this run to continue; a run without --resume removes it.
+                        continue;
+                    }
                     if let Err(e) = sys::unlink_at(At::new(d, t)) {
                         self.fail(e);
                     }
@@ -909,14 +915,23 @@ impl<'a, S: Source> Syncer<'a, S> {
     ) -> Result<(u64, Method)> {
         let progress = |n: u64| self.observer.progress(n);
         let default_owner = (!pair.setgid).then_some(self.creator);
+        let resume = self.opts.resume
+            && self.src.resumes()
+            && a.kind == Kind::File
+            && a.size >= source::RESUME_BLOCK;
         // A source that changes while read is copied again; a third change is reported.
         for attempt in 0..3 {
-            let guard = TempGuard::new(dst);
+            let guard = if resume {
+                TempGuard::partial(dst, pair.dname)
+            } else {
+                TempGuard::new(dst)
+            };
             let out = sys::Output {
                 tmp: guard.at(),
                 // Nothing stands at the destination: a new file may be put in place directly
-                // (not with `--verify`, which reads the copy back by name before it goes live).
-                final_name: (fresh && !self.opts.verify).then_some(pair.dname),
+                // (not with `--verify`, which reads the copy back by name before it goes live,
+                // nor when resuming, which needs the data under a name that survives a crash).
+                final_name: (fresh && !self.opts.verify && !resume).then_some(pair.dname),
                 meta: self.opts.meta,
                 umask: self.opts.umask,
                 default_owner,
@@ -924,6 +939,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 fast: &self.fast,
                 cancel: &self.opts.cancel,
                 progress: &progress,
+                resume,
             };
             match self.src.copy(pair.src, pair.sname, a, attempt == 0, out)? {
                 CopyOutcome::Changed => continue,
@@ -1330,6 +1346,16 @@ impl TempGuard {
             dir: Arc::clone(dir),
             name: tempname::next(),
             armed: true,
+        }
+    }
+
+    /// The fixed temporary of a resumable transfer: kept when the transfer fails, so the next
+    /// run with `--resume` continues it.
+    fn partial(dir: &Arc<Dir>, final_name: &OsStr) -> Self {
+        TempGuard {
+            dir: Arc::clone(dir),
+            name: tempname::partial(final_name),
+            armed: false,
         }
     }
 

@@ -20,7 +20,23 @@ pub fn next() -> OsString {
     format!("{PREFIX}{pid:x}-{n:x}{SUFFIX}").into()
 }
 
-/// True for names made by [`next`] (by this or an earlier run).
+/// The fixed temporary of a file being received with `--resume`: the same name on every run (pid
+/// field 0, which no process has), so an interrupted transfer's data is found again.
+pub fn partial(final_name: &OsStr) -> OsString {
+    let h = blake3::hash(final_name.as_encoded_bytes());
+    let hex: String = h.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{PREFIX}0-{hex}{SUFFIX}").into()
+}
+
+/// True for names made by [`partial`].
+pub fn is_partial(name: &OsStr) -> bool {
+    is_temp(name) && name.as_encoded_bytes().starts_with(b".~blit-0-")
+}
+
+/// True for names made by [`next`] or [`partial`] (by this or an earlier run).
 pub fn is_temp(name: &OsStr) -> bool {
     let Some(s) = name.to_str() else {
         return false;
@@ -45,5 +61,8 @@ mod tests {
         assert!(is_temp(&a));
         assert!(!is_temp(OsStr::new(".~blit-notes.tmp")));
         assert!(!is_temp(OsStr::new("report.tmp")));
+        let p = partial(OsStr::new("big.iso"));
+        assert!(is_temp(&p) && is_partial(&p) && !is_partial(&a));
+        assert_eq!(p, partial(OsStr::new("big.iso")));
     }
 }

@@ -192,6 +192,7 @@ pub fn push(
         verify: job.opts.verify,
         no_xattrs: job.opts.no_xattrs,
         force: job.opts.force,
+        resume: job.opts.resume,
         src: serve::to_wire_entry(&name, &entry),
         into: url.trailing_slash,
         src_shown: crate::names::escape(&src_root),
@@ -272,16 +273,22 @@ pub fn push(
     peer.finish();
     let interrupted = cancel.is_cancelled();
     let Some(f) = finished else {
-        if interrupted {
-            let mut s = job.summary(sync::Outcome::default(), started);
-            s.failures = failures;
-            s.interrupted = true;
-            s.exit_code = s.compute_exit_code();
-            return Ok(s);
+        // Cut off mid-run: whatever the daemon reported stands; the rest is one failure, and the
+        // next run (with --resume for large files) picks up from there.
+        if !interrupted {
+            let err = Error::Remote {
+                op: "connect".into(),
+                path: PathBuf::from(url.to_string()),
+                cause: "the connection ended before the daemon finished".into(),
+            };
+            observer.failure(&err);
+            failures.push(Failure::from(&err));
         }
-        return Err(Error::Refused(format!(
-            "{url}: the connection ended before the daemon finished"
-        )));
+        let mut s = job.summary(sync::Outcome::default(), started);
+        s.failures = failures;
+        s.interrupted = interrupted;
+        s.exit_code = s.compute_exit_code();
+        return Ok(s);
     };
     if let Some(why) = f.refused {
         return Err(Error::Refused(why));

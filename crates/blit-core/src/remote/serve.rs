@@ -18,7 +18,7 @@ use super::wire::{self, Expect, Listed, Msg, Rep, Req, WireEntry, WireError};
 use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Op, Result};
-use crate::source;
+use crate::source::{self, RESUME_BLOCK};
 use crate::sys::{self, At};
 
 pub struct ServeTree {
@@ -64,7 +64,7 @@ impl Tree {
     fn serve(&self, peer: &Peer, id: u32, req: Req) -> io::Result<()> {
         let rep = match req {
             Req::List { rel, xattrs } => return self.list(peer, id, &rel, xattrs),
-            Req::Read { rel, expect } => return self.read(peer, id, &rel, expect),
+            Req::Read { rel, expect, have } => return self.read(peer, id, &rel, expect, &have),
             Req::Hash(rel) => self.hash(&rel),
             Req::Remove(rel) => self.remove(&rel, false),
             Req::RemoveDir(rel) => self.remove(&rel, true),
@@ -116,8 +116,15 @@ impl Tree {
         peer.send(&Msg::Rep { id, rep })
     }
 
-    fn read(&self, peer: &Peer, id: u32, rel: &[u8], expect: Option<Expect>) -> io::Result<()> {
-        match self.send_file(peer, id, rel, expect) {
+    fn read(
+        &self,
+        peer: &Peer,
+        id: u32,
+        rel: &[u8],
+        expect: Option<Expect>,
+        have: &[[u8; 32]],
+    ) -> io::Result<()> {
+        match self.send_file(peer, id, rel, expect, have) {
             Ok(rep) => peer.send(&Msg::Rep { id, rep }),
             Err(e) => peer.send(&Msg::Rep {
                 id,
@@ -127,8 +134,16 @@ impl Tree {
     }
 
     /// Streams the file's data regions as data frames; holes are skipped (the receiver leaves
-    /// them as holes). The file is `fstat`ed before and after: a change in between voids it.
-    fn send_file(&self, peer: &Peer, id: u32, rel: &[u8], expect: Option<Expect>) -> Result<Rep> {
+    /// them as holes), and so are leading blocks the receiver already holds (`have`). The file
+    /// is `fstat`ed before and after: a change in between voids it.
+    fn send_file(
+        &self,
+        peer: &Peer,
+        id: u32,
+        rel: &[u8],
+        expect: Option<Expect>,
+        have: &[[u8; 32]],
+    ) -> Result<Rep> {
         let rel = wire_rel(rel)?;
         let (dir, name) = self.dirs.parent_of(&rel)?;
         let at = At::new(&dir, &name);
@@ -138,7 +153,37 @@ impl Tree {
             return Ok(Rep::Changed);
         }
         let mut sent = 0u64;
+        // Blocks the receiver holds: sent only where they differ (read whole, holes included,
+        // since the receiver's copy may hold anything there).
+        let block = RESUME_BLOCK;
+        let mut buf = Vec::new();
+        for (i, want) in have.iter().enumerate() {
+            let off = i as u64 * block;
+            if off >= before.size {
+                break;
+            }
+            let len = (before.size - off).min(block) as usize;
+            buf.resize(len, 0);
+            let n = read_at_most(&file, &mut buf, off)
+                .map_err(|e| Error::io(Op::Read, at.path(), e))?;
+            if n < len {
+                return Ok(Rep::Changed);
+            }
+            if blake3::hash(&buf).as_bytes() != want {
+                let mut frame = Vec::with_capacity(17 + len);
+                frame.extend_from_slice(&wire::data_header(id, off, len));
+                frame.extend_from_slice(&buf);
+                peer.send_frame(frame)
+                    .map_err(|e| Error::io(Op::Copy, at.path(), e))?;
+                sent += len as u64;
+            }
+        }
+        let resume_from = (have.len() as u64 * block).min(before.size);
         for (start, end) in data_regions(&file, &before) {
+            let (start, end) = (start.max(resume_from), end);
+            if start >= end {
+                continue;
+            }
             let mut off = start;
             while off < end {
                 let want = ((end - off) as usize).min(wire::DATA_CHUNK);

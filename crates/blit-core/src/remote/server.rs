@@ -305,6 +305,7 @@ fn push(
             verify: push.verify,
             no_xattrs: push.no_xattrs,
             force: push.force,
+            resume: push.resume,
             ..Options::default()
         },
     );

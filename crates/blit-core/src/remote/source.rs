@@ -17,7 +17,7 @@ use super::wire::{self, Expect, Listed as WireListed, Rep, Req, WireEntry, WireE
 use crate::decide::Inside;
 use crate::entry::{Entry, Extra, Kind, MTime};
 use crate::error::{Error, Op, Result};
-use crate::source::{Listed, Source};
+use crate::source::{Listed, Source, RESUME_BLOCK};
 use crate::sys::{self, At, CopyOutcome, Fed, Output, Xattrs};
 
 /// Listings requested ahead of the engine, at most.
@@ -274,11 +274,17 @@ impl Source for RemoteSource {
             mtime_nsec: entry.mtime.nsec,
             ino: entry.ino,
         });
+        let have = if out.resume {
+            partial_blocks(out.tmp)?
+        } else {
+            Vec::new()
+        };
         let replies = self
             .peer
             .request_data(Req::Read {
                 rel: rel.as_os_str().as_bytes().to_vec(),
                 expect,
+                have,
             })
             .map_err(|e| self.lost(Op::Copy, &rel, e))?;
         let xattrs = entry.extra.as_ref().and_then(|x| x.xattrs.as_ref());
@@ -354,6 +360,44 @@ impl Source for RemoteSource {
     fn root_path(&self) -> PathBuf {
         PathBuf::from(&self.shown)
     }
+
+    fn resumes(&self) -> bool {
+        true
+    }
+}
+
+/// Hashes the whole blocks an interrupted transfer left in its fixed temporary, and cuts off the
+/// incomplete rest (so nothing unverified remains past them). No temporary: nothing to keep.
+fn partial_blocks(tmp: At<'_>) -> Result<Vec<[u8; 32]>> {
+    let file = match sys::open_source(tmp) {
+        Ok(f) => f,
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(Op::Stat, tmp.path(), e))?
+        .len();
+    // The hashes travel in one request frame.
+    let max = (wire::MAX_FRAME - 4096) / 33;
+    let blocks = ((len / RESUME_BLOCK) as usize).min(max);
+    let mut out = Vec::with_capacity(blocks);
+    let mut buf = vec![0u8; RESUME_BLOCK as usize];
+    for i in 0..blocks {
+        file.read_exact_at(&mut buf, i as u64 * RESUME_BLOCK)
+            .map_err(|e| Error::io(Op::Read, tmp.path(), e))?;
+        out.push(*blake3::hash(&buf).as_bytes());
+    }
+    drop(file);
+    let keep = blocks as u64 * RESUME_BLOCK;
+    if len > keep {
+        sys::open_partial(tmp)?
+            .set_len(keep)
+            .map_err(|e| Error::io(Op::Write, tmp.path(), e))?;
+    }
+    Ok(out)
 }
 
 struct RemoteInside<'s> {

@@ -88,6 +88,7 @@ pub struct PushJob {
     pub verify: bool,
     pub no_xattrs: bool,
     pub force: bool,
+    pub resume: bool,
     /// The client's root entry (its name included), so the daemon can place a single file.
     pub src: WireEntry,
     /// The destination was written with a trailing slash (a file goes inside it).
@@ -149,9 +150,12 @@ pub enum Req {
         xattrs: bool,
     },
     /// Send a file's content; `expect` is what the listing saw (a differing file is "changed").
+    /// `have`: BLAKE3 of the first blocks (of `source::RESUME_BLOCK` bytes) the receiver
+    /// already holds from an interrupted run; blocks that match are not sent again.
     Read {
         rel: Vec<u8>,
         expect: Option<Expect>,
+        have: Vec<[u8; 32]>,
     },
     Hash(Vec<u8>),
     Remove(Vec<u8>),
@@ -421,6 +425,7 @@ mod tests {
             req: Req::Read {
                 rel: b"a/b".to_vec(),
                 expect: None,
+                have: vec![[7; 32]],
             },
         };
         let bytes = encode_msg(&msg).unwrap();

@@ -92,6 +92,9 @@ pub struct Output<'a> {
     pub cancel: &'a CancelToken,
     /// Called with each increment of bytes copied.
     pub progress: &'a (dyn Fn(u64) + Sync),
+    /// `tmp` is a fixed name that may hold part of an earlier, interrupted transfer, to be
+    /// continued rather than restarted (`--resume`).
+    pub resume: bool,
 }
 
 impl Output<'_> {

@@ -434,6 +434,18 @@ fn apply_file_meta(
     Ok(())
 }
 
+/// Opens (or creates) the fixed temporary of a resumable transfer, keeping what it holds.
+pub fn open_partial(at: At<'_>) -> Result<File> {
+    rustix::fs::openat(
+        &at.dir.fd,
+        at.name,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map(File::from)
+    .map_err(|e| Error::io(Op::Create, at.path(), e.into()))
+}
+
 /// Where a new file's extended attributes come from.
 enum XattrFrom<'a> {
     None,
@@ -459,7 +471,11 @@ pub fn receive_to_temp(
     xattrs: Option<&Xattrs>,
     feed: &mut dyn FnMut(&File) -> Result<Fed>,
 ) -> Result<CopyOutcome> {
-    let (out, anon) = create_output(o, 0o600)?;
+    let (out, anon) = if o.resume {
+        (open_partial(o.tmp)?, false)
+    } else {
+        create_output(o, 0o600)?
+    };
     let n = match feed(&out)? {
         Fed::Done(n) => n,
         Fed::Changed => {
