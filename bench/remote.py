@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Blit's remote benchmark, on loopback: blit-daemon against rsyncd (`rsync --daemon` with a
+module) and rsync over ssh (an sshd started on 127.0.0.1 for the run), side by side, alternating
+rounds, medians, ratios to rsyncd. Same hygiene as bench/run.py (whose helpers it uses).
+
+Workloads: push-1g pull-1g push-10k pull-10k noop-50k (push side, nothing changed). Blit runs
+with TLS (its default) and, for the large file, also in plain TCP (`--no-tls`), to show what TLS
+costs.
+
+Usage: bench/remote.py [--rounds N] [--only W1,W2] [--data DIR] [--out FILE]
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as common  # noqa: E402
+
+ALL = ["push-1g", "pull-1g", "push-10k", "pull-10k", "noop-50k"]
+
+
+def need(pkgs):
+    missing = [p for p, exe in pkgs if not shutil.which(exe)]
+    if missing:
+        print(f"installing {' '.join(missing)} (apt)")
+        common.sh("apt-get update -qq", check=False)
+        common.sh(["apt-get", "install", "-y", "-qq"] + missing, check=False, stdout=subprocess.DEVNULL)
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Servers:
+    """The three daemons, all serving the same folder as module `m`."""
+
+    def __init__(self, module_dir, work):
+        self.module = module_dir
+        self.work = work
+        self.procs = []
+        daemon = os.path.join(common.REPO, "target", "release", "blit-daemon")
+        # Blit with TLS (a self-signed identity kept in the work folder) and without.
+        self.blit_tls = self.start_blit(daemon, ["--tls-dir", os.path.join(work, "tls")])
+        self.blit_plain = self.start_blit(daemon, ["--no-tls"])
+        # rsyncd
+        self.rsync_port = free_port()
+        conf = os.path.join(work, "rsyncd.conf")
+        with open(conf, "w") as fh:
+            fh.write(f"use chroot = no\nuid = root\ngid = root\n[m]\npath = {module_dir}\nread only = false\n")
+        self.procs.append(subprocess.Popen(
+            ["rsync", "--daemon", "--no-detach", f"--port={self.rsync_port}", f"--config={conf}",
+             "--address=127.0.0.1"]))
+        # sshd with a throwaway host key and client key.
+        self.ssh_port = free_port()
+        key = os.path.join(work, "id")
+        host = os.path.join(work, "host")
+        for k in [key, host]:
+            if not os.path.exists(k):
+                common.sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k], check=True)
+        auth = os.path.join(work, "authorized_keys")
+        shutil.copy(key + ".pub", auth)
+        os.chmod(auth, 0o600)
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.procs.append(subprocess.Popen(
+            [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-p", str(self.ssh_port), "-h", host,
+             "-o", "ListenAddress=127.0.0.1", "-o", f"AuthorizedKeysFile={auth}",
+             "-o", "PermitRootLogin=prohibit-password", "-o", "PasswordAuthentication=no",
+             "-o", "StrictModes=no"],
+            stderr=subprocess.DEVNULL))
+        self.ssh = (f"ssh -p {self.ssh_port} -i {key} -o StrictHostKeyChecking=no "
+                    "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -c aes128-gcm@openssh.com")
+        os.environ["BLIT_KNOWN_HOSTS"] = os.path.join(work, "known_hosts")
+        time.sleep(1.0)
+
+    def start_blit(self, daemon, extra):
+        p = subprocess.Popen([daemon, "--listen", "127.0.0.1:0", "--module", f"m={self.module}"] + extra,
+                             stdout=subprocess.PIPE, text=True)
+        line = p.stdout.readline()
+        self.procs.append(p)
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        return port
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def push_tools(blit, sv, big):
+    t = [
+        ("blit", lambda s, d: [blit, "copy", "-q", "--no-progress", s, f"blit://127.0.0.1:{sv.blit_tls}/m/{d}"]),
+        ("rsyncd", lambda s, d: ["rsync", "-a", s + "/", f"rsync://127.0.0.1:{sv.rsync_port}/m/{d}/"]),
+        ("rsync ssh", lambda s, d: ["rsync", "-a", "-e", sv.ssh, s + "/", f"root@127.0.0.1:{sv.module}/{d}/"]),
+    ]
+    if big:
+        t.insert(1, ("blit --no-tls", lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls", s,
+                                                    f"blit://127.0.0.1:{sv.blit_plain}/m/{d}"]))
+    return t
+
+
+def pull_tools(blit, sv, big):
+    t = [
+        ("blit", lambda s, d: [blit, "copy", "-q", "--no-progress", f"blit://127.0.0.1:{sv.blit_tls}/m/{s}", d]),
+        ("rsyncd", lambda s, d: ["rsync", "-a", f"rsync://127.0.0.1:{sv.rsync_port}/m/{s}/", d + "/"]),
+        ("rsync ssh", lambda s, d: ["rsync", "-a", "-e", sv.ssh, f"root@127.0.0.1:{sv.module}/{s}/", d + "/"]),
+    ]
+    if big:
+        t.insert(1, ("blit --no-tls", lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls",
+                                                    f"blit://127.0.0.1:{sv.blit_plain}/m/{s}", d]))
+    return t
+
+
+def mirror_tools(blit, sv):
+    return [
+        ("blit", lambda s, d: [blit, "mirror", "-q", "--no-progress", s, f"blit://127.0.0.1:{sv.blit_tls}/m/{d}"]),
+        ("rsyncd", lambda s, d: ["rsync", "-a", "--delete", s + "/", f"rsync://127.0.0.1:{sv.rsync_port}/m/{d}/"]),
+        ("rsync ssh", lambda s, d: ["rsync", "-a", "--delete", "-e", sv.ssh, s + "/", f"root@127.0.0.1:{sv.module}/{d}/"]),
+    ]
+
+
+class RemoteBench(common.Bench):
+    def record(self, label, results):
+        # Ratios against rsyncd, the peer the targets name.
+        super().record(label, results)
+        label_, med, best, ratio = self.rows[-1]
+        if "blit" in med and "rsyncd" in med:
+            r = med["blit"][0] / med["rsyncd"][0]
+            print(f"  blit / rsyncd: {r:.2f}")
+            self.rows[-1] = (label_, med, ("rsyncd", med["rsyncd"]), r)
+        if "blit" in med and "blit --no-tls" in med:
+            print(f"  TLS cost: blit / blit --no-tls = {med['blit'][0] / med['blit --no-tls'][0]:.2f}")
+
+    def push(self, label, src, nbytes, rounds, big):
+        tools = push_tools(self.blit, self.sv, big)
+        results = {n: [] for n, _ in tools}
+        for i in range(rounds):
+            for name, cmd in tools:
+                rel = f"push-{name.split()[0]}-{name.count('-')}"
+                dst = os.path.join(self.sv.module, rel)
+                if big:
+                    shutil.rmtree(dst, ignore_errors=True)
+                self.aside(dst)
+                self.prepare(src, nbytes)
+                results[name].append(common.timed(cmd(src, rel)))
+        self.record(label, results)
+
+    def pull(self, label, rel, nbytes, rounds, big):
+        tools = pull_tools(self.blit, self.sv, big)
+        results = {n: [] for n, _ in tools}
+        base = os.path.join(self.data, "dst", "pulled")
+        os.makedirs(base, exist_ok=True)
+        for i in range(rounds):
+            for name, cmd in tools:
+                dst = os.path.join(base, f"{name.split()[0]}-{name.count('-')}")
+                if big:
+                    shutil.rmtree(dst, ignore_errors=True)
+                self.aside(dst)
+                self.prepare(os.path.join(self.sv.module, rel), nbytes)
+                results[name].append(common.timed(cmd(rel, dst)))
+        self.record(label, results)
+
+    def noop(self, label, src, rel, rounds):
+        tools = mirror_tools(self.blit, self.sv)
+        replica = os.path.join(self.sv.module, rel)
+        if not os.path.exists(replica):
+            common.sh([self.blit, "mirror", "-q", "--no-progress", src, replica], check=True)
+        results = {n: [] for n, _ in tools}
+        for _ in range(rounds):
+            for name, cmd in tools:
+                self.prepare(src, 0, extra_warm=replica)
+                results[name].append(common.timed(cmd(src, rel)))
+        self.record(label, results)
+
+    def write(self, out):
+        lines = [
+            "# Remote benchmark results (loopback)",
+            "",
+            f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
+            f"Machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}  ",
+            f"Blit: {common.version(self.blit)}; rsync: {common.version('rsync')}; "
+            f"ssh: {subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.strip()}  ",
+            f"{self.args.rounds} rounds, alternating; wall-time medians. `blit` uses TLS (its default); "
+            "rsyncd is unencrypted; rsync ssh uses aes128-gcm.",
+            "",
+            "| workload | tool | median s | min s | cpu s | peak RSS MiB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label, med, best, ratio in self.rows:
+            for name, (w, mn, cpu, rss, _) in sorted(med.items(), key=lambda kv: kv[1][0]):
+                lines.append(f"| {label} | {name} | {w:.3f} | {mn:.3f} | {cpu:.2f} | {rss:.1f} |")
+            if ratio is not None:
+                lines.append(f"| {label} | **blit / rsyncd** | **{ratio:.2f}** | | | |")
+            if "blit" in med and "blit --no-tls" in med:
+                lines.append(f"| {label} | **TLS cost (blit / blit --no-tls)** | "
+                             f"**{med['blit'][0] / med['blit --no-tls'][0]:.2f}** | | | |")
+        with open(out, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        print(f"\nwrote {out}")
+
+
+def main():
+    sys.stdout.reconfigure(line_buffering=True)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only", default=",".join(ALL))
+    ap.add_argument("--data", default="/var/tmp/blit-bench")
+    ap.add_argument("--out", default=os.path.join(common.HERE, "RESULTS-remote.md"))
+    args = ap.parse_args()
+    only = args.only.split(",")
+    need([("rsync", "rsync"), ("openssh-server", "sshd"), ("openssh-client", "ssh"), ("time", "/usr/bin/time")])
+    common.sh(["cargo", "build", "--release", "-q", "-p", "blit-daemon"], cwd=common.REPO, check=True)
+    b = RemoteBench(args)
+    d = args.data
+    module = os.path.join(d, "module")
+    os.makedirs(module, exist_ok=True)
+    work = os.path.join(d, "remote-work")
+    os.makedirs(work, exist_ok=True)
+    b.sv = Servers(module, work)
+    try:
+        r = args.rounds
+        if "push-1g" in only or "pull-1g" in only:
+            src = os.path.join(d, "src-1g")
+            common.make_big_file(src, 1 << 30)
+            if "push-1g" in only:
+                b.push("1 GiB file, push", src, 1 << 30, r, True)
+            if "pull-1g" in only:
+                if not os.path.exists(os.path.join(module, "src-1g")):
+                    common.sh(["cp", "-a", src, os.path.join(module, "src-1g")], check=True)
+                b.pull("1 GiB file, pull", "src-1g", 1 << 30, r, True)
+        if "push-10k" in only or "pull-10k" in only:
+            src = os.path.join(d, "src-10k")
+            common.make_small_tree(src, 10000, 100, 4096, 7)
+            if "push-10k" in only:
+                b.push("10,000 x 4 KiB, push", src, 10000 * 4096, r, False)
+            if "pull-10k" in only:
+                if not os.path.exists(os.path.join(module, "src-10k")):
+                    common.sh(["cp", "-a", src, os.path.join(module, "src-10k")], check=True)
+                b.pull("10,000 x 4 KiB, pull", "src-10k", 10000 * 4096, r, False)
+        if "noop-50k" in only:
+            src = os.path.join(d, "src-50k")
+            common.make_small_tree(src, 50000, 500, 4096, 2)
+            b.noop("50,000 files, no-op mirror (push)", src, "replica-50k", r)
+    finally:
+        b.sv.stop()
+    b.write(args.out)
+    b.cleanup()
+
+
+if __name__ == "__main__":
+    main()
