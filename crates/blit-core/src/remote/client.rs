@@ -26,6 +26,8 @@ use crate::sync;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The daemon must answer the hello within this.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once running, a session in which nothing arrives for this long has stalled.
+const STALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn net_error(url: &RemoteUrl, e: io::Error) -> Error {
     Error::Refused(format!("{url}: {e}"))
@@ -102,8 +104,9 @@ pub fn open(url: &RemoteUrl, role: Role, access: &Access) -> Result<(Chan, Msg)>
     if let Msg::Refused(why) = answer {
         return Err(Error::Refused(format!("{url}: {why}")));
     }
+    // A daemon silent this long has stalled: the run fails instead of hanging.
     chan.stream()
-        .set_read_timeout(None)
+        .set_read_timeout(Some(STALL_TIMEOUT))
         .map_err(|e| net_error(url, e))?;
     Ok((chan, answer))
 }
@@ -206,9 +209,10 @@ pub fn push(
     }
     let (tx, rx) = mpsc::channel::<Option<Msg>>();
     let tx2 = tx.clone();
+    // Only a move may remove anything here; a daemon asking otherwise is refused.
     let tree = ServeTree::new(
         src_root.clone(),
-        false,
+        job.mode != Mode::Move,
         job.opts.workers.unwrap_or_else(job::default_workers),
         Box::new(move |m| {
             let _ = tx.send(Some(m));
