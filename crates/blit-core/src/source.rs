@@ -80,6 +80,15 @@ pub trait Source: Sync {
     fn resumes(&self) -> bool {
         false
     }
+
+    /// The source wants [`Source::prefetch`] hints (each costs the engine a pass over the
+    /// folder's listings).
+    const HINTS: bool = false;
+
+    /// The files of one folder the engine is about to copy: a remote source asks for all of them
+    /// at once, so their data is on its way while the copies are queued, instead of one round
+    /// trip after another.
+    fn prefetch(&self, _dir: &Self::Dir, _files: &[&Entry]) {}
 }
 
 /// Files at least this large are received resumably with `--resume`, block by block of this

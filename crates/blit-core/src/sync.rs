@@ -451,6 +451,9 @@ impl<'a, S: Source> Syncer<'a, S> {
                 }
             }
         }
+        if S::HINTS && !self.opts.dry_run && node.dst.is_some() {
+            self.hint(node, &src, &dst);
+        }
         self.entries_seen
             .fetch_add(src.entries.len() as u64, Ordering::Relaxed);
         self.dst_seen
@@ -474,6 +477,34 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
         for b in di {
             self.dst_only(b, &src.unknown);
+        }
+    }
+
+    /// Tells the source which files of this folder will surely be copied: new ones, and those
+    /// whose size or mtime differ (hard-linked ones are left out: most of their names become
+    /// links, not copies).
+    fn hint(&self, node: &Node<S::Dir>, src: &Listing, dst: &Listing) {
+        let mut want = Vec::new();
+        let mut di = dst.entries.iter().peekable();
+        for a in &src.entries {
+            while di.next_if(|b| b.rel < a.rel).is_some() {}
+            let b = di.next_if(|b| b.rel == a.rel);
+            if a.kind != Kind::File || a.nlink > 1 {
+                continue;
+            }
+            let needed = match b {
+                None => true,
+                Some(b) => matches!(
+                    decide::quick(a, b, &self.opts.rules),
+                    Some(Decision::Write(_))
+                ),
+            };
+            if needed {
+                want.push(a);
+            }
+        }
+        if !want.is_empty() {
+            self.src.prefetch(&node.src, &want);
         }
     }
 

@@ -23,7 +23,7 @@ use crate::sys::{self, At};
 
 pub struct ServeTree {
     tree: Arc<Tree>,
-    pool: rayon::ThreadPool,
+    pool: Pool,
     /// Messages that are not requests go here (the push client hears the daemon's events).
     on_message: Box<dyn Fn(Msg) + Send + Sync>,
     on_closed: Box<dyn Fn(&str) + Send + Sync>,
@@ -37,10 +37,7 @@ impl ServeTree {
         on_message: Box<dyn Fn(Msg) + Send + Sync>,
         on_closed: Box<dyn Fn(&str) + Send + Sync>,
     ) -> io::Result<Self> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers.max(1))
-            .build()
-            .map_err(io::Error::other)?;
+        let pool = Pool::new(workers.max(1))?;
         Ok(ServeTree {
             tree: Arc::new(Tree {
                 dirs: DirCache::new(root),
@@ -250,6 +247,53 @@ impl Tree {
         match r {
             Ok(gone) => Rep::Removed(gone),
             Err(e) => Rep::Err(to_wire(&e, rel)),
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that wait for requests blocked on a channel. Not rayon: its idle workers spin (yield
+/// in a loop) looking for work, which on a small machine takes the CPU from the threads moving
+/// the data; these sleep until a request comes.
+struct Pool {
+    tx: Option<std::sync::mpsc::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new(n: usize) -> io::Result<Pool> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let mut threads = Vec::with_capacity(n);
+        for _ in 0..n {
+            let rx = Arc::clone(&rx);
+            threads.push(std::thread::Builder::new().spawn(move || loop {
+                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            })?);
+        }
+        Ok(Pool {
+            tx: Some(tx),
+            threads,
+        })
+    }
+
+    fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Box::new(job));
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }

@@ -22,6 +22,11 @@ use crate::sys::{self, At, CopyOutcome, Fed, Output, Xattrs};
 
 /// Listings requested ahead of the engine, at most.
 const PREFETCH: usize = 64;
+/// Files requested ahead of the engine: only small ones (their whole reply fits the bounded
+/// queue of a transfer, so an unread one never holds up the connection), at most this many
+/// bytes in flight.
+const AHEAD_FILE_MAX: u64 = 256 << 10;
+const AHEAD_BYTES: u64 = 64 << 20;
 
 pub struct RemoteSource {
     peer: Arc<Peer>,
@@ -30,6 +35,14 @@ pub struct RemoteSource {
     /// How paths of this tree are shown (`blit://host:port/module/path`).
     shown: String,
     prefetched: Mutex<HashMap<PathBuf, Replies>>,
+    ahead: Mutex<Ahead>,
+}
+
+/// Small files requested ahead, with their sizes, and the bytes they hold in flight.
+#[derive(Default)]
+struct Ahead {
+    files: HashMap<PathBuf, (Replies, u64)>,
+    bytes: u64,
 }
 
 /// A folder of the remote tree: its path relative to the root; `None` for the folder holding a
@@ -46,6 +59,7 @@ impl RemoteSource {
             root_name,
             shown,
             prefetched: Mutex::new(HashMap::new()),
+            ahead: Mutex::new(Ahead::default()),
         })
     }
 
@@ -94,6 +108,27 @@ impl RemoteSource {
             Incoming::Rep(rep) => Ok(rep),
             Incoming::Data { .. } => Err(self.lost(op, rel, unexpected())),
         }
+    }
+
+    fn read_request(
+        &self,
+        rel: &Path,
+        expect: Option<Expect>,
+        have: Vec<[u8; 32]>,
+    ) -> io::Result<Replies> {
+        self.peer.request_data(Req::Read {
+            rel: rel.as_os_str().as_bytes().to_vec(),
+            expect,
+            have,
+        })
+    }
+
+    /// A file requested ahead, if it was.
+    fn take_ahead(&self, rel: &Path) -> Option<Replies> {
+        let mut ahead = self.ahead.lock().unwrap();
+        let (replies, size) = ahead.files.remove(rel)?;
+        ahead.bytes -= size;
+        Some(replies)
     }
 
     fn list_request(&self, rel: &Path, xattrs: bool) -> io::Result<Replies> {
@@ -274,19 +309,23 @@ impl Source for RemoteSource {
             mtime_nsec: entry.mtime.nsec,
             ino: entry.ino,
         });
-        let have = if out.resume {
-            partial_blocks(out.tmp)?
+        let ahead = if first && !out.resume {
+            self.take_ahead(&rel)
         } else {
-            Vec::new()
+            None
         };
-        let replies = self
-            .peer
-            .request_data(Req::Read {
-                rel: rel.as_os_str().as_bytes().to_vec(),
-                expect,
-                have,
-            })
-            .map_err(|e| self.lost(Op::Copy, &rel, e))?;
+        let replies = match ahead {
+            Some(r) => r,
+            None => {
+                let have = if out.resume {
+                    partial_blocks(out.tmp)?
+                } else {
+                    Vec::new()
+                };
+                self.read_request(&rel, expect, have)
+                    .map_err(|e| self.lost(Op::Copy, &rel, e))?
+            }
+        };
         let xattrs = entry.extra.as_ref().and_then(|x| x.xattrs.as_ref());
         let tmp = out.tmp;
         let (progress, cancel) = (out.progress, out.cancel);
@@ -363,6 +402,31 @@ impl Source for RemoteSource {
 
     fn resumes(&self) -> bool {
         true
+    }
+
+    const HINTS: bool = true;
+
+    fn prefetch(&self, dir: &RemoteDir, files: &[&Entry]) {
+        let mut ahead = self.ahead.lock().unwrap();
+        for e in files {
+            if e.size > AHEAD_FILE_MAX || ahead.bytes + e.size > AHEAD_BYTES {
+                continue;
+            }
+            let Some(name) = e.rel.file_name() else {
+                continue;
+            };
+            let rel = Self::rel_of(dir, name);
+            let expect = Expect {
+                size: e.size,
+                mtime_sec: e.mtime.sec,
+                mtime_nsec: e.mtime.nsec,
+                ino: e.ino,
+            };
+            if let Ok(r) = self.read_request(&rel, Some(expect), Vec::new()) {
+                ahead.bytes += e.size;
+                ahead.files.insert(rel, (r, e.size));
+            }
+        }
     }
 }
 
