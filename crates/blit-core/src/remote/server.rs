@@ -268,6 +268,11 @@ fn push(
     push: PushJob,
 ) -> io::Result<()> {
     let src_is_dir = push.src.kind == wire::kind_code(Kind::Dir);
+    let name = &push.src.name;
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return refuse(&mut chan, "the source's name is not a plain file name");
+    }
     let dst = match beneath::dest(
         module,
         rel,
