@@ -23,7 +23,7 @@ pub fn run(cmd: Command) -> ExitCode {
 fn ask(cmd: Command) -> anyhow::Result<ExitCode> {
     let (common, req) = match cmd {
         Command::ListModules(a) => (a, AdminReq::ListModules),
-        Command::Ls(a) => (a, AdminReq::List),
+        Command::Ls(a) => (a, AdminReq::List { after: None }),
         Command::Du(a) => (a, AdminReq::Usage),
         Command::Df(a) => (a, AdminReq::Space),
         Command::Find { common, name } => (common, AdminReq::Find(name)),
@@ -47,6 +47,17 @@ fn ask(cmd: Command) -> anyhow::Result<ExitCode> {
     };
     let rep = client::admin(&url, req, &access)?;
     print(&rep, common.json);
+    if let AdminRep::Entries {
+        entries,
+        more: true,
+    } = &rep
+    {
+        eprintln!(
+            "blit: stopped after {} entries (the daemon's limit); narrow the search",
+            entries.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -86,7 +97,7 @@ fn print(rep: &AdminRep, as_json: bool) {
                 .map(|m| json!({"name": m.name, "read_only": m.read_only, "needs_token": m.needs_token}))
                 .collect::<Vec<_>>())
         }
-        AdminRep::Entries(list) => {
+        AdminRep::Entries { entries: list, .. } => {
             if !as_json {
                 for (name, e) in list {
                     println!(

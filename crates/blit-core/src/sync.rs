@@ -1241,16 +1241,30 @@ impl<'a, S: Source> Syncer<'a, S> {
             }
             ready.push(rel);
         }
-        let parents: HashSet<PathBuf> = ready.iter().map(|r| parent_rel(r)).collect();
-        let mut unsynced = HashSet::new();
-        for p in &parents {
-            if let Err(e) = self.dst_dirs.dir(p).and_then(|d| sys::fsync_dir(&d)) {
-                unsynced.insert(p.clone());
-                self.fail(e);
-            }
-        }
+        // Each destination folder that gained a name is flushed once (for a single-file run,
+        // the folder holding the root).
+        let mut flushed: HashMap<PathBuf, bool> = HashMap::new();
         for rel in ready {
-            if unsynced.contains(&parent_rel(&rel)) {
+            let parent = parent_rel(&rel);
+            let ok = match flushed.get(&parent) {
+                Some(ok) => *ok,
+                None => {
+                    let r = self
+                        .dst_dirs
+                        .parent_of(&rel)
+                        .and_then(|(d, _)| sys::fsync_dir(&d));
+                    let ok = match r {
+                        Ok(()) => true,
+                        Err(e) => {
+                            self.fail(e);
+                            false
+                        }
+                    };
+                    flushed.insert(parent, ok);
+                    ok
+                }
+            };
+            if !ok {
                 continue;
             }
             let removed = self

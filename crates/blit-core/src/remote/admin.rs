@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::beneath;
 use super::serve;
 use super::server::{fd_path, Module};
-use super::wire::{AdminRep, AdminReq, WireEntry};
+use super::wire::{self, AdminRep, AdminReq};
 use crate::entry::{Entry, Kind};
 use crate::sys::{self, At, Dir};
 
@@ -18,7 +18,7 @@ const FIND_MAX: usize = 10_000;
 pub fn answer(module: &Module, rel: &Path, req: AdminReq) -> AdminRep {
     let r = match req {
         AdminReq::ListModules => return AdminRep::Error("not a module request".into()),
-        AdminReq::List => list(module, rel),
+        AdminReq::List { after } => list(module, rel, after.as_deref()),
         AdminReq::Usage => usage(module, rel),
         AdminReq::Space => space(module),
         AdminReq::Find(glob) => find(module, rel, &glob),
@@ -46,30 +46,46 @@ fn open_at(module: &Module, rel: &Path) -> Result<(Dir, Option<Entry>), String> 
     Ok((Dir::open(&fd_path(&parent)).map_err(text)?, Some(entry)))
 }
 
-fn list(module: &Module, rel: &Path) -> R {
+/// An answer's entries stop at this many bytes, so it fits one frame.
+const PAGE_BYTES: usize = wire::MAX_FRAME / 2;
+
+fn list(module: &Module, rel: &Path, after: Option<&[u8]>) -> R {
     let (dir, file) = open_at(module, rel)?;
     if let Some(e) = file {
         let name = rel.file_name().unwrap_or_default();
-        return Ok(AdminRep::Entries(vec![(
-            name.as_bytes().to_vec(),
-            serve::to_wire_entry(name, &e),
-        )]));
+        return Ok(AdminRep::Entries {
+            entries: vec![(name.as_bytes().to_vec(), serve::to_wire_entry(name, &e))],
+            more: false,
+        });
     }
-    let listed =
-        crate::source::list_local(&dir, Path::new(""), &|_, _| true, false).map_err(text)?;
-    let mut out: Vec<(Vec<u8>, WireEntry)> = listed
-        .entries
+    let mut names: Vec<_> = dir
+        .read_names()
+        .map_err(text)?
         .into_iter()
-        .filter_map(|(name, e)| {
-            let e = e.ok()?;
-            Some((
-                name.as_bytes().to_vec(),
-                serve::describe(&dir, &name, &e, false).ok()?,
-            ))
+        .map(|(n, _)| n)
+        .filter(|n| match after {
+            Some(a) => n.as_bytes() > a,
+            None => true,
         })
         .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(AdminRep::Entries(out))
+    names.sort();
+    let mut out = Vec::new();
+    let mut size = 0;
+    let mut more = false;
+    for name in names {
+        if size >= PAGE_BYTES {
+            more = true;
+            break;
+        }
+        let Ok(e) = sys::stat_at(At::new(&dir, &name), PathBuf::from(&name)) else {
+            continue;
+        };
+        if let Ok(w) = serve::describe(&dir, &name, &e, false) {
+            size += 96 + name.len() + w.link.as_ref().map_or(0, Vec::len);
+            out.push((name.as_bytes().to_vec(), w));
+        }
+    }
+    Ok(AdminRep::Entries { entries: out, more })
 }
 
 /// Walks a folder without following links, calling `visit` with each entry's relative path.
@@ -138,18 +154,24 @@ fn find(module: &Module, rel: &Path, glob: &str) -> R {
         .compile_matcher();
     let (dir, _) = open_at(module, rel)?;
     let mut out = Vec::new();
-    let mut base = PathBuf::new();
+    let mut size = 0;
+    let mut more = false;
     walk(&dir, Path::new(""), &mut |d, name, e| {
         if matcher.is_match(Path::new(name)) {
+            if out.len() >= FIND_MAX || size >= PAGE_BYTES {
+                more = true;
+                return false;
+            }
             if let Ok(w) = serve::describe(d, name, e, false) {
-                base.clone_from(&e.rel);
-                out.push((base.as_os_str().as_bytes().to_vec(), w));
+                let rel = e.rel.as_os_str().as_bytes().to_vec();
+                size += 96 + rel.len() + w.link.as_ref().map_or(0, Vec::len);
+                out.push((rel, w));
             }
         }
-        out.len() < FIND_MAX
+        true
     })?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(AdminRep::Entries(out))
+    Ok(AdminRep::Entries { entries: out, more })
 }
 
 fn remove(module: &Module, rel: &Path) -> R {

@@ -196,7 +196,13 @@ pub fn push(
         no_xattrs: job.opts.no_xattrs,
         force: job.opts.force,
         resume: job.opts.resume,
-        src: serve::to_wire_entry(&name, &entry),
+        src: {
+            let mut w = serve::to_wire_entry(&name, &entry);
+            if !job.opts.no_xattrs {
+                w.xattrs = serve::path_xattrs(&src_root);
+            }
+            w
+        },
         into: url.trailing_slash,
         src_shown: crate::names::escape(&src_root),
         dst_shown: url.to_string(),
@@ -341,8 +347,31 @@ fn action_of(code: u8) -> Option<Action> {
     .find(|a| a.symbol() as u8 == code)
 }
 
-/// An admin verb: one request, one answer.
+/// An admin verb: one request, one answer (an `ls` of a big folder: one per page, joined).
 pub fn admin(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRep> {
+    if !matches!(req, AdminReq::List { .. }) {
+        return admin_once(url, req, access);
+    }
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        match admin_once(url, AdminReq::List { after }, access)? {
+            AdminRep::Entries { entries, more } => {
+                after = entries.last().map(|(n, _)| n.clone());
+                all.extend(entries);
+                if !more || after.is_none() {
+                    return Ok(AdminRep::Entries {
+                        entries: all,
+                        more: false,
+                    });
+                }
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
+fn admin_once(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRep> {
     let (_chan, answer) = open(url, Role::Admin(req), access)?;
     match answer {
         Msg::Admin(AdminRep::Error(why)) => Err(Error::Refused(format!("{url}: {why}"))),

@@ -42,6 +42,7 @@ impl ServeTree {
             tree: Arc::new(Tree {
                 dirs: DirCache::new(root),
                 read_only,
+                outer: None,
             }),
             pool,
             on_message,
@@ -55,6 +56,22 @@ struct Tree {
     dirs: DirCache,
     /// Removals (a `move` from a read-only module) are refused.
     read_only: bool,
+    /// Where the root folder itself is removed from, when it is reached through a descriptor
+    /// (the daemon's case; see [`ServeTree::with_outer`]).
+    outer: Option<(PathBuf, std::ffi::OsString)>,
+}
+
+impl ServeTree {
+    /// A daemon's served folder is opened through its held descriptor, whose path has no usable
+    /// parent: removing the root after a `move` goes through `outer` (its parent folder's handle
+    /// and its name) instead, or, when `None` and the root is such a descriptor (the module's
+    /// own folder), does not happen.
+    pub fn with_outer(mut self, outer: Option<(PathBuf, std::ffi::OsString)>) -> Self {
+        if let Some(t) = Arc::get_mut(&mut self.tree) {
+            t.outer = outer;
+        }
+        self
+    }
 }
 
 impl Tree {
@@ -222,11 +239,6 @@ impl Tree {
     }
 
     fn remove(&self, rel: &[u8], dir_too: bool) -> Rep {
-        if rel.is_empty() && dir_too && self.dirs.root().starts_with("/proc/self/fd") {
-            // A daemon's served folder (reached through its held descriptor) stays, even when a
-            // move emptied it: it may be the module itself.
-            return Rep::Removed(false);
-        }
         if self.read_only {
             return Rep::Err(WireError {
                 op: Op::Delete.to_string(),
@@ -236,7 +248,14 @@ impl Tree {
             });
         }
         let r = wire_rel(rel).and_then(|rel| {
-            let (dir, name) = self.dirs.parent_of(&rel)?;
+            let (dir, name) = match (&self.outer, rel.as_os_str().is_empty()) {
+                (Some((parent, name)), true) => (Arc::new(sys::Dir::open(parent)?), name.clone()),
+                (None, true) if dir_too && self.dirs.root().starts_with("/proc/self/fd") => {
+                    // The module's own folder stays, even when a move emptied it.
+                    return Ok(false);
+                }
+                _ => self.dirs.parent_of(&rel)?,
+            };
             let at = At::new(&dir, &name);
             if dir_too {
                 sys::rmdir_at(at)
@@ -384,6 +403,23 @@ pub fn describe(dir: &sys::Dir, name: &OsStr, e: &Entry, xattrs: bool) -> Result
         w.xattrs = Some(values.into_iter().map(|(n, v)| (n.into_vec(), v)).collect());
     }
     Ok(w)
+}
+
+/// The xattrs of the entry a path names (following it: used for a tree's root, which is
+/// resolved already), for the wire; `None` when it has none.
+pub fn path_xattrs(path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    use xattr::FileExt;
+    // Through an open descriptor: the path may be a `/proc/self/fd/N` link, whose own
+    // attributes (what the path-based calls would read) are not the entry's.
+    let f = File::open(path).ok()?;
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for name in f.list_xattr().ok()? {
+        if let Ok(Some(v)) = f.get_xattr(&name) {
+            out.push((name.into_vec(), v));
+        }
+    }
+    out.sort();
+    (!out.is_empty()).then_some(out)
 }
 
 pub fn to_wire_entry(name: &OsStr, e: &Entry) -> WireEntry {

@@ -198,43 +198,76 @@ pub(super) fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// The served tree's root, resolved beneath the module: (held descriptors, path to give the
-/// engine, the root's entry). A file root is named inside its held parent folder.
-fn served_root(module: &Module, rel: &Path) -> io::Result<(Vec<OwnedFd>, PathBuf, WireEntry)> {
+/// The served tree's root, resolved beneath the module.
+struct Served {
+    /// Descriptors the paths below go through, held for the session.
+    _held: Vec<OwnedFd>,
+    /// The path the serving side opens the tree by.
+    root: PathBuf,
+    /// Where the root folder can be removed (its parent's handle and its name) once a `move`
+    /// emptied it; `None` for the module's own folder, which stays.
+    outer: Option<(PathBuf, OsString)>,
+    entry: WireEntry,
+}
+
+/// Resolves the served root beneath the module. A folder is reached through its held
+/// descriptor; a file is named inside its held parent folder.
+fn served_root(module: &Module, rel: &Path) -> io::Result<Served> {
     let root = beneath::open_root(&module.path)?;
     let fd = beneath::open(&root, rel)?;
     let md = std::fs::metadata(fd_path(&fd))?;
     let name = rel
         .file_name()
-        .map(|n| n.as_bytes().to_vec())
-        .unwrap_or_else(|| module.name.as_bytes().to_vec());
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| OsString::from(&module.name));
     let entry = Entry::from_metadata(PathBuf::new(), &md);
-    let wire = serve::to_wire_entry(OsStr::from_bytes(&name), &entry);
+    let mut wire = serve::to_wire_entry(&name, &entry);
+    wire.xattrs = serve::path_xattrs(&fd_path(&fd));
+    let parent = match rel.parent() {
+        Some(p) if !rel.as_os_str().is_empty() => Some(beneath::open(&root, p)?),
+        _ => None,
+    };
     if md.is_dir() {
+        let outer = parent.as_ref().map(|p| (fd_path(p), name.clone()));
         let path = fd_path(&fd);
-        return Ok((vec![root, fd], path, wire));
+        let held = [Some(root), Some(fd), parent]
+            .into_iter()
+            .flatten()
+            .collect();
+        return Ok(Served {
+            _held: held,
+            root: path,
+            outer,
+            entry: wire,
+        });
     }
-    let parent = beneath::open(&root, rel.parent().unwrap_or(Path::new("")))?;
-    let path = fd_path(&parent).join(OsStr::from_bytes(&name));
-    Ok((vec![root, fd, parent], path, wire))
+    let parent = parent.ok_or_else(|| io::Error::other("the module's root is not a folder"))?;
+    let path = fd_path(&parent).join(&name);
+    Ok(Served {
+        _held: vec![root, fd, parent],
+        root: path,
+        outer: None,
+        entry: wire,
+    })
 }
 
 fn pull(mut chan: Chan, settings: &Settings, module: &Module, rel: &Path) -> io::Result<()> {
-    let (_held, root, entry) = match served_root(module, rel) {
+    let served = match served_root(module, rel) {
         Ok(x) => x,
         Err(e) => return refuse(&mut chan, &format!("{}: {e}", shown(module, rel))),
     };
-    chan.send(&Msg::Welcome(Some(entry)))?;
+    chan.send(&Msg::Welcome(Some(served.entry.clone())))?;
     let (tx, rx) = mpsc::channel::<()>();
     let tree = ServeTree::new(
-        root,
+        served.root.clone(),
         module.read_only,
         settings.workers,
         Box::new(|_| {}),
         Box::new(move |_| {
             let _ = tx.send(());
         }),
-    )?;
+    )?
+    .with_outer(served.outer.clone());
     let (stream, tls) = chan.into_parts();
     let peer = Peer::start(stream, tls, Arc::new(tree))?;
     let _ = rx.recv();

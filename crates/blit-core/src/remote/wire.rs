@@ -102,8 +102,10 @@ pub struct PushJob {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum AdminReq {
     ListModules,
-    /// `ls`: one folder (or a file's own entry).
-    List,
+    /// `ls`: one folder (or a file's own entry), in pages: the entries after the name given.
+    List {
+        after: Option<Vec<u8>>,
+    },
     /// `du`: totals beneath the path.
     Usage,
     /// `df`: the filesystem holding the module.
@@ -117,7 +119,12 @@ pub enum AdminReq {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum AdminRep {
     Modules(Vec<ModuleInfo>),
-    Entries(Vec<(Vec<u8>, WireEntry)>),
+    /// `more`: the answer was cut to fit a frame (`ls`: ask again after the last name; `find`:
+    /// it stopped at its limit).
+    Entries {
+        entries: Vec<(Vec<u8>, WireEntry)>,
+        more: bool,
+    },
     Usage {
         files: u64,
         dirs: u64,
