@@ -2378,3 +2378,217 @@ fn unreachable_daemon_and_unknown_module_are_refused() {
     assert!(!sb.join("x").exists());
     assert!(m.listing().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS trust and plain TCP
+// ---------------------------------------------------------------------------------------------
+
+/// The fingerprint a daemon printed on its listening line.
+fn fingerprint_of(tls_dir: &Path) -> String {
+    // The shared identity's certificate is what every TLS daemon here shows; ask a fresh daemon.
+    let sb = Sandbox::new();
+    sb.tree("m").mkroot();
+    let mut child = std::process::Command::new(daemon_binary())
+        .args(["--listen", "127.0.0.1:0", "--module"])
+        .arg(format!("m={}", sb.join("m").display()))
+        .arg("--tls-dir")
+        .arg(tls_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    line.split("fingerprint ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_else(|| panic!("no fingerprint on {line:?}"))
+        .to_string()
+}
+
+#[test]
+fn tls_trust_on_first_use_then_pinning() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.file("f.txt", b"secret bytes");
+    let d = Daemon::serve(&[("m", m.root())]);
+    let fp = fingerprint_of(&tls_dir());
+    // A client with its own, empty known_hosts: trusts on first use and records the host.
+    let kh = sb.join("kh");
+    let mut cmd = client(argv(&[&"copy", &d.url("m", ""), &sb.join("first")]));
+    cmd.env("BLIT_KNOWN_HOSTS", &kh);
+    let a = finish_remote(cmd);
+    expect_code(&a, 0);
+    assert!(stderr_of(&a).contains("trusting"), "{}", stderr_of(&a));
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(recorded.trim(), format!("{} {fp}", d.addr()));
+    assert_eq!(
+        std::fs::read(sb.join("first/f.txt")).unwrap(),
+        b"secret bytes"
+    );
+    // The recorded host no longer asks.
+    let mut cmd = client(argv(&[&"copy", &d.url("m", ""), &sb.join("second")]));
+    cmd.env("BLIT_KNOWN_HOSTS", &kh);
+    let a = finish_remote(cmd);
+    expect_code(&a, 0);
+    assert!(!stderr_of(&a).contains("trusting"));
+    // A different recorded fingerprint for this host (the daemon's certificate "changed"):
+    // refused, nothing written.
+    std::fs::write(&kh, format!("{} {}\n", d.addr(), "ab".repeat(32))).unwrap();
+    let mut cmd = client(argv(&[&"copy", &d.url("m", ""), &sb.join("third")]));
+    cmd.env("BLIT_KNOWN_HOSTS", &kh);
+    let a = finish_remote(cmd);
+    expect_refused(&a, "fingerprint");
+    assert!(!sb.join("third").exists());
+    // An explicit pin: the right one works, a wrong one is refused.
+    let a = go(argv(&[
+        &"copy",
+        &"--tls-fingerprint",
+        &fp,
+        &d.url("m", ""),
+        &sb.join("pinned"),
+    ]));
+    expect_code(&a, 0);
+    let a = go(argv(&[
+        &"copy",
+        &"--tls-fingerprint",
+        &"00".repeat(32),
+        &d.url("m", ""),
+        &sb.join("wrong-pin"),
+    ]));
+    expect_refused(&a, "fingerprint");
+    assert!(!sb.join("wrong-pin").exists());
+}
+
+#[test]
+fn tls_and_plain_must_be_chosen_on_both_sides() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.file("f.txt", b"f");
+    let tls = Daemon::serve(&[("m", m.root())]);
+    let plain = Daemon::serve_plain(&[("m", m.root())]);
+    // `client` adds --no-tls for the plain daemon only; say it explicitly for the TLS one.
+    let a = go(argv(&[
+        &"copy",
+        &"--no-tls",
+        &tls.url("m", ""),
+        &sb.join("a"),
+    ]));
+    expect_refused(&a, "requires TLS");
+    let mut cmd = blit();
+    cmd.args(argv(&[&"copy", &plain.url("m", ""), &sb.join("b")]))
+        .env("BLIT_KNOWN_HOSTS", known_hosts());
+    let a = finish_remote(cmd);
+    expect_refused(&a, "--no-tls");
+    assert!(!sb.join("a").exists() && !sb.join("b").exists());
+    // Both plain: works.
+    expect_code(&go(argv(&[&"copy", &plain.url("m", ""), &sb.join("c")])), 0);
+    assert_trees_equal(m.root(), &sb.join("c"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resume
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes a JSON summary says were created or updated.
+fn bytes_moved(j: &serde_json::Value) -> u64 {
+    j["actions"]["create"]["bytes"].as_u64().unwrap()
+        + j["actions"]["update"]["bytes"].as_u64().unwrap()
+}
+
+#[test]
+fn resume_after_the_daemon_is_killed_sends_only_what_is_missing() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    let size: u64 = 192 << 20;
+    random_file(&src.p("big.bin"), size);
+    let m = sb.tree("mod");
+    m.mkroot();
+    let mut d = Daemon::serve(&[("m", m.root())]);
+    let mut child = client(argv(&[
+        &"copy",
+        &"--resume",
+        &src.root(),
+        &d.url("m", "dst"),
+    ]))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Kill the daemon once part of the file has landed in its fixed temporary.
+    let partial = || {
+        temps_under(m.root())
+            .into_iter()
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".~blit-0-")
+            })
+            .map(|p| m.root().join(p))
+    };
+    let landed = wait_for(Duration::from_secs(30), || {
+        partial()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|md| md.len() >= 2 << 20)
+    });
+    assert!(landed, "no partial file appeared");
+    d.kill9();
+    let out = wait_child(&mut child, Duration::from_secs(30));
+    assert!(!out.status.success(), "the copy finished before the kill");
+    let kept = std::fs::metadata(partial().expect("the partial file is kept"))
+        .unwrap()
+        .len();
+    assert!(kept < size, "partial is {kept} bytes");
+    assert!(
+        !m.exists("dst/big.bin"),
+        "a partial file stands under the final name"
+    );
+
+    // Corrupt one kept block: resuming must notice it by hash and send it again.
+    {
+        use std::os::unix::fs::FileExt;
+        let p = partial().unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(b"CORRUPTED BLOCK", 1 << 20).unwrap();
+    }
+    let d2 = Daemon::serve(&[("m", m.root())]);
+    let a = go(argv(&[
+        &"copy",
+        &"--resume",
+        &"--json",
+        &src.root(),
+        &d2.url("m", "dst"),
+    ]));
+    expect_code(&a, 0);
+    assert_trees_equal(src.root(), &m.p("dst"));
+    let sent = bytes_moved(&json_of(&a));
+    let whole_blocks = kept / (1 << 20) * (1 << 20);
+    assert_eq!(
+        sent,
+        size - whole_blocks + (1 << 20),
+        "resume sent {sent} bytes; {kept} were kept ({whole_blocks} in whole blocks, one corrupted)"
+    );
+    assert!(temps_under(m.root()).is_empty());
+}
+
+#[test]
+fn without_resume_a_leftover_partial_is_removed_and_never_used() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("big.bin", noise(3 << 20, 1));
+    let m = sb.tree("mod");
+    // A partial from an earlier interrupted --resume run, holding wrong data.
+    let name = blit_core::tempname::partial(OsStr::new("big.bin"));
+    m.file(Path::new("dst").join(&name), noise(2 << 20, 2));
+    let d = Daemon::serve(&[("m", m.root())]);
+    let a = go(argv(&[&"copy", &"--json", &src.root(), &d.url("m", "dst")]));
+    expect_code(&a, 0);
+    assert_eq!(bytes_moved(&json_of(&a)), 3 << 20);
+    assert_trees_equal(src.root(), &m.p("dst"));
+    assert!(temps_under(m.root()).is_empty());
+}

@@ -211,6 +211,8 @@ fn prints_where_it_listens_first() {
             "127.0.0.1:0".as_ref(),
             "--config".as_ref(),
             os(&cfg),
+            "--tls-dir".as_ref(),
+            os(&s.join("tls")),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -231,8 +233,13 @@ fn prints_where_it_listens_first() {
     let port = line
         .trim_end()
         .strip_prefix("blit-daemon listening on 127.0.0.1:")
+        .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     let port: u16 = port.parse().unwrap();
+    assert!(
+        line.contains("TLS, certificate fingerprint "),
+        "the listening line does not give the fingerprint: {line:?}"
+    );
     assert_ne!(port, 0);
     assert_ne!(port, 1);
 }
