@@ -12,7 +12,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use super::wire::{self, Frame, Msg, Rep, Req};
@@ -61,8 +61,14 @@ pub trait Handler: Send + Sync + 'static {
     fn closed(&self, _why: &str) {}
 }
 
+/// Bytes that may wait in the send queue: a sender reading files faster than the network takes
+/// them waits here instead of holding whole files in memory.
+const QUEUE_BYTES: usize = 16 << 20;
+
 pub struct Peer {
     out: Arc<Mutex<Option<Sender<Vec<u8>>>>>,
+    /// Bytes queued and not yet written, and the signal that some were.
+    queued: Arc<(Mutex<usize>, Condvar)>,
     pending: Mutex<HashMap<u32, Route>>,
     next_id: AtomicU32,
     closed: Mutex<Option<String>>,
@@ -119,12 +125,18 @@ impl Peer {
                     }),
                     raw: Vec::new(),
                 };
-                let writer = TlsWriter { sock: stream, conn };
+                let writer = TlsWriter {
+                    sock: stream,
+                    conn,
+                    out: Vec::new(),
+                };
                 (Box::new(reader), Out::Tls(writer))
             }
         };
+        let queued = Arc::new((Mutex::new(0usize), Condvar::new()));
         let peer = Arc::new(Peer {
             out,
+            queued: Arc::clone(&queued),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
             closed: Mutex::new(None),
@@ -135,7 +147,7 @@ impl Peer {
             let peer = Arc::clone(&peer);
             std::thread::spawn(move || {
                 let mut writer = writer;
-                if let Err(e) = write_loop(&mut writer, rx) {
+                if let Err(e) = write_loop(&mut writer, rx, &queued) {
                     peer.close(&format!("send failed: {e}"));
                 }
                 // The other side's reader sees the end of the stream: nothing more is coming.
@@ -184,8 +196,20 @@ impl Peer {
         self.out.lock().unwrap().take();
     }
 
-    /// Queues an encoded frame.
+    /// Queues an encoded frame, first waiting while the queue holds [`QUEUE_BYTES`] already
+    /// (a frame always goes when the queue is empty, whatever its size).
     pub fn send_frame(&self, frame: Vec<u8>) -> io::Result<()> {
+        {
+            let (lock, cv) = &*self.queued;
+            let mut q = lock.lock().unwrap();
+            while *q > 0 && *q + frame.len() > QUEUE_BYTES && !self.is_closed() {
+                q = cv
+                    .wait_timeout(q, std::time::Duration::from_millis(100))
+                    .unwrap()
+                    .0;
+            }
+            *q += frame.len();
+        }
         let out = self.out.lock().unwrap();
         match out.as_ref() {
             Some(tx) => tx.send(frame).map_err(|_| self.lost()),
@@ -297,13 +321,29 @@ impl Write for Out {
     }
 }
 
-fn write_loop(writer: &mut Out, rx: Receiver<Vec<u8>>) -> io::Result<()> {
+fn write_loop(
+    writer: &mut Out,
+    rx: Receiver<Vec<u8>>,
+    queued: &(Mutex<usize>, Condvar),
+) -> io::Result<()> {
     let mut w = BufWriter::with_capacity(256 << 10, writer);
+    let written = |n: usize| {
+        let (lock, cv) = queued;
+        let mut q = lock.lock().unwrap();
+        *q = q.saturating_sub(n);
+        cv.notify_all();
+    };
     while let Ok(frame) = rx.recv() {
         w.write_all(&frame)?;
+        written(frame.len());
+        wire::recycle(frame);
         loop {
             match rx.try_recv() {
-                Ok(frame) => w.write_all(&frame)?,
+                Ok(frame) => {
+                    w.write_all(&frame)?;
+                    written(frame.len());
+                    wire::recycle(frame);
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     w.flush()?;

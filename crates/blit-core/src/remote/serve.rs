@@ -184,7 +184,7 @@ impl Tree {
                 return Ok(Rep::Changed);
             }
             if blake3::hash(&buf).as_bytes() != want {
-                let mut frame = Vec::with_capacity(17 + len);
+                let mut frame = wire::buffer(17 + len);
                 frame.extend_from_slice(&wire::data_header(id, off, len));
                 frame.extend_from_slice(&buf);
                 peer.send_frame(frame)
@@ -201,7 +201,7 @@ impl Tree {
             let mut off = start;
             while off < end {
                 let want = ((end - off) as usize).min(wire::DATA_CHUNK);
-                let mut frame = Vec::with_capacity(17 + want);
+                let mut frame = wire::buffer(17 + want);
                 frame.extend_from_slice(&wire::data_header(id, off, want));
                 frame.resize(17 + want, 0);
                 let n = read_at_most(&file, &mut frame[17..], off)

@@ -342,6 +342,7 @@ impl Source for RemoteSource {
                         f.write_all_at(&data, offset)
                             .map_err(|e| Error::io(Op::Write, tmp.path(), e))?;
                         progress(data.len() as u64);
+                        wire::recycle(data);
                     }
                     Incoming::Rep(Rep::ReadDone(n)) => return Ok(Fed::Done(n)),
                     Incoming::Rep(Rep::Changed) => return Ok(Fed::Changed),

@@ -301,18 +301,20 @@ impl Read for Reader {
 pub struct Writer {
     pub sock: TcpStream,
     pub conn: Arc<Mutex<Connection>>,
+    /// Encrypted records on their way to the socket (reused: see `wire::buffer`).
+    pub out: Vec<u8>,
 }
 
 impl Writer {
     fn drain(&mut self) -> io::Result<()> {
-        let mut out = Vec::new();
+        self.out.clear();
         {
             let mut c = self.conn.lock().unwrap();
             while c.wants_write() {
-                c.write_tls(&mut out)?;
+                c.write_tls(&mut self.out)?;
             }
         }
-        self.sock.write_all(&out)
+        self.sock.write_all(&self.out)
     }
 
     /// Ends the session cleanly (a TLS close, so the other side can tell the end from a cut).

@@ -29,6 +29,39 @@ pub const LISTING_BUDGET: usize = 1 << 20;
 const TYPE_MSG: u8 = 0;
 const TYPE_DATA: u8 = 1;
 
+/// Data buffers are reused: a fresh 1 MiB allocation is a fresh mapping whose every page faults
+/// on first touch, which cost more than the copy itself. Buffers go back here once written
+/// (sender) or once their bytes are on disk (receiver).
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+const POOL_MAX: usize = 48;
+
+/// An empty buffer with room for at least `cap` bytes.
+pub fn buffer(cap: usize) -> Vec<u8> {
+    let reused = {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        pool.iter()
+            .position(|b| b.capacity() >= cap)
+            .map(|i| pool.swap_remove(i))
+    };
+    match reused {
+        Some(mut b) => {
+            b.clear();
+            b
+        }
+        None => Vec::with_capacity(cap.max(DATA_CHUNK + 32)),
+    }
+}
+
+/// Gives a buffer back for reuse (small ones are simply dropped).
+pub fn recycle(b: Vec<u8>) {
+    if b.capacity() >= DATA_CHUNK {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(b);
+        }
+    }
+}
+
 /// Everything that is not file data.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum Msg {
@@ -320,7 +353,8 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
             r.read_exact(&mut h)?;
             let id = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
             let offset = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
-            let mut data = vec![0u8; len - 12];
+            let mut data = buffer(len - 12);
+            data.resize(len - 12, 0);
             r.read_exact(&mut data)?;
             Ok(Some(Frame::Data { id, offset, data }))
         }
