@@ -4,8 +4,7 @@ module) and rsync over ssh (an sshd started on 127.0.0.1 for the run), side by s
 rounds, medians, ratios to rsyncd. Same hygiene as bench/run.py (whose helpers it uses).
 
 Workloads: push-1g pull-1g push-10k pull-10k noop-50k (push side, nothing changed). Blit runs
-with TLS (its default) and, for the large file, also in plain TCP (`--no-tls`), to show what TLS
-costs.
+with TLS (its default) and in plain TCP (`--no-tls`, like rsyncd), to show what TLS costs.
 
 Usage: bench/remote.py [--rounds N] [--only W1,W2] [--data DIR] [--out FILE]
 """
@@ -109,9 +108,8 @@ def push_tools(blit, sv, big):
         ("rsyncd", lambda s, d: ["rsync", "-a", s + "/", f"rsync://127.0.0.1:{sv.rsync_port}/m/{d}/"]),
         ("rsync ssh", lambda s, d: ["rsync", "-a", "-e", sv.ssh, s + "/", f"root@127.0.0.1:{sv.module}/{d}/"]),
     ]
-    if big:
-        t.insert(1, ("blit --no-tls", lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls", s,
-                                                    f"blit://127.0.0.1:{sv.blit_plain}/m/{d}"]))
+    t.insert(1, ("blit --no-tls", lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls", s,
+                                                f"blit://127.0.0.1:{sv.blit_plain}/m/{d}"]))
     return t
 
 
@@ -121,15 +119,16 @@ def pull_tools(blit, sv, big):
         ("rsyncd", lambda s, d: ["rsync", "-a", f"rsync://127.0.0.1:{sv.rsync_port}/m/{s}/", d + "/"]),
         ("rsync ssh", lambda s, d: ["rsync", "-a", "-e", sv.ssh, f"root@127.0.0.1:{sv.module}/{s}/", d + "/"]),
     ]
-    if big:
-        t.insert(1, ("blit --no-tls", lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls",
-                                                    f"blit://127.0.0.1:{sv.blit_plain}/m/{s}", d]))
+    t.insert(1, ("blit --no-tls", lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls",
+                                                f"blit://127.0.0.1:{sv.blit_plain}/m/{s}", d]))
     return t
 
 
 def mirror_tools(blit, sv):
     return [
         ("blit", lambda s, d: [blit, "mirror", "-q", "--no-progress", s, f"blit://127.0.0.1:{sv.blit_tls}/m/{d}"]),
+        ("blit --no-tls", lambda s, d: [blit, "mirror", "-q", "--no-progress", "--no-tls", s,
+                                        f"blit://127.0.0.1:{sv.blit_plain}/m/{d}"]),
         ("rsyncd", lambda s, d: ["rsync", "-a", "--delete", s + "/", f"rsync://127.0.0.1:{sv.rsync_port}/m/{d}/"]),
         ("rsync ssh", lambda s, d: ["rsync", "-a", "--delete", "-e", sv.ssh, s + "/", f"root@127.0.0.1:{sv.module}/{d}/"]),
     ]
@@ -144,6 +143,8 @@ class RemoteBench(common.Bench):
             r = med["blit"][0] / med["rsyncd"][0]
             print(f"  blit / rsyncd: {r:.2f}")
             self.rows[-1] = (label_, med, ("rsyncd", med["rsyncd"]), r)
+        if "blit --no-tls" in med and "rsyncd" in med:
+            print(f"  blit --no-tls / rsyncd: {med['blit --no-tls'][0] / med['rsyncd'][0]:.2f}")
         if "blit" in med and "blit --no-tls" in med:
             print(f"  TLS cost: blit / blit --no-tls = {med['blit'][0] / med['blit --no-tls'][0]:.2f}")
 
@@ -207,6 +208,9 @@ class RemoteBench(common.Bench):
                 lines.append(f"| {label} | {name} | {w:.3f} | {mn:.3f} | {cpu:.2f} | {rss:.1f} |")
             if ratio is not None:
                 lines.append(f"| {label} | **blit / rsyncd** | **{ratio:.2f}** | | | |")
+            if "blit --no-tls" in med and "rsyncd" in med:
+                lines.append(f"| {label} | **blit --no-tls / rsyncd** | "
+                             f"**{med['blit --no-tls'][0] / med['rsyncd'][0]:.2f}** | | | |")
             if "blit" in med and "blit --no-tls" in med:
                 lines.append(f"| {label} | **TLS cost (blit / blit --no-tls)** | "
                              f"**{med['blit'][0] / med['blit --no-tls'][0]:.2f}** | | | |")

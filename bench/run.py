@@ -331,7 +331,7 @@ class Bench:
                 max(r[2] for r in ok),
                 len(ok),
             )
-        peers = {k: v for k, v in med.items() if k != "blit" and "floor" not in k}
+        peers = {k: v for k, v in med.items() if not k.startswith("blit") and "floor" not in k}
         best = min(peers.items(), key=lambda kv: kv[1][0]) if peers else None
         for name, (w, mn, cpu, rss, n) in sorted(med.items(), key=lambda kv: kv[1][0]):
             print(f"  {name:<20} median {w:7.3f} s  min {mn:7.3f} s  cpu {cpu:6.2f} s  rss {rss:7.1f} MiB  ({n} runs)")

@@ -116,9 +116,16 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         no_tls: a.no_tls,
         tls_fingerprint: a.tls_fingerprint.clone(),
         resume: a.resume,
+        no_events: false,
+        no_progress: false,
+    };
+    let printer = output::Printer::new(&a);
+    let opts = Options {
+        no_events: !printer.wants_events(),
+        no_progress: !printer.wants_progress(),
+        ..opts
     };
     let job = Job::new(mode, endpoint(&a.src)?, endpoint(&a.dst)?, opts);
-    let printer = output::Printer::new(&a);
     let summary = job.run(&printer)?;
     printer.finish(&summary);
     Ok(summary.exit_code.clamp(0, 255) as u8)

@@ -48,6 +48,16 @@ impl Printer {
         }
     }
 
+    /// Whether per-entry events are printed (a remote daemon need not send them otherwise).
+    pub fn wants_events(&self) -> bool {
+        self.verbose > 0 && !self.quiet
+    }
+
+    /// Whether byte counts feed a progress bar.
+    pub fn wants_progress(&self) -> bool {
+        self.bar.is_some()
+    }
+
     fn line(&self, to_stderr: bool, text: &str) {
         let _guard = self.out.lock();
         let print = || {

@@ -1376,6 +1376,8 @@ fn a_push_client_cannot_name_entries_outside_the_module() {
             no_xattrs: false,
             force: true,
             resume: false,
+            events: true,
+            progress: false,
             src: wire_entry(b"src", 1, 4096, 1),
             into: false,
             src_shown: "hostile".into(),

@@ -56,6 +56,11 @@ pub struct Options {
     pub tls_fingerprint: Option<String>,
     /// Remote: continue large files an interrupted run left half-transferred.
     pub resume: bool,
+    /// The observer ignores per-entry events (no `-v`): a daemon running a push need not send
+    /// them.
+    pub no_events: bool,
+    /// The observer ignores byte counts (no progress bar): likewise.
+    pub no_progress: bool,
 }
 
 pub struct Job {

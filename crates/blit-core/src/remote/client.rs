@@ -196,6 +196,8 @@ pub fn push(
         no_xattrs: job.opts.no_xattrs,
         force: job.opts.force,
         resume: job.opts.resume,
+        events: !job.opts.no_events,
+        progress: !job.opts.no_progress,
         src: {
             let mut w = serve::to_wire_entry(&name, &entry);
             if !job.opts.no_xattrs {

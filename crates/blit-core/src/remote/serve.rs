@@ -201,9 +201,8 @@ impl Tree {
             let mut off = start;
             while off < end {
                 let want = ((end - off) as usize).min(wire::DATA_CHUNK);
-                let mut frame = wire::buffer(17 + want);
-                frame.extend_from_slice(&wire::data_header(id, off, want));
-                frame.resize(17 + want, 0);
+                let mut frame = wire::buffer_len(17 + want);
+                frame[..17].copy_from_slice(&wire::data_header(id, off, want));
                 let n = read_at_most(&file, &mut frame[17..], off)
                     .map_err(|e| Error::io(Op::Read, at.path(), e))?;
                 if n == 0 {

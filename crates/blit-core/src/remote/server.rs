@@ -349,6 +349,8 @@ fn push(
     );
     let dst_path = dst.path.clone();
     let forward = Forward {
+        events: push.events,
+        progress: push.progress,
         peer: Arc::clone(&peer),
         local: crate::names::escape(&dst_path),
         local_path: dst_path.clone(),
@@ -419,6 +421,9 @@ fn run_push(
 
 /// Sends the engine's reports to the client, in the client's words for paths.
 struct Forward {
+    /// The client shows per-entry events / byte counts (else they are not sent).
+    events: bool,
+    progress: bool,
     peer: Arc<Peer>,
     /// The destination root as the daemon's messages spell it, and as the client named it.
     local: String,
@@ -447,10 +452,15 @@ impl Forward {
 
 impl Observer for Forward {
     fn found(&self, bytes: u64) {
-        let _ = self.peer.send(&Msg::Found(bytes));
+        if self.progress {
+            let _ = self.peer.send(&Msg::Found(bytes));
+        }
     }
 
     fn event(&self, e: &Event<'_>) {
+        if !self.events {
+            return;
+        }
         let _ = self.peer.send(&Msg::Event(WireEvent {
             action: action_code(e.action),
             kind: wire::kind_code(e.kind),
@@ -471,7 +481,9 @@ impl Observer for Forward {
     }
 
     fn progress(&self, bytes: u64) {
-        let _ = self.peer.send(&Msg::Progress(bytes));
+        if self.progress {
+            let _ = self.peer.send(&Msg::Progress(bytes));
+        }
     }
 }
 

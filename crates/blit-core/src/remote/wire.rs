@@ -52,6 +52,28 @@ pub fn buffer(cap: usize) -> Vec<u8> {
     }
 }
 
+/// A buffer of exactly `len` bytes whose contents are whatever it held before (it is about to
+/// be overwritten whole): reusing one costs no zeroing.
+pub fn buffer_len(len: usize) -> Vec<u8> {
+    let reused = {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        pool.iter()
+            .position(|b| b.capacity() >= len)
+            .map(|i| pool.swap_remove(i))
+    };
+    match reused {
+        Some(mut b) if b.len() >= len => {
+            b.truncate(len);
+            b
+        }
+        Some(mut b) => {
+            b.resize(len, 0);
+            b
+        }
+        None => vec![0; len],
+    }
+}
+
 /// Gives a buffer back for reuse (small ones are simply dropped).
 pub fn recycle(b: Vec<u8>) {
     if b.capacity() >= DATA_CHUNK {
@@ -122,6 +144,10 @@ pub struct PushJob {
     pub no_xattrs: bool,
     pub force: bool,
     pub resume: bool,
+    /// What the client shows: per-entry events (`-v`), byte counts (a progress bar). The
+    /// daemon sends only those; failures and the totals always.
+    pub events: bool,
+    pub progress: bool,
     /// The client's root entry (its name included), so the daemon can place a single file.
     pub src: WireEntry,
     /// The destination was written with a trailing slash (a file goes inside it).
@@ -353,8 +379,7 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
             r.read_exact(&mut h)?;
             let id = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
             let offset = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
-            let mut data = buffer(len - 12);
-            data.resize(len - 12, 0);
+            let mut data = buffer_len(len - 12);
             r.read_exact(&mut data)?;
             Ok(Some(Frame::Data { id, offset, data }))
         }

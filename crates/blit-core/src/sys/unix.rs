@@ -471,10 +471,15 @@ pub fn receive_to_temp(
     xattrs: Option<&Xattrs>,
     feed: &mut dyn FnMut(&File) -> Result<Fed>,
 ) -> Result<CopyOutcome> {
+    // As for a local copy: created with its final mode when the kernel keeps it exactly.
+    let final_mode = !o.resume
+        && meta.perm & 0o7000 == 0
+        && meta.perm & o.umask == 0
+        && (xattrs.is_none() || meta.perm & 0o200 != 0 || o.meta.owner);
     let (out, anon) = if o.resume {
         (open_partial(o.tmp)?, false)
     } else {
-        create_output(o, 0o600)?
+        create_output(o, if final_mode { meta.perm } else { 0o600 })?
     };
     let n = match feed(&out)? {
         Fed::Done(n) => n,
@@ -486,9 +491,13 @@ pub fn receive_to_temp(
             return Ok(CopyOutcome::Changed);
         }
     };
-    out.set_len(meta.size).at(Op::Write, &o.tmp.path())?;
+    // A fresh file written whole already has its length; holes at the end (sparse) or a longer
+    // partial (resume) need it set.
+    if o.resume || n != meta.size {
+        out.set_len(meta.size).at(Op::Write, &o.tmp.path())?;
+    }
     let from = xattrs.map_or(XattrFrom::None, XattrFrom::Values);
-    apply_file_meta(&out, o, from, meta, false)?;
+    apply_file_meta(&out, o, from, meta, final_mode)?;
     if o.fsync {
         out.sync_all().at(Op::Sync, &o.tmp.path())?;
     }
