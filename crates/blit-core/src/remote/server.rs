@@ -402,19 +402,19 @@ fn run_push(
     // The client's Ctrl-C closes the connection; stop then, as a local run stops on Ctrl-C.
     let cancel = opts.cancel.clone();
     let watch = Arc::clone(peer);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let watcher = std::thread::spawn(move || {
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            if watch.is_closed() {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let watcher = std::thread::spawn(move || loop {
+        match stopped.recv_timeout(Duration::from_millis(100)) {
+            Err(mpsc::RecvTimeoutError::Timeout) if watch.is_closed() => {
                 cancel.cancel();
                 return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
         }
     });
     let r = sync::run(&source, dst_path, &filter, &opts, forward);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop.send(());
     let _ = watcher.join();
     r
 }
