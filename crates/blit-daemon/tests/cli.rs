@@ -188,6 +188,7 @@ fn refuses_an_address_it_cannot_listen_on() {
             addr.as_ref(),
             "--module".as_ref(),
             arg.as_ref(),
+            "--no-tls".as_ref(),
         ],
         "listen on",
     );
