@@ -34,8 +34,17 @@ pub struct RemoteSource {
     root_name: OsString,
     /// How paths of this tree are shown (`blit://host:port/module/path`).
     shown: String,
-    prefetched: Mutex<HashMap<PathBuf, Replies>>,
+    prefetched: Mutex<Prefetch>,
     ahead: Mutex<Ahead>,
+}
+
+/// Folder listings requested ahead of the engine, and the folders still to be asked for.
+#[derive(Default)]
+struct Prefetch {
+    asked: HashMap<PathBuf, Replies>,
+    /// In discovery order; `queued` says which of them are still wanted.
+    waiting: std::collections::VecDeque<PathBuf>,
+    queued: std::collections::HashSet<PathBuf>,
 }
 
 /// Small files requested ahead, with their sizes, and the bytes they hold in flight.
@@ -58,7 +67,7 @@ impl RemoteSource {
             root: entry,
             root_name,
             shown,
-            prefetched: Mutex::new(HashMap::new()),
+            prefetched: Mutex::new(Prefetch::default()),
             ahead: Mutex::new(Ahead::default()),
         })
     }
@@ -233,7 +242,11 @@ impl Source for RemoteSource {
         keep: &dyn Fn(&Path, bool) -> bool,
         xattrs: bool,
     ) -> Result<Listed> {
-        let ahead = self.prefetched.lock().unwrap().remove(rel);
+        let ahead = {
+            let mut p = self.prefetched.lock().unwrap();
+            p.queued.remove(rel);
+            p.asked.remove(rel)
+        };
         let replies = match ahead {
             Some(r) => r,
             None => self
@@ -281,14 +294,23 @@ impl Source for RemoteSource {
                 break;
             }
         }
-        // Ask for the subfolders now, so their listings travel while this one is merged.
+        // Ask for the subfolders now, so their listings travel while this one is merged; those
+        // beyond the window wait their turn and are asked as listings are taken.
         let mut ahead = self.prefetched.lock().unwrap();
         for sub in subdirs {
-            if ahead.len() >= PREFETCH {
+            ahead.queued.insert(sub.clone());
+            ahead.waiting.push_back(sub);
+        }
+        while ahead.asked.len() < PREFETCH {
+            let Some(sub) = ahead.waiting.pop_front() else {
                 break;
+            };
+            if !ahead.queued.remove(&sub) {
+                // The engine listed it already, without waiting for its turn here.
+                continue;
             }
             if let Ok(r) = self.list_request(&sub, xattrs) {
-                ahead.insert(sub, r);
+                ahead.asked.insert(sub, r);
             }
         }
         Ok(out)
