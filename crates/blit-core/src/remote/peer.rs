@@ -61,6 +61,10 @@ pub trait Handler: Send + Sync + 'static {
     fn closed(&self, _why: &str) {}
 }
 
+/// Each side sends a [`Msg::Ping`] this often, far inside the daemon's idle timeout (600 s by
+/// default) and the client's stall timeout (300 s).
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Bytes that may wait in the send queue: a sender reading files faster than the network takes
 /// them waits here instead of holding whole files in memory.
 const QUEUE_BYTES: usize = 16 << 20;
@@ -103,6 +107,15 @@ impl Peer {
         stream: TcpStream,
         tls: Option<Connection>,
         handler: Arc<dyn Handler>,
+    ) -> io::Result<Arc<Peer>> {
+        Self::start_with(stream, tls, handler, KEEPALIVE)
+    }
+
+    fn start_with(
+        stream: TcpStream,
+        tls: Option<Connection>,
+        handler: Arc<dyn Handler>,
+        keepalive: std::time::Duration,
     ) -> io::Result<Arc<Peer>> {
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let out = Arc::new(Mutex::new(Some(tx)));
@@ -166,6 +179,23 @@ impl Peer {
             })
         };
         peer.threads.lock().unwrap().extend([w, r]);
+        // Not joined: it notices a closed session within a quarter second and ends.
+        let weak = Arc::downgrade(&peer);
+        std::thread::spawn(move || {
+            let tick = std::time::Duration::from_millis(250).min(keepalive);
+            let mut since = std::time::Instant::now();
+            loop {
+                std::thread::sleep(tick);
+                let Some(peer) = weak.upgrade() else { return };
+                if peer.is_closed() || peer.out.lock().unwrap().is_none() {
+                    return;
+                }
+                if since.elapsed() >= keepalive {
+                    let _ = peer.send(&Msg::Ping);
+                    since = std::time::Instant::now();
+                }
+            }
+        });
         Ok(peer)
     }
 
@@ -378,4 +408,50 @@ fn read_loop(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    struct Ignore;
+    impl Handler for Ignore {
+        fn request(&self, _: &Arc<Peer>, _: u32, _: Req) {}
+        fn message(&self, _: &Arc<Peer>, _: Msg) {}
+    }
+
+    /// Two peers over loopback; `b` gives up after 300 ms of silence.
+    fn pair(keepalive: Duration) -> (Arc<Peer>, Arc<Peer>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        b.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let pa = Peer::start_with(a, None, Arc::new(Ignore), keepalive).unwrap();
+        let pb = Peer::start_with(b, None, Arc::new(Ignore), Duration::from_secs(3600)).unwrap();
+        (pa, pb)
+    }
+
+    #[test]
+    fn pings_keep_a_quiet_session_open() {
+        let (a, b) = pair(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(1200));
+        assert!(!b.is_closed(), "the silent side timed out despite pings");
+        a.finish();
+        b.finish();
+    }
+
+    #[test]
+    fn without_pings_a_quiet_session_times_out() {
+        let (a, b) = pair(Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(1200));
+        assert!(
+            b.is_closed(),
+            "a silent session stayed open past its timeout"
+        );
+        a.finish();
+        b.finish();
+    }
 }

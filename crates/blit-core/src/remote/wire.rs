@@ -109,6 +109,9 @@ pub enum Msg {
     Finished(Finished),
     /// Admin: the answer.
     Admin(AdminRep),
+    /// Nothing, sent now and then by both sides so a session busy elsewhere (a long local phase)
+    /// is not taken for a dead one by the other side's timeouts.
+    Ping,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
