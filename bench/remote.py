@@ -189,34 +189,29 @@ class RemoteBench(common.Bench):
                 results[name].append(common.timed(cmd(src, rel)))
         self.record(label, results)
 
-    def write(self, out):
-        lines = [
+    def header(self):
+        ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+        return [
             "# Remote benchmark results (loopback)",
             "",
             f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
             f"Machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}  ",
-            f"Blit: {common.version(self.blit)}; rsync: {common.version('rsync')}; "
-            f"ssh: {subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.strip()}  ",
+            f"Blit: {common.version(self.blit)}; rsync: {common.version('rsync')}; ssh: {ssh}  ",
             f"{self.args.rounds} rounds, alternating; wall-time medians. `blit` uses TLS (its default); "
             "rsyncd is unencrypted; rsync ssh uses aes128-gcm.",
-            "",
-            "| workload | tool | median s | min s | cpu s | peak RSS MiB |",
-            "|---|---|---|---|---|---|",
         ]
-        for label, med, best, ratio in self.rows:
-            for name, (w, mn, cpu, rss, _) in sorted(med.items(), key=lambda kv: kv[1][0]):
-                lines.append(f"| {label} | {name} | {w:.3f} | {mn:.3f} | {cpu:.2f} | {rss:.1f} |")
-            if ratio is not None:
-                lines.append(f"| {label} | **blit / rsyncd** | **{ratio:.2f}** | | | |")
-            if "blit --no-tls" in med and "rsyncd" in med:
-                lines.append(f"| {label} | **blit --no-tls / rsyncd** | "
-                             f"**{med['blit --no-tls'][0] / med['rsyncd'][0]:.2f}** | | | |")
-            if "blit" in med and "blit --no-tls" in med:
-                lines.append(f"| {label} | **TLS cost (blit / blit --no-tls)** | "
-                             f"**{med['blit'][0] / med['blit --no-tls'][0]:.2f}** | | | |")
-        with open(out, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-        print(f"\nwrote {out}")
+
+    def ratio_rows(self, label, med, best, ratio):
+        rows = []
+        if ratio is not None:
+            rows.append(f"| {label} | **blit / rsyncd** | **{ratio:.2f}** | | | |")
+        if "blit --no-tls" in med and "rsyncd" in med:
+            rows.append(f"| {label} | **blit --no-tls / rsyncd** | "
+                        f"**{med['blit --no-tls'][0] / med['rsyncd'][0]:.2f}** | | | |")
+        if "blit" in med and "blit --no-tls" in med:
+            rows.append(f"| {label} | **TLS cost (blit / blit --no-tls)** | "
+                        f"**{med['blit'][0] / med['blit --no-tls'][0]:.2f}** | | | |")
+        return rows
 
 
 def main():

@@ -352,10 +352,10 @@ class Bench:
         shutil.rmtree(self.trash, ignore_errors=True)
         os.makedirs(self.trash, exist_ok=True)
 
-    def write(self, out):
+    def header(self):
         tools = ["cp", "rsync", "xcp", "fcp", "rclone", "cpz"]
         versions = ", ".join(f"{t} {version(t)}" for t in tools if have(t))
-        lines = [
+        return [
             "# Benchmark results",
             "",
             f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
@@ -363,6 +363,16 @@ class Bench:
             f"Blit: {version(self.blit)}; peers: {versions}  ",
             f"Data: {self.data} (ext4 unless noted); {self.args.rounds} rounds, alternating; "
             "wall-time medians; `cpz` keeps no times or owners and is a floor, not a peer.",
+        ]
+
+    def ratio_rows(self, label, med, best, ratio):
+        """The bold rows under a workload's tools."""
+        if ratio is None:
+            return []
+        return [f"| {label} | **blit / {best[0]}** | **{ratio:.2f}** | | | |"]
+
+    def write(self, out):
+        lines = self.header() + [
             "",
             "| workload | tool | median s | min s | cpu s | peak RSS MiB |",
             "|---|---|---|---|---|---|",
@@ -370,8 +380,7 @@ class Bench:
         for label, med, best, ratio in self.rows:
             for name, (w, mn, cpu, rss, _) in sorted(med.items(), key=lambda kv: kv[1][0]):
                 lines.append(f"| {label} | {name} | {w:.3f} | {mn:.3f} | {cpu:.2f} | {rss:.1f} |")
-            if ratio is not None:
-                lines.append(f"| {label} | **blit / {best[0]}** | **{ratio:.2f}** | | | |")
+            lines += self.ratio_rows(label, med, best, ratio)
         with open(out, "w") as fh:
             fh.write("\n".join(lines) + "\n")
         print(f"\nwrote {out}")

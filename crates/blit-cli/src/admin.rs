@@ -41,9 +41,9 @@ fn ask(cmd: Command) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: name a module (blit://HOST/MODULE/PATH)", common.url);
     }
     let access = client::Access {
-        token: crate::token(common.token_file.as_deref())?,
-        plain: common.no_tls,
-        fingerprint: common.tls_fingerprint.clone(),
+        token: crate::token(common.remote.token_file.as_deref())?,
+        plain: common.remote.no_tls,
+        fingerprint: common.remote.tls_fingerprint.clone(),
     };
     let rep = client::admin(&url, req, &access)?;
     print(&rep, common.json);

@@ -69,23 +69,13 @@ pub struct AdminArgs {
     /// Print the answer as JSON on stdout
     #[arg(long)]
     pub json: bool,
-    /// Read the module's token from FILE (default: the BLIT_TOKEN environment variable)
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Connect in the clear (the daemon must run with TLS off)
-    #[arg(long)]
-    pub no_tls: bool,
-    /// Accept only the daemon certificate with this SHA-256 fingerprint (hex)
-    #[arg(long, value_name = "HEX")]
-    pub tls_fingerprint: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
+/// How to reach a daemon: shared by the transfer verbs and the admin verbs.
 #[derive(Args, Debug, Clone)]
-pub struct TransferArgs {
-    /// Source folder or file (or blit://HOST[:PORT]/MODULE/PATH)
-    pub src: PathBuf,
-    /// Destination folder, or file when SRC is a file (or blit://HOST[:PORT]/MODULE/PATH)
-    pub dst: PathBuf,
+pub struct RemoteArgs {
     /// Read a remote module's token from FILE (default: the BLIT_TOKEN environment variable)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -96,6 +86,16 @@ pub struct TransferArgs {
     /// first certificate seen is trusted and recorded in ~/.config/blit/known_hosts
     #[arg(long, value_name = "HEX")]
     pub tls_fingerprint: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TransferArgs {
+    /// Source folder or file (or blit://HOST[:PORT]/MODULE/PATH)
+    pub src: PathBuf,
+    /// Destination folder, or file when SRC is a file (or blit://HOST[:PORT]/MODULE/PATH)
+    pub dst: PathBuf,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Remote: continue large files an interrupted run left half-transferred (blocks already
     /// received are checked by BLAKE3 and kept)
     #[arg(long)]

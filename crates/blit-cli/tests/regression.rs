@@ -122,3 +122,26 @@ fn no_xattrs_leaves_extended_attributes_alone() {
     );
     assert_trees_equal(src.root(), &dst);
 }
+
+/// A single file moved across filesystems (tmpfs to the sandbox's disk): the copy is flushed in
+/// the folder that holds it (the destination's parent, not the destination itself, which is a
+/// file), and the source goes. This once failed with "Not a directory" and kept the source.
+#[test]
+fn a_single_file_moved_across_filesystems_leaves_its_source() {
+    let shm = tempfile::tempdir_in("/dev/shm").expect("tmpfs at /dev/shm");
+    let sb = Sandbox::new();
+    let src = shm.path().join("one.txt");
+    std::fs::write(&src, b"moved across").unwrap();
+    let dst = sb.join("landed.txt");
+    assert_ne!(
+        std::fs::metadata(shm.path()).unwrap().dev(),
+        std::fs::metadata(sb.path()).unwrap().dev(),
+        "the test needs /dev/shm and the sandbox on different filesystems"
+    );
+    expect_code(
+        &run(["move", src.to_str().unwrap(), dst.to_str().unwrap()]),
+        0,
+    );
+    assert_eq!(std::fs::read(&dst).unwrap(), b"moved across");
+    assert!(!src.exists(), "the source is still there");
+}

@@ -2594,3 +2594,57 @@ fn without_resume_a_leftover_partial_is_removed_and_never_used() {
     assert_trees_equal(src.root(), &m.p("dst"));
     assert!(temps_under(m.root()).is_empty());
 }
+
+/// A tree wider than the 64 listings a remote source asks for ahead: the rest are queued and
+/// asked for as listings are taken, each exactly once, and the copy is whole both ways.
+#[test]
+fn trees_wider_than_the_listing_window_copy_whole() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    for d in 0..150 {
+        m.file(format!("wide/d{d:03}/a"), format!("a{d}"))
+            .file(format!("wide/d{d:03}/sub/b"), format!("b{d}"));
+    }
+    let d = Daemon::serve(&[("m", m.root())]);
+    let pulled = sb.tree("pulled");
+    expect_code(
+        &go(argv(&[&"mirror", &d.url("m", "wide"), &pulled.root()])),
+        0,
+    );
+    assert_trees_equal(&m.p("wide"), pulled.root());
+    expect_code(
+        &go(argv(&[&"mirror", &pulled.root(), &d.url("m", "back")])),
+        0,
+    );
+    assert_trees_equal(pulled.root(), &m.p("back"));
+}
+
+/// `find` stops at its limit, prints what it found, says so, and exits 1.
+#[test]
+fn find_says_when_it_stopped_at_its_limit() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.mkroot();
+    let many = m.p("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..10_050 {
+        std::fs::File::create(many.join(format!("f{i:05}.txt"))).unwrap();
+    }
+    let d = Daemon::serve(&[("m", m.root())]);
+    let a = go(argv(&[&"find", &d.url("m", "many"), &"--name", &"*.txt"]));
+    expect_code(&a, 1);
+    assert_eq!(stdout_of(&a).lines().count(), 10_000);
+    assert!(
+        stderr_of(&a).contains("stopped after 10000 entries"),
+        "{}",
+        stderr_of(&a)
+    );
+    let a = go(argv(&[
+        &"find",
+        &d.url("m", "many"),
+        &"--name",
+        &"f0000?.txt",
+    ]));
+    expect_code(&a, 0);
+    assert_eq!(stdout_of(&a).lines().count(), 10);
+}

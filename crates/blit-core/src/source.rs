@@ -36,8 +36,9 @@ pub trait Source: Sync {
     fn open_child(&self, dir: &Self::Dir, name: &OsStr) -> Result<Self::Dir>;
     /// The folder holding the entry `rel`, and its name there; for the root, the root's parent.
     fn parent_of(&self, rel: &Path) -> Result<(Arc<Self::Dir>, OsString)>;
-    /// Lists a folder; `keep(rel, is_dir)` says which entries are wanted (the others need no
-    /// further look); `xattrs` asks whether each kept entry carries extended attributes.
+    /// Lists a folder, leaving out the entries `keep(rel, is_dir)` refuses (they need no further
+    /// look, and the engine does not ask again); `xattrs` asks whether each kept entry carries
+    /// extended attributes.
     fn list(
         &self,
         dir: &Self::Dir,

@@ -277,8 +277,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         };
         for (name, entry) in listed.entries {
             match entry {
-                Ok(e) if self.keep(&e.rel, e.kind == Kind::Dir) => out.entries.push(e),
-                Ok(_) => {}
+                Ok(e) => out.entries.push(e),
                 Err(e) => {
                     if !is_not_found(&e) {
                         self.fail(e);

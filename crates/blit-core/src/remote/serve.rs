@@ -42,7 +42,7 @@ impl ServeTree {
             tree: Arc::new(Tree {
                 dirs: DirCache::new(root),
                 read_only,
-                outer: None,
+                root_folder: RootFolder::ByPath,
             }),
             pool,
             on_message,
@@ -56,19 +56,29 @@ struct Tree {
     dirs: DirCache,
     /// Removals (a `move` from a read-only module) are refused.
     read_only: bool,
-    /// Where the root folder itself is removed from, when it is reached through a descriptor
-    /// (the daemon's case; see [`ServeTree::with_outer`]).
-    outer: Option<(PathBuf, std::ffi::OsString)>,
+    /// How a `move` removes the root folder itself once it is empty.
+    root_folder: RootFolder,
+}
+
+enum RootFolder {
+    /// Through the root path's parent (a tree named by its path: the client's).
+    ByPath,
+    /// Through this parent folder's handle and the root's name (a daemon's served subfolder,
+    /// which it reaches through a held descriptor whose path has no usable parent).
+    In(PathBuf, std::ffi::OsString),
+    /// Never (a module's own folder).
+    Kept,
 }
 
 impl ServeTree {
-    /// A daemon's served folder is opened through its held descriptor, whose path has no usable
-    /// parent: removing the root after a `move` goes through `outer` (its parent folder's handle
-    /// and its name) instead, or, when `None` and the root is such a descriptor (the module's
-    /// own folder), does not happen.
+    /// A daemon's served folder: removable through `outer` (its parent's handle and its name),
+    /// or, without one, never (the module itself).
     pub fn with_outer(mut self, outer: Option<(PathBuf, std::ffi::OsString)>) -> Self {
         if let Some(t) = Arc::get_mut(&mut self.tree) {
-            t.outer = outer;
+            t.root_folder = match outer {
+                Some((parent, name)) => RootFolder::In(parent, name),
+                None => RootFolder::Kept,
+            };
         }
         self
     }
@@ -247,12 +257,12 @@ impl Tree {
             });
         }
         let r = wire_rel(rel).and_then(|rel| {
-            let (dir, name) = match (&self.outer, rel.as_os_str().is_empty()) {
-                (Some((parent, name)), true) => (Arc::new(sys::Dir::open(parent)?), name.clone()),
-                (None, true) if dir_too && self.dirs.root().starts_with("/proc/self/fd") => {
-                    // The module's own folder stays, even when a move emptied it.
-                    return Ok(false);
+            let root = rel.as_os_str().is_empty() && dir_too;
+            let (dir, name) = match &self.root_folder {
+                RootFolder::In(parent, name) if root => {
+                    (Arc::new(sys::Dir::open(parent)?), name.clone())
                 }
+                RootFolder::Kept if root => return Ok(false),
                 _ => self.dirs.parent_of(&rel)?,
             };
             let at = At::new(&dir, &name);

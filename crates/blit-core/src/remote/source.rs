@@ -284,7 +284,11 @@ impl Source for RemoteSource {
                 };
                 let name = wire_name(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
                 if let Ok(e) = &entry {
-                    if e.kind == Kind::Dir && keep(&e.rel, true) {
+                    let is_dir = e.kind == Kind::Dir;
+                    if !keep(&e.rel, is_dir) {
+                        continue;
+                    }
+                    if is_dir {
                         subdirs.push(e.rel.clone());
                     }
                 }

@@ -35,15 +35,16 @@ const TYPE_DATA: u8 = 1;
 static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 const POOL_MAX: usize = 48;
 
+/// A pooled buffer with room for `cap` bytes, if one is free.
+fn pooled(cap: usize) -> Option<Vec<u8>> {
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let i = pool.iter().position(|b| b.capacity() >= cap)?;
+    Some(pool.swap_remove(i))
+}
+
 /// An empty buffer with room for at least `cap` bytes.
 pub fn buffer(cap: usize) -> Vec<u8> {
-    let reused = {
-        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-        pool.iter()
-            .position(|b| b.capacity() >= cap)
-            .map(|i| pool.swap_remove(i))
-    };
-    match reused {
+    match pooled(cap) {
         Some(mut b) => {
             b.clear();
             b
@@ -55,23 +56,13 @@ pub fn buffer(cap: usize) -> Vec<u8> {
 /// A buffer of exactly `len` bytes whose contents are whatever it held before (it is about to
 /// be overwritten whole): reusing one costs no zeroing.
 pub fn buffer_len(len: usize) -> Vec<u8> {
-    let reused = {
-        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-        pool.iter()
-            .position(|b| b.capacity() >= len)
-            .map(|i| pool.swap_remove(i))
-    };
-    match reused {
-        Some(mut b) if b.len() >= len => {
-            b.truncate(len);
-            b
-        }
-        Some(mut b) => {
-            b.resize(len, 0);
-            b
-        }
-        None => vec![0; len],
+    let mut b = pooled(len).unwrap_or_default();
+    if b.len() >= len {
+        b.truncate(len);
+    } else {
+        b.resize(len, 0);
     }
+    b
 }
 
 /// Gives a buffer back for reuse (small ones are simply dropped).
