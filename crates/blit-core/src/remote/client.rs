@@ -112,9 +112,9 @@ pub fn open(url: &RemoteUrl, role: Role, access: &Access) -> Result<(Chan, Msg)>
 }
 
 #[cfg(target_os = "linux")]
-fn secure(mut stream: TcpStream, url: &RemoteUrl, access: &Access) -> io::Result<Chan> {
-    let conn = super::tls::connect(&mut stream, &url.address(), access.fingerprint.as_deref())?;
-    Ok(Chan::Tls(stream, Box::new(conn)))
+fn secure(stream: TcpStream, url: &RemoteUrl, access: &Access) -> io::Result<Chan> {
+    let session = super::tls::connect(stream, &url.address(), access.fingerprint.as_deref())?;
+    Ok(Chan::Tls(Box::new(session)))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -148,8 +148,7 @@ pub fn pull(
             "{url}: unexpected answer to the hello"
         )));
     };
-    let (stream, tls) = chan.into_parts();
-    let peer = Peer::start(stream, tls, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
+    let peer = Peer::start(chan, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
     let source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string())?;
     let is_dir = root.kind == wire::kind_code(crate::entry::Kind::Dir);
     let name = OsString::from_vec(root.name.clone());
@@ -230,8 +229,7 @@ pub fn push(
         }),
     )
     .map_err(|e| net_error(url, e))?;
-    let (stream, tls) = chan.into_parts();
-    let peer = Peer::start(stream, tls, Arc::new(tree)).map_err(|e| net_error(url, e))?;
+    let peer = Peer::start(chan, Arc::new(tree)).map_err(|e| net_error(url, e))?;
 
     let cancel = job.opts.cancel.clone();
     let mut failures = Vec::new();

@@ -8,7 +8,7 @@
 //! instead of one each: batching without any added delay.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
@@ -17,14 +17,15 @@ use std::thread::JoinHandle;
 
 use super::wire::{self, Frame, Msg, Rep, Req};
 
+use super::chan::Chan;
 #[cfg(target_os = "linux")]
-use super::tls::{Reader as TlsReader, Writer as TlsWriter};
+pub use super::tls::Session;
 #[cfg(target_os = "linux")]
-pub use rustls::Connection;
+use super::tls::Writer as TlsWriter;
 
 /// TLS is built on Linux only in this version; elsewhere a session is always plain.
 #[cfg(not(target_os = "linux"))]
-pub enum Connection {}
+pub enum Session {}
 
 /// What arrives for a request.
 #[derive(Debug)]
@@ -101,48 +102,28 @@ impl Drop for Replies {
 }
 
 impl Peer {
-    /// Starts the reader and writer threads on a connection (encrypted when `tls` holds the
-    /// session set up on it).
-    pub fn start(
-        stream: TcpStream,
-        tls: Option<Connection>,
-        handler: Arc<dyn Handler>,
-    ) -> io::Result<Arc<Peer>> {
-        Self::start_with(stream, tls, handler, KEEPALIVE)
+    /// Starts the reader and writer threads on a connection whose opening is done.
+    pub fn start(chan: Chan, handler: Arc<dyn Handler>) -> io::Result<Arc<Peer>> {
+        Self::start_with(chan, handler, KEEPALIVE)
     }
 
     fn start_with(
-        stream: TcpStream,
-        tls: Option<Connection>,
+        chan: Chan,
         handler: Arc<dyn Handler>,
         keepalive: std::time::Duration,
     ) -> io::Result<Arc<Peer>> {
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let out = Arc::new(Mutex::new(Some(tx)));
-        let (reader, writer): (Box<dyn Read + Send>, Out) = match tls {
-            None => (Box::new(stream.try_clone()?), Out::Plain(stream)),
-            #[cfg(not(target_os = "linux"))]
-            Some(conn) => match conn {},
+        // The TLS reader keeps whole records in its own buffer; a second one on top would only
+        // copy the bytes again.
+        let (reader, writer): (Box<dyn BufRead + Send>, Out) = match chan {
+            Chan::Plain(stream) => (
+                Box::new(BufReader::with_capacity(256 << 10, stream.try_clone()?)),
+                Out::Plain(stream),
+            ),
             #[cfg(target_os = "linux")]
-            Some(conn) => {
-                let conn = Arc::new(Mutex::new(conn));
-                let wake_out = Arc::clone(&out);
-                let reader = TlsReader {
-                    sock: stream.try_clone()?,
-                    conn: Arc::clone(&conn),
-                    // An empty frame makes the writer thread send what the TLS layer queued.
-                    wake: Box::new(move || {
-                        if let Some(tx) = wake_out.lock().unwrap().as_ref() {
-                            let _ = tx.send(Vec::new());
-                        }
-                    }),
-                    raw: Vec::new(),
-                };
-                let writer = TlsWriter {
-                    sock: stream,
-                    conn,
-                    out: Vec::new(),
-                };
+            Chan::Tls(session) => {
+                let (reader, writer) = session.split()?;
                 (Box::new(reader), Out::Tls(writer))
             }
         };
@@ -388,10 +369,9 @@ fn write_loop(
 
 fn read_loop(
     peer: &Arc<Peer>,
-    reader: Box<dyn Read + Send>,
+    mut r: Box<dyn BufRead + Send>,
     handler: &dyn Handler,
 ) -> io::Result<()> {
-    let mut r = BufReader::with_capacity(256 << 10, reader);
     while let Some(frame) = wire::read_frame(&mut r)? {
         match frame {
             Frame::Data { id, offset, data } => {
@@ -429,8 +409,8 @@ mod tests {
         let (b, _) = l.accept().unwrap();
         b.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
-        let pa = Peer::start_with(a, None, Arc::new(Ignore), keepalive).unwrap();
-        let pb = Peer::start_with(b, None, Arc::new(Ignore), Duration::from_secs(3600)).unwrap();
+        let pa = Peer::start_with(Chan::Plain(a), Arc::new(Ignore), keepalive).unwrap();
+        let pb = Peer::start_with(Chan::Plain(b), Arc::new(Ignore), Duration::from_secs(3600)).unwrap();
         (pa, pb)
     }
 

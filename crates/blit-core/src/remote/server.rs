@@ -118,10 +118,7 @@ fn opening(mut stream: TcpStream, settings: &Settings) -> io::Result<Option<Chan
         return Ok(None);
     }
     Ok(Some(match tls {
-        Some(t) => {
-            let conn = t.accept(&mut stream)?;
-            Chan::Tls(stream, Box::new(conn))
-        }
+        Some(t) => Chan::Tls(Box::new(t.accept(stream)?)),
         None => Chan::Plain(stream),
     }))
 }
@@ -268,8 +265,7 @@ fn pull(mut chan: Chan, settings: &Settings, module: &Module, rel: &Path) -> io:
         }),
     )?
     .with_outer(served.outer.clone());
-    let (stream, tls) = chan.into_parts();
-    let peer = Peer::start(stream, tls, Arc::new(tree))?;
+    let peer = Peer::start(chan, Arc::new(tree))?;
     let _ = rx.recv();
     peer.finish();
     Ok(())
@@ -318,8 +314,7 @@ fn push(
         Err(e) => return refuse(&mut chan, &format!("{}: {e}", push.dst_shown)),
     };
     chan.send(&Msg::Welcome(None))?;
-    let (stream, tls) = chan.into_parts();
-    let peer = Peer::start(stream, tls, Arc::new(Replies))?;
+    let peer = Peer::start(chan, Arc::new(Replies))?;
     let job = Job::new(
         match push.mode {
             1 => Mode::Mirror,

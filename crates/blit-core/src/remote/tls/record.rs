@@ -1,0 +1,427 @@
+//! The TLS 1.3 record layer of a session, after rustls's handshake.
+//!
+//! rustls's buffered connection moves every byte several times (plaintext into a record, the
+//! record into a send queue, the socket read 4 KiB at a time into a buffer that is resized and
+//! zero-filled, plaintext copied out of it twice), and it cannot be split into a sending and a
+//! receiving half, so both threads of a peer took turns on one lock. On a 1 GiB transfer that
+//! cost more than the encryption itself. So, as kernel TLS would, Blit takes the traffic keys
+//! once the handshake is over (rustls's `kernel` API, which also derives the next keys at a key
+//! update) and runs the record layer itself: the sender seals each 16 KiB of a frame with
+//! rustls's own record encrypter and writes a batch of records with one system call; the
+//! receiver reads straight into a large buffer, opens each record in place with rustls's own
+//! decrypter, and hands the plaintext out from there. The bytes on the wire are ordinary TLS
+//! 1.3 records; the sealing and opening are rustls's, not ours.
+//!
+//! What rustls would otherwise do for us and is done here: sequence numbers, a key update well
+//! before the cipher's confidentiality limit (and on the peer's request), the peer's key
+//! updates, and close_notify (a connection that ends without one is an error, not an end).
+
+use std::io::{self, BufRead, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustls::client::ClientConnectionData;
+use rustls::crypto::cipher::{
+    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
+};
+use rustls::kernel::KernelConnection;
+use rustls::server::ServerConnectionData;
+use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion, Tls13CipherSuite};
+
+/// Largest plaintext in one record (RFC 8446 §5.1).
+const MAX_PLAIN: usize = 1 << 14;
+/// Largest ciphertext in one record (RFC 8446 §5.2).
+const MAX_SEALED: usize = MAX_PLAIN + 256;
+const HEADER: usize = 5;
+/// The receive buffer: many records per read, so a read system call moves up to this much.
+const RECV_BUFFER: usize = 512 << 10;
+/// Records written per system call at most.
+const BATCH: usize = 64;
+
+const KEY_UPDATE: u8 = 24;
+const NEW_SESSION_TICKET: u8 = 4;
+const CLOSE_NOTIFY: u8 = 0;
+
+fn invalid(why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {why}"))
+}
+
+/// rustls's remaining handshake state: it derives the keys after each key update.
+pub(super) enum Kernel {
+    Client(KernelConnection<ClientConnectionData>),
+    Server(KernelConnection<ServerConnectionData>),
+}
+
+impl Kernel {
+    pub(super) fn suite(&self) -> rustls::SupportedCipherSuite {
+        match self {
+            Kernel::Client(k) => k.negotiated_cipher_suite(),
+            Kernel::Server(k) => k.negotiated_cipher_suite(),
+        }
+    }
+
+    fn next_keys(&mut self, sending: bool) -> io::Result<ConnectionTrafficSecrets> {
+        let next = match (self, sending) {
+            (Kernel::Client(k), true) => k.update_tx_secret(),
+            (Kernel::Client(k), false) => k.update_rx_secret(),
+            (Kernel::Server(k), true) => k.update_tx_secret(),
+            (Kernel::Server(k), false) => k.update_rx_secret(),
+        };
+        next.map(|(_, keys)| keys).map_err(invalid)
+    }
+}
+
+/// What both halves share: the key schedule and whether the peer asked us for new keys.
+pub(super) struct Shared {
+    pub kernel: Mutex<Kernel>,
+    pub suite: &'static Tls13CipherSuite,
+    pub update_asked: AtomicBool,
+}
+
+pub(super) fn encrypter(
+    suite: &Tls13CipherSuite,
+    keys: ConnectionTrafficSecrets,
+) -> io::Result<Box<dyn MessageEncrypter>> {
+    match keys {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+            Ok(suite.aead_alg.encrypter(key, iv))
+        }
+        _ => Err(invalid("an unsupported cipher was negotiated")),
+    }
+}
+
+pub(super) fn decrypter(
+    suite: &Tls13CipherSuite,
+    keys: ConnectionTrafficSecrets,
+) -> io::Result<Box<dyn MessageDecrypter>> {
+    match keys {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+            Ok(suite.aead_alg.decrypter(key, iv))
+        }
+        _ => Err(invalid("an unsupported cipher was negotiated")),
+    }
+}
+
+/// The sending direction: plaintext in, sealed records out.
+pub struct Sealer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) enc: Box<dyn MessageEncrypter>,
+    pub(super) seq: u64,
+    /// Records sealed under one key before the next key update; far below the cipher's
+    /// confidentiality limit.
+    pub(super) rekey_after: u64,
+}
+
+impl Sealer {
+    /// Seals `plain` as application data, one record per 16 KiB, appended to `out`.
+    pub(super) fn seal(&mut self, plain: &[u8], out: &mut Vec<Vec<u8>>) -> io::Result<()> {
+        for chunk in plain.chunks(MAX_PLAIN) {
+            if self.seq >= self.rekey_after || self.shared.update_asked.swap(false, Ordering::AcqRel)
+            {
+                self.rekey(out)?;
+            }
+            out.push(self.record(ContentType::ApplicationData, chunk)?);
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, typ: ContentType, payload: &[u8]) -> io::Result<Vec<u8>> {
+        let msg = OutboundPlainMessage {
+            typ,
+            version: ProtocolVersion::TLSv1_2,
+            payload: OutboundChunks::Single(payload),
+        };
+        let sealed = self.enc.encrypt(msg, self.seq).map_err(invalid)?;
+        self.seq += 1;
+        Ok(sealed.encode())
+    }
+
+    /// A KeyUpdate (not asking the peer to update too) under the old key, then the new key.
+    fn rekey(&mut self, out: &mut Vec<Vec<u8>>) -> io::Result<()> {
+        out.push(self.record(ContentType::Handshake, &[KEY_UPDATE, 0, 0, 1, 0])?);
+        let keys = self.shared.kernel.lock().unwrap().next_keys(true)?;
+        self.enc = encrypter(self.shared.suite, keys)?;
+        self.seq = 0;
+        Ok(())
+    }
+
+    fn close_notify(&mut self) -> io::Result<Vec<u8>> {
+        // Level warning (1), description close_notify.
+        self.record(ContentType::Alert, &[1, CLOSE_NOTIFY])
+    }
+}
+
+/// The receiving direction: records read into one buffer and opened in place.
+pub struct Opener {
+    pub(super) shared: Arc<Shared>,
+    pub(super) dec: Box<dyn MessageDecrypter>,
+    pub(super) seq: u64,
+    buf: Vec<u8>,
+    /// Sealed bytes not yet opened: `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// Opened plaintext not yet taken.
+    plain: Range<usize>,
+    closed: bool,
+}
+
+impl Opener {
+    /// `plain` and `sealed` are what the handshake read past its end: plaintext rustls already
+    /// opened, then records it did not look at.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        dec: Box<dyn MessageDecrypter>,
+        seq: u64,
+        plain: &[u8],
+        sealed: &[u8],
+    ) -> Opener {
+        let early = plain.len() + sealed.len();
+        let mut buf = vec![0u8; RECV_BUFFER.max(early + HEADER + MAX_SEALED)];
+        buf[..plain.len()].copy_from_slice(plain);
+        buf[plain.len()..early].copy_from_slice(sealed);
+        Opener {
+            shared,
+            dec,
+            seq,
+            buf,
+            start: plain.len(),
+            end: early,
+            plain: 0..plain.len(),
+            closed: false,
+        }
+    }
+
+    /// The next plaintext, reading from `sock` as needed; empty at the peer's close_notify.
+    fn fill(&mut self, sock: &mut impl Read) -> io::Result<&[u8]> {
+        loop {
+            if !self.plain.is_empty() || self.closed {
+                return Ok(&self.buf[self.plain.clone()]);
+            }
+            let have = self.end - self.start;
+            if have >= HEADER {
+                let h = &self.buf[self.start..self.start + HEADER];
+                let len = u16::from_be_bytes([h[3], h[4]]) as usize;
+                if h[0] != u8::from(ContentType::ApplicationData) || h[1..3] != [3, 3] {
+                    return Err(invalid("a malformed record"));
+                }
+                if len > MAX_SEALED {
+                    return Err(invalid("a record longer than allowed"));
+                }
+                if have >= HEADER + len {
+                    let body = self.start + HEADER..self.start + HEADER + len;
+                    self.start = body.end;
+                    self.open(body)?;
+                    continue;
+                }
+            }
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.buf.len() - self.start < HEADER + MAX_SEALED {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let n = sock.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection ended without a TLS close (cut off?)",
+                ));
+            }
+            self.end += n;
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.plain.start = (self.plain.start + n).min(self.plain.end);
+    }
+
+    fn open(&mut self, body: Range<usize>) -> io::Result<()> {
+        let base = self.buf.as_ptr() as usize;
+        let msg = InboundOpaqueMessage::new(
+            ContentType::ApplicationData,
+            ProtocolVersion::TLSv1_2,
+            &mut self.buf[body],
+        );
+        let opened = self
+            .dec
+            .decrypt(msg, self.seq)
+            .map_err(|e| invalid(format!("a record did not decrypt ({e})")))?;
+        self.seq += 1;
+        let typ = opened.typ;
+        let at = opened.payload.as_ptr() as usize - base;
+        let range = at..at + opened.payload.len();
+        match typ {
+            ContentType::ApplicationData => self.plain = range,
+            ContentType::Alert => {
+                let alert = &self.buf[range];
+                if alert.len() == 2 && alert[1] == CLOSE_NOTIFY {
+                    self.closed = true;
+                    self.plain = 0..0;
+                } else {
+                    return Err(invalid(format!("the peer sent alert {alert:?}")));
+                }
+            }
+            ContentType::Handshake => self.handshake(range)?,
+            _ => return Err(invalid("an unexpected record type")),
+        }
+        Ok(())
+    }
+
+    /// Post-handshake messages: the peer's key updates. (Session tickets are never sent: the
+    /// daemon is configured to send none; one arriving anyway is ignored.)
+    fn handshake(&mut self, range: Range<usize>) -> io::Result<()> {
+        let mut rest = range;
+        while !rest.is_empty() {
+            let m = &self.buf[rest.clone()];
+            if m.len() < 4 {
+                return Err(invalid("a truncated handshake message"));
+            }
+            let len = u32::from_be_bytes([0, m[1], m[2], m[3]]) as usize;
+            if m.len() < 4 + len {
+                return Err(invalid("a truncated handshake message"));
+            }
+            match (m[0], &m[4..4 + len]) {
+                (KEY_UPDATE, [asked @ (0 | 1)]) => {
+                    if *asked == 1 {
+                        self.shared.update_asked.store(true, Ordering::Release);
+                    }
+                    let keys = self.shared.kernel.lock().unwrap().next_keys(false)?;
+                    self.dec = decrypter(self.shared.suite, keys)?;
+                    self.seq = 0;
+                }
+                (NEW_SESSION_TICKET, _) => {}
+                (t, _) => return Err(invalid(format!("unexpected handshake message {t}"))),
+            }
+            rest.start += 4 + len;
+        }
+        Ok(())
+    }
+}
+
+/// Writes every buffer whole, in as few system calls as the socket allows.
+fn write_all_records(sock: &mut TcpStream, records: &[Vec<u8>]) -> io::Result<()> {
+    for batch in records.chunks(BATCH) {
+        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|r| IoSlice::new(r)).collect();
+        let mut left = &mut slices[..];
+        while !left.is_empty() {
+            let n = sock.write_vectored(left)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut left, n);
+        }
+    }
+    Ok(())
+}
+
+/// A whole session on one socket: used for the opening exchange, then split for the peer's
+/// two threads.
+pub struct Session {
+    pub sock: TcpStream,
+    pub(super) seal: Sealer,
+    pub(super) open: Opener,
+}
+
+impl Session {
+    /// Sends `bytes` sealed.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut out = Vec::new();
+        self.seal.seal(bytes, &mut out)?;
+        write_all_records(&mut self.sock, &out)
+    }
+
+    /// The two halves, each with its own handle on the socket.
+    pub fn split(self) -> io::Result<(Reader, Writer)> {
+        let reader = Reader {
+            sock: self.sock.try_clone()?,
+            open: self.open,
+        };
+        let writer = Writer {
+            sock: self.sock,
+            seal: self.seal,
+            records: Vec::new(),
+        };
+        Ok((reader, writer))
+    }
+
+    #[cfg(test)]
+    pub fn rekey_after(&mut self, records: u64) {
+        self.seal.rekey_after = records;
+    }
+}
+
+/// Exact reads during the opening: nothing past what is asked leaves the session's buffer.
+impl Read for Session {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let plain = self.open.fill(&mut self.sock)?;
+        let n = plain.len().min(buf.len());
+        buf[..n].copy_from_slice(&plain[..n]);
+        self.open.consume(n);
+        Ok(n)
+    }
+}
+
+/// The receiving half for the peer's reader thread. It buffers (whole records) itself, so it
+/// is read as a `BufRead` with no second buffer on top.
+pub struct Reader {
+    sock: TcpStream,
+    pub(super) open: Opener,
+}
+
+impl Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let plain = self.fill_buf()?;
+        let n = plain.len().min(buf.len());
+        buf[..n].copy_from_slice(&plain[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Reader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.open.fill(&mut self.sock)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.open.consume(n);
+    }
+}
+
+/// The sending half for the peer's writer thread: every write is sealed and on the socket
+/// when it returns.
+pub struct Writer {
+    pub sock: TcpStream,
+    pub(super) seal: Sealer,
+    /// Sealed records on their way out (the list is reused).
+    records: Vec<Vec<u8>>,
+}
+
+impl Writer {
+    /// Ends the session cleanly (a close_notify, so the other side can tell the end from a cut).
+    pub fn close(&mut self) -> io::Result<()> {
+        let record = self.seal.close_notify()?;
+        write_all_records(&mut self.sock, &[record])
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.records.clear();
+        self.seal.seal(buf, &mut self.records)?;
+        write_all_records(&mut self.sock, &self.records)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
