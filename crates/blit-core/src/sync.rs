@@ -286,7 +286,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 }
             }
         }
-        out.entries.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+        out.entries.sort_unstable_by(Entry::listing_cmp);
         out
     }
 
@@ -464,14 +464,14 @@ impl<'a, S: Source> Syncer<'a, S> {
             }
             // Destination entries sorting before this one are not in the source.
             while let Some(b) = di.peek() {
-                if b.rel < a.rel {
+                if b.listing_cmp(&a).is_lt() {
                     let b = di.next().expect("peeked");
                     self.dst_only(b, &src.unknown);
                 } else {
                     break;
                 }
             }
-            let b = di.next_if(|b| b.rel == a.rel);
+            let b = di.next_if(|b| b.listing_cmp(&a).is_eq());
             self.entry(s, node, a, b);
         }
         for b in di {
@@ -486,8 +486,8 @@ impl<'a, S: Source> Syncer<'a, S> {
         let mut want = Vec::new();
         let mut di = dst.entries.iter().peekable();
         for a in &src.entries {
-            while di.next_if(|b| b.rel < a.rel).is_some() {}
-            let b = di.next_if(|b| b.rel == a.rel);
+            while di.next_if(|b| b.listing_cmp(a).is_lt()).is_some() {}
+            let b = di.next_if(|b| b.listing_cmp(a).is_eq());
             if a.kind != Kind::File || a.nlink > 1 {
                 continue;
             }

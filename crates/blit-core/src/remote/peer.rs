@@ -410,7 +410,8 @@ mod tests {
         b.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let pa = Peer::start_with(Chan::Plain(a), Arc::new(Ignore), keepalive).unwrap();
-        let pb = Peer::start_with(Chan::Plain(b), Arc::new(Ignore), Duration::from_secs(3600)).unwrap();
+        let pb =
+            Peer::start_with(Chan::Plain(b), Arc::new(Ignore), Duration::from_secs(3600)).unwrap();
         (pa, pb)
     }
 

@@ -21,8 +21,8 @@ use rustls::unbuffered::{
 };
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SupportedCipherSuite};
 
-pub use record::{Reader, Session, Writer};
 use record::{Kernel, Opener, Sealer, Shared};
+pub use record::{Reader, Session, Writer};
 
 /// TLS 1.3 suites only (both ends are Blit), fastest first as measured here with *ring*
 /// (16 KiB records, one core): AES-128-GCM 6.4-9.0 GB/s, AES-256-GCM 6.8-7.3 GB/s,
@@ -113,9 +113,8 @@ impl Server {
 
     /// Runs the handshake on a fresh connection.
     pub fn accept(&self, mut sock: TcpStream) -> io::Result<Session> {
-        let mut conn =
-            rustls::server::UnbufferedServerConnection::new(Arc::clone(&self.config))
-                .map_err(other)?;
+        let mut conn = rustls::server::UnbufferedServerConnection::new(Arc::clone(&self.config))
+            .map_err(other)?;
         let early = handshake(&mut conn, &mut sock, |c, b| c.process_tls_records(b))?;
         let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(other)?;
         session(sock, secrets, Kernel::Server(kernel), &early)
@@ -318,7 +317,9 @@ fn handshake<D>(
                 }
             }
             ConnectionState::PeerClosed | ConnectionState::Closed => {
-                return Err(other("the peer closed the connection during the TLS handshake"))
+                return Err(other(
+                    "the peer closed the connection during the TLS handshake",
+                ))
             }
             _ => return Err(other("unexpected data during the TLS handshake")),
         }
@@ -342,7 +343,9 @@ fn handshake<D>(
             }
             let n = sock.read(&mut incoming[used..])?;
             if n == 0 {
-                return Err(other("the peer closed the connection during the TLS handshake"));
+                return Err(other(
+                    "the peer closed the connection during the TLS handshake",
+                ));
             }
             used += n;
         }
@@ -411,8 +414,12 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let s = Arc::clone(&server);
         let accepted = thread::spawn(move || s.accept(listener.accept().unwrap().0).unwrap());
-        let client =
-            connect(TcpStream::connect(addr).unwrap(), "test", Some(&server.fingerprint)).unwrap();
+        let client = connect(
+            TcpStream::connect(addr).unwrap(),
+            "test",
+            Some(&server.fingerprint),
+        )
+        .unwrap();
         (dir, client, accepted.join().unwrap())
     }
 
@@ -424,7 +431,7 @@ mod tests {
             let n = step.min(data.len() - at);
             w.write_all(&data[at..at + n]).unwrap();
             at += n;
-            step = step * 3 + 1 & ((1 << 20) - 1);
+            step = (step * 3 + 1) & ((1 << 20) - 1);
         }
         w.close().unwrap();
     }
@@ -479,8 +486,12 @@ mod tests {
             tls.flush().unwrap();
             got
         });
-        let mut ours =
-            connect(TcpStream::connect(addr).unwrap(), "test", Some(&server.fingerprint)).unwrap();
+        let mut ours = connect(
+            TcpStream::connect(addr).unwrap(),
+            "test",
+            Some(&server.fingerprint),
+        )
+        .unwrap();
         ours.rekey_after(3);
         let (mut r, w) = ours.split().unwrap();
         send_all(w, &up);
@@ -525,8 +536,12 @@ mod tests {
             let (secrets, kernel) = conn.dangerous_into_kernel_connection().unwrap();
             session(slow.0, secrets, Kernel::Server(kernel), &early).unwrap()
         });
-        let mut client =
-            connect(TcpStream::connect(addr).unwrap(), "test", Some(&server.fingerprint)).unwrap();
+        let mut client = connect(
+            TcpStream::connect(addr).unwrap(),
+            "test",
+            Some(&server.fingerprint),
+        )
+        .unwrap();
         client.send(b"first words").unwrap();
         let mut daemon = accepted.join().unwrap();
         let mut got = [0u8; 11];

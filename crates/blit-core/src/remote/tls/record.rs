@@ -122,7 +122,8 @@ impl Sealer {
     /// Seals `plain` as application data, one record per 16 KiB, appended to `out`.
     pub(super) fn seal(&mut self, plain: &[u8], out: &mut Vec<Vec<u8>>) -> io::Result<()> {
         for chunk in plain.chunks(MAX_PLAIN) {
-            if self.seq >= self.rekey_after || self.shared.update_asked.swap(false, Ordering::AcqRel)
+            if self.seq >= self.rekey_after
+                || self.shared.update_asked.swap(false, Ordering::AcqRel)
             {
                 self.rekey(out)?;
             }
