@@ -583,4 +583,78 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(got, b"abc");
     }
+
+    /// Not a test: moves 2 GiB one way over loopback through plain TCP, Blit's record layer and
+    /// rustls's buffered connection, and prints the rates (the receiver reads and drops the
+    /// bytes, so no disk or page cache is involved). Run with
+    /// `cargo test --release -p blit-core --lib tls::tests::throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn throughput() {
+        const TOTAL: usize = 2 << 30;
+        let chunk = vec![0x5au8; 1 << 20];
+        let report = |what: &str, t: std::time::Instant| {
+            let s = t.elapsed().as_secs_f64();
+            println!("{what}: {:.2} GB/s ({s:.3} s for 2 GiB)", TOTAL as f64 / s / 1e9);
+        };
+        let drain = |r: &mut dyn Read| {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0;
+            while n < TOTAL {
+                let k = r.read(&mut buf).unwrap();
+                assert!(k > 0);
+                n += k;
+            }
+        };
+        let send = |w: &mut dyn Write| {
+            for _ in 0..TOTAL / chunk.len() {
+                w.write_all(&chunk).unwrap();
+            }
+            w.flush().unwrap();
+        };
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rx = thread::spawn(move || drain(&mut listener.accept().unwrap().0));
+        let t = std::time::Instant::now();
+        send(&mut TcpStream::connect(addr).unwrap());
+        rx.join().unwrap();
+        report("plain TCP", t);
+
+        let (_dir, client, server) = pair();
+        let (mut r, _w) = server.split().unwrap();
+        let (_cr, mut cw) = client.split().unwrap();
+        let t = std::time::Instant::now();
+        let rx = thread::spawn(move || drain(&mut r));
+        send(&mut cw);
+        rx.join().unwrap();
+        report("Blit's TLS record layer", t);
+
+        let (_dir, server, listener) = daemon();
+        let addr = listener.local_addr().unwrap();
+        let config = Arc::clone(&server.config);
+        let rx = thread::spawn(move || {
+            let mut sock = listener.accept().unwrap().0;
+            let mut conn = rustls::ServerConnection::new(config).unwrap();
+            drain(&mut rustls::Stream::new(&mut conn, &mut sock));
+        });
+        let verifier = Arc::new(Pinned {
+            want: Some(server.fingerprint.clone()),
+            seen: Mutex::new(None),
+            provider: provider(),
+        });
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        let name = ServerName::try_from("blit-daemon").unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let t = std::time::Instant::now();
+        send(&mut rustls::Stream::new(&mut conn, &mut sock));
+        rx.join().unwrap();
+        report("rustls buffered connection", t);
+    }
 }
