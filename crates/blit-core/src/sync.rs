@@ -1295,7 +1295,9 @@ impl<'a, S: Source> Syncer<'a, S> {
                 )));
             }
         }
-        for b in deletes {
+        // Entries to delete never nest (a folder to delete goes whole, its contents are not
+        // listed apart), so they go in parallel.
+        self.in_parallel(deletes, |b| {
             if self.cancelled() {
                 return;
             }
@@ -1306,45 +1308,76 @@ impl<'a, S: Source> Syncer<'a, S> {
             if let Err(e) = r {
                 self.fail(e);
             }
+        });
+    }
+
+    /// Runs `f` on every item on the run's worker count. The end of a run (deletions, folder
+    /// metadata) touches hundreds of entries after a small change; done one by one it was a
+    /// quarter of an incremental mirror.
+    fn in_parallel<T: Send>(&self, items: Vec<T>, f: impl Fn(T) + Send + Sync) {
+        use rayon::prelude::*;
+        let workers = self.opts.workers.max(1);
+        match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
+            Ok(pool) if workers > 1 && items.len() > 1 => {
+                pool.install(|| items.into_par_iter().for_each(&f))
+            }
+            _ => items.into_iter().for_each(f),
         }
     }
 
-    /// Folder metadata, deepest first (the root last), after everything inside is done.
+    /// Folder metadata, deepest first (the root last), after everything inside is done: a
+    /// folder's mode may take away the access its subfolders' changes need. Folders of one depth
+    /// never contain each other, so each depth goes in parallel.
     fn finish_dirs(&self) {
         let mut dirs = std::mem::take(&mut *self.dirs.lock().unwrap());
-        dirs.sort_by(|x, y| y.entry.rel.cmp(&x.entry.rel));
+        dirs.sort_by_cached_key(|d| std::cmp::Reverse(d.entry.rel.components().count()));
         let failed = self.failed_src.lock().unwrap().clone();
-        for d in &dirs {
+        let mut rest = &dirs[..];
+        while let Some(first) = rest.first() {
             if self.cancelled() {
                 return;
             }
-            let rel = &d.entry.rel;
-            if failed
+            let depth = first.entry.rel.components().count();
+            let n = rest
                 .iter()
-                .any(|f| rel.starts_with(f) && !f.as_os_str().is_empty())
-            {
-                continue;
-            }
-            if !self.opts.dry_run {
-                let located = self
-                    .src
-                    .parent_of(rel)
-                    .and_then(|s| self.dst_dirs.parent_of(rel).map(|d| (s, d)));
-                let r = located.and_then(|((sd, sn), (dd, dn))| {
-                    let xattrs = self.xattrs_of(&sd, &sn, &d.entry)?;
-                    sys::apply_meta_at(At::new(&dd, &dn), &d.entry, self.opts.meta, xattrs.as_ref())
-                });
-                if let Err(e) = r {
-                    self.fail(e);
-                    continue;
-                }
-            }
-            if let Some(reason) = d.reason {
-                self.emit(Action::Metadata, Kind::Dir, rel, &reason.label(), 0);
-            }
+                .position(|d| d.entry.rel.components().count() != depth)
+                .unwrap_or(rest.len());
+            let (level, next) = rest.split_at(n);
+            rest = next;
+            self.in_parallel(level.iter().collect(), |d| self.finish_dir(d, &failed));
         }
         if self.is_move() {
             *self.dirs.lock().unwrap() = dirs;
+        }
+    }
+
+    fn finish_dir(&self, d: &DirRecord, failed: &HashSet<PathBuf>) {
+        if self.cancelled() {
+            return;
+        }
+        let rel = &d.entry.rel;
+        if failed
+            .iter()
+            .any(|f| rel.starts_with(f) && !f.as_os_str().is_empty())
+        {
+            return;
+        }
+        if !self.opts.dry_run {
+            let located = self
+                .src
+                .parent_of(rel)
+                .and_then(|s| self.dst_dirs.parent_of(rel).map(|d| (s, d)));
+            let r = located.and_then(|((sd, sn), (dd, dn))| {
+                let xattrs = self.xattrs_of(&sd, &sn, &d.entry)?;
+                sys::apply_meta_at(At::new(&dd, &dn), &d.entry, self.opts.meta, xattrs.as_ref())
+            });
+            if let Err(e) = r {
+                self.fail(e);
+                return;
+            }
+        }
+        if let Some(reason) = d.reason {
+            self.emit(Action::Metadata, Kind::Dir, rel, &reason.label(), 0);
         }
     }
 

@@ -595,7 +595,10 @@ mod tests {
         let chunk = vec![0x5au8; 1 << 20];
         let report = |what: &str, t: std::time::Instant| {
             let s = t.elapsed().as_secs_f64();
-            println!("{what}: {:.2} GB/s ({s:.3} s for 2 GiB)", TOTAL as f64 / s / 1e9);
+            println!(
+                "{what}: {:.2} GB/s ({s:.3} s for 2 GiB)",
+                TOTAL as f64 / s / 1e9
+            );
         };
         let drain = |r: &mut dyn Read| {
             let mut buf = vec![0u8; 1 << 20];
