@@ -145,3 +145,57 @@ fn a_single_file_moved_across_filesystems_leaves_its_source() {
     assert_eq!(std::fs::read(&dst).unwrap(), b"moved across");
     assert!(!src.exists(), "the source is still there");
 }
+
+/// New empty files are created under their final name at once (no unnamed temporary): every
+/// field must still come out exact (modes the umask would mask, special bits, other owners,
+/// ns times), in a setgid folder too, and a second run finds nothing to do.
+#[test]
+fn empty_files_made_in_place_are_exact() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    for (i, (name, mode)) in [
+        ("plain", 0o644),
+        ("rw-all", 0o666),
+        ("none", 0o000),
+        ("setuid", 0o4755),
+        ("sticky", 0o1600),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        src.file(name, b"")
+            .chmod(name, mode)
+            .chown(name, 1000 + i as u32, 2000 + i as u32)
+            .set_mtime(name, 1_600_000_000 + i as i64, 123_456_789);
+    }
+    src.dir("g")
+        .chmod("g", 0o2775)
+        .file("g/empty", b"")
+        .chown("g/empty", 7, 8)
+        .set_mtime("g/empty", 5, 6);
+    let dst = sb.join("out");
+    let mut cmd = common::blit();
+    cmd.args(["copy", src.root().to_str().unwrap(), dst.to_str().unwrap()]);
+    // SAFETY: umask only changes the child's creation mask before exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::umask(0o027);
+            Ok(())
+        });
+    }
+    expect_code(&common::finish(cmd), 0);
+    assert_trees_equal(src.root(), &dst);
+    let again = run([
+        "mirror",
+        "-v",
+        src.root().to_str().unwrap(),
+        dst.to_str().unwrap(),
+    ]);
+    expect_code(&again, 0);
+    let said = String::from_utf8_lossy(&again.get_output().stdout).to_string();
+    assert!(
+        !said.contains("plain") && !said.contains("g/empty"),
+        "a second run redid empty files: {said}"
+    );
+}
