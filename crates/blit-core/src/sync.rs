@@ -1316,13 +1316,13 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// quarter of an incremental mirror.
     fn in_parallel<T: Send>(&self, items: Vec<T>, f: impl Fn(T) + Send + Sync) {
         use rayon::prelude::*;
-        let workers = self.opts.workers.max(1);
-        match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
-            Ok(pool) if workers > 1 && items.len() > 1 => {
-                pool.install(|| items.into_par_iter().for_each(&f))
+        let workers = self.opts.workers.max(1).min(items.len());
+        if workers > 1 {
+            if let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
+                return pool.install(|| items.into_par_iter().for_each(&f));
             }
-            _ => items.into_iter().for_each(f),
         }
+        items.into_iter().for_each(f)
     }
 
     /// Folder metadata, deepest first (the root last), after everything inside is done: a

@@ -8,7 +8,8 @@
 use std::io::{self, Write};
 use std::net::TcpStream;
 
-use super::peer::Session;
+#[cfg(target_os = "linux")]
+use super::tls::Session;
 use super::wire::{self, Frame, Msg};
 
 pub enum Chan {

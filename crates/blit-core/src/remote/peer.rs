@@ -19,13 +19,7 @@ use super::wire::{self, Frame, Msg, Rep, Req};
 
 use super::chan::Chan;
 #[cfg(target_os = "linux")]
-pub use super::tls::Session;
-#[cfg(target_os = "linux")]
 use super::tls::Writer as TlsWriter;
-
-/// TLS is built on Linux only in this version; elsewhere a session is always plain.
-#[cfg(not(target_os = "linux"))]
-pub enum Session {}
 
 /// What arrives for a request.
 #[derive(Debug)]
