@@ -380,6 +380,7 @@ fn session(
             enc: record::encrypter(suite, tx)?,
             seq: tx_seq,
             rekey_after,
+            updates: 0,
         },
         open: Opener::new(
             Arc::clone(&shared),
@@ -547,6 +548,48 @@ mod tests {
         let mut got = [0u8; 11];
         daemon.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"first words");
+    }
+
+    /// A peer asking for a key update (rustls's `refresh_traffic_keys` does) gets one before
+    /// the next record, and rustls reads what follows under the new key.
+    #[test]
+    fn a_requested_key_update_is_answered() {
+        let (_dir, server, listener) = daemon();
+        let addr = listener.local_addr().unwrap();
+        let config = Arc::clone(&server.config);
+        let theirs = thread::spawn(move || {
+            let mut sock = listener.accept().unwrap().0;
+            let mut conn = rustls::ServerConnection::new(config).unwrap();
+            let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+            let mut hello = [0u8; 5];
+            tls.read_exact(&mut hello).unwrap();
+            tls.conn.refresh_traffic_keys().unwrap();
+            tls.write_all(b"go").unwrap();
+            tls.flush().unwrap();
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).unwrap();
+            rest
+        });
+        let ours = connect(
+            TcpStream::connect(addr).unwrap(),
+            "test",
+            Some(&server.fingerprint),
+        )
+        .unwrap();
+        let (mut r, mut w) = ours.split().unwrap();
+        w.write_all(b"hello").unwrap();
+        let mut go = [0u8; 2];
+        r.read_exact(&mut go).unwrap();
+        assert_eq!(&go, b"go");
+        assert_eq!(w.seal.updates, 0);
+        let after = pattern(100_000);
+        w.write_all(&after).unwrap();
+        assert_eq!(w.seal.updates, 1, "the requested key update was not sent");
+        w.close().unwrap();
+        assert!(
+            theirs.join().unwrap() == after,
+            "rustls read different bytes"
+        );
     }
 
     #[test]

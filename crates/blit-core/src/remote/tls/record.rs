@@ -116,6 +116,8 @@ pub struct Sealer {
     /// Records sealed under one key before the next key update; far below the cipher's
     /// confidentiality limit.
     pub(super) rekey_after: u64,
+    /// Key updates sent so far.
+    pub(super) updates: u64,
 }
 
 impl Sealer {
@@ -149,6 +151,7 @@ impl Sealer {
         let keys = self.shared.kernel.lock().unwrap().next_keys(true)?;
         self.enc = encrypter(self.shared.suite, keys)?;
         self.seq = 0;
+        self.updates += 1;
         Ok(())
     }
 
