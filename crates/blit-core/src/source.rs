@@ -117,8 +117,12 @@ pub fn list_local(
     keep: &dyn Fn(&Path, bool) -> bool,
     xattrs: bool,
 ) -> Result<Listed> {
-    let mut out = Listed::default();
-    for (name, hint) in dir.read_names()? {
+    let names = dir.read_names()?;
+    let mut out = Listed {
+        entries: Vec::with_capacity(names.len()),
+        temps: Vec::new(),
+    };
+    for (name, hint) in names {
         if hint != Some(Kind::Dir) && tempname::is_temp(&name) {
             out.temps.push(name);
             continue;

@@ -271,23 +271,30 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// Sorts a listing by name; entries that could not be looked at become "unknown" (their
     /// counterparts are left alone), reported unless they simply vanished.
     fn listing(&self, listed: Listed) -> Listing {
-        let mut out = Listing {
-            temps: listed.temps,
-            ..Listing::default()
-        };
-        for (name, entry) in listed.entries {
-            match entry {
-                Ok(e) => out.entries.push(e),
+        let mut unknown = HashSet::new();
+        // Collected in place (the standard library reuses the source vector's buffer for a
+        // `filter_map` into smaller items): a folder's listing never exists twice at once, which
+        // on wide folders was most of each worker's memory.
+        let mut entries: Vec<Entry> = listed
+            .entries
+            .into_iter()
+            .filter_map(|(name, entry)| match entry {
+                Ok(e) => Some(e),
                 Err(e) => {
                     if !is_not_found(&e) {
                         self.fail(e);
                     }
-                    out.unknown.insert(name);
+                    unknown.insert(name);
+                    None
                 }
-            }
+            })
+            .collect();
+        entries.sort_unstable_by(Entry::listing_cmp);
+        Listing {
+            entries,
+            unknown,
+            temps: listed.temps,
         }
-        out.entries.sort_unstable_by(Entry::listing_cmp);
-        out
     }
 
     /// The xattrs a destination entry should get, when xattrs are kept.
