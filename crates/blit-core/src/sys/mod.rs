@@ -172,12 +172,26 @@ pub enum Method {
 
 /// Per-run knowledge of which fast paths the filesystems refused, so each file does not pay a
 /// failing syscall to learn it again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FastPaths {
     pub no_clone: AtomicBool,
     pub no_kernel_copy: AtomicBool,
     /// Unnamed temporary files (`O_TMPFILE`) refused by the filesystem.
     pub no_tmpfile: AtomicBool,
+    /// When the run began: a source file whose status changed after it is being changed while
+    /// the run copies, and gets a second look before its copy counts (see `copy_to_temp`).
+    pub started: std::time::SystemTime,
+}
+
+impl Default for FastPaths {
+    fn default() -> Self {
+        FastPaths {
+            no_clone: AtomicBool::new(false),
+            no_kernel_copy: AtomicBool::new(false),
+            no_tmpfile: AtomicBool::new(false),
+            started: std::time::SystemTime::now(),
+        }
+    }
 }
 
 /// Largest buffer for the userspace loop: big enough to amortise syscalls on large files, small

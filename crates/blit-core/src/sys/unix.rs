@@ -413,13 +413,26 @@ fn finish_copy(
     method: Method,
     mode_set: bool,
 ) -> Result<CopyOutcome> {
-    let after = fstat(input, req.src)?;
-    if n != before.size
-        || after.size != before.size
-        || after.mtime != before.mtime
-        || after.ino != before.ino
-    {
+    let st = rustix::fs::fstat(input).map_err(|e| Error::io(Op::Stat, req.src.path(), e.into()))?;
+    let changed = |after: &Entry| {
+        n != before.size
+            || after.size != before.size
+            || after.mtime != before.mtime
+            || after.ino != before.ino
+    };
+    if changed(&entry_from_stat(PathBuf::new(), &st)) {
         return Ok(CopyOutcome::Changed);
+    }
+    // A change still in progress can show its new size with the old times: an `ftruncate`
+    // that waited for pages this copy held sets the mtime only when it completes, so both
+    // looks can fall inside it (the torture test caught one). A file changed during this run
+    // and in the last moments is looked at once more, after a pause long enough for such a
+    // change to finish. Files that were quiet when the run began never wait.
+    if changed_since(&st, req.out.fast.started) {
+        std::thread::sleep(SETTLE);
+        if changed(&fstat(input, req.src)?) {
+            return Ok(CopyOutcome::Changed);
+        }
     }
     let xattrs = if req.src_xattrs {
         XattrFrom::File(input, req.src)
@@ -436,6 +449,22 @@ fn finish_copy(
         method,
         placed: publish(&out, anon, &req.out)?,
     })
+}
+
+/// How long a change in progress is given to finish (see [`finish_copy`]).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The file's status changed after `started` and within the last second (or its ctime is ahead
+/// of our clock).
+fn changed_since(st: &rustix::fs::Stat, started: std::time::SystemTime) -> bool {
+    if st.st_ctime < 0 {
+        return false;
+    }
+    let epoch =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ctime = std::time::Duration::new(st.st_ctime as u64, st.st_ctime_nsec as u32);
+    let now = epoch(std::time::SystemTime::now());
+    ctime >= epoch(started) && now.saturating_sub(ctime) < std::time::Duration::from_secs(1)
 }
 
 /// Restores metadata on a freshly written file through its descriptor.
