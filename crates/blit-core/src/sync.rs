@@ -1102,10 +1102,16 @@ impl<'a, S: Source> Syncer<'a, S> {
         if self.is_move() {
             self.release_sources();
         }
+        // One pool for the whole end phase (a deep tree has many levels of folders).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.workers.max(1))
+            .build()
+            .ok()
+            .filter(|_| self.opts.workers > 1);
         if self.opts.mode == SyncMode::Mirror {
-            self.delete_extras();
+            self.delete_extras(pool.as_ref());
         }
-        self.finish_dirs();
+        self.finish_dirs(pool.as_ref());
         if self.is_move() && !self.opts.dry_run {
             self.remove_source_dirs();
         }
@@ -1283,7 +1289,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
     }
 
-    fn delete_extras(&self) {
+    fn delete_extras(&self, pool: Option<&rayon::ThreadPool>) {
         let deletes = std::mem::take(&mut *self.deletes.lock().unwrap());
         if deletes.is_empty() {
             return;
@@ -1304,7 +1310,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
         // Entries to delete never nest (a folder to delete goes whole, its contents are not
         // listed apart), so they go in parallel.
-        self.in_parallel(deletes, |b| {
+        in_parallel(pool, deletes, |b| {
             if self.cancelled() {
                 return;
             }
@@ -1318,40 +1324,23 @@ impl<'a, S: Source> Syncer<'a, S> {
         });
     }
 
-    /// Runs `f` on every item on the run's worker count. The end of a run (deletions, folder
-    /// metadata) touches hundreds of entries after a small change; done one by one it was a
-    /// quarter of an incremental mirror.
-    fn in_parallel<T: Send>(&self, items: Vec<T>, f: impl Fn(T) + Send + Sync) {
-        use rayon::prelude::*;
-        let workers = self.opts.workers.max(1).min(items.len());
-        if workers > 1 {
-            if let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
-                return pool.install(|| items.into_par_iter().for_each(&f));
-            }
-        }
-        items.into_iter().for_each(f)
-    }
-
     /// Folder metadata, deepest first (the root last), after everything inside is done: a
     /// folder's mode may take away the access its subfolders' changes need. Folders of one depth
     /// never contain each other, so each depth goes in parallel.
-    fn finish_dirs(&self) {
-        let mut dirs = std::mem::take(&mut *self.dirs.lock().unwrap());
-        dirs.sort_by_cached_key(|d| std::cmp::Reverse(d.entry.rel.components().count()));
+    fn finish_dirs(&self, pool: Option<&rayon::ThreadPool>) {
+        let dirs = std::mem::take(&mut *self.dirs.lock().unwrap());
+        let mut by_depth: Vec<(usize, &DirRecord)> = dirs
+            .iter()
+            .map(|d| (d.entry.rel.components().count(), d))
+            .collect();
+        by_depth.sort_by_key(|&(depth, _)| std::cmp::Reverse(depth));
         let failed = self.failed_src.lock().unwrap().clone();
-        let mut rest = &dirs[..];
-        while let Some(first) = rest.first() {
+        for level in by_depth.chunk_by(|a, b| a.0 == b.0) {
             if self.cancelled() {
                 return;
             }
-            let depth = first.entry.rel.components().count();
-            let n = rest
-                .iter()
-                .position(|d| d.entry.rel.components().count() != depth)
-                .unwrap_or(rest.len());
-            let (level, next) = rest.split_at(n);
-            rest = next;
-            self.in_parallel(level.iter().collect(), |d| self.finish_dir(d, &failed));
+            let level = level.iter().map(|&(_, d)| d).collect();
+            in_parallel(pool, level, |d| self.finish_dir(d, &failed));
         }
         if self.is_move() {
             *self.dirs.lock().unwrap() = dirs;
@@ -1403,6 +1392,21 @@ impl<'a, S: Source> Syncer<'a, S> {
                 self.fail(e);
             }
         }
+    }
+}
+
+/// Runs `f` on every item, on the pool when there is one. The end of a run (deletions, folder
+/// metadata) touches hundreds of entries after a small change; done one by one it was a
+/// quarter of an incremental mirror.
+fn in_parallel<T: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    items: Vec<T>,
+    f: impl Fn(T) + Send + Sync,
+) {
+    use rayon::prelude::*;
+    match pool {
+        Some(pool) if items.len() > 1 => pool.install(|| items.into_par_iter().for_each(f)),
+        _ => items.into_iter().for_each(f),
     }
 }
 

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::ClientConnectionData;
 use rustls::crypto::cipher::{
-    InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
+    AeadKey, InboundOpaqueMessage, Iv, MessageDecrypter, MessageEncrypter, OutboundChunks,
+    OutboundPlainMessage,
 };
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
@@ -80,32 +81,30 @@ pub(super) struct Shared {
     pub update_asked: AtomicBool,
 }
 
+/// The key and IV of a direction, whatever the (TLS 1.3) cipher.
+fn key_iv(keys: ConnectionTrafficSecrets) -> io::Result<(AeadKey, Iv)> {
+    match keys {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => Ok((key, iv)),
+        _ => Err(invalid("an unsupported cipher was negotiated")),
+    }
+}
+
 pub(super) fn encrypter(
     suite: &Tls13CipherSuite,
     keys: ConnectionTrafficSecrets,
 ) -> io::Result<Box<dyn MessageEncrypter>> {
-    match keys {
-        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
-        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
-        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-            Ok(suite.aead_alg.encrypter(key, iv))
-        }
-        _ => Err(invalid("an unsupported cipher was negotiated")),
-    }
+    let (key, iv) = key_iv(keys)?;
+    Ok(suite.aead_alg.encrypter(key, iv))
 }
 
 pub(super) fn decrypter(
     suite: &Tls13CipherSuite,
     keys: ConnectionTrafficSecrets,
 ) -> io::Result<Box<dyn MessageDecrypter>> {
-    match keys {
-        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
-        | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
-        | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-            Ok(suite.aead_alg.decrypter(key, iv))
-        }
-        _ => Err(invalid("an unsupported cipher was negotiated")),
-    }
+    let (key, iv) = key_iv(keys)?;
+    Ok(suite.aead_alg.decrypter(key, iv))
 }
 
 /// The sending direction: plaintext in, sealed records out.
