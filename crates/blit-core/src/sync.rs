@@ -539,6 +539,12 @@ impl<'a, S: Source> Syncer<'a, S> {
                 if a.kind == Kind::File {
                     self.observer.found(a.size);
                 }
+                if let Some(b) = &b {
+                    if self.same_at_a_glance(&a, b) {
+                        self.unchanged.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
                 let (src, dst, setgid) = (Arc::clone(&node.src), node.dst.clone(), node.dst_setgid);
                 s.spawn(move |_| {
                     if self.cancelled() {
@@ -558,6 +564,20 @@ impl<'a, S: Source> Syncer<'a, S> {
                 });
             }
         }
+    }
+
+    /// An entry the listings alone show to be unchanged, with nothing to do for it. Decided
+    /// here, not in a task of its own: on a no-op run that is every entry, and a task each
+    /// (its allocation, queueing and theft by another worker) cost more than the comparison and
+    /// held every pending entry of a wide folder in memory at once.
+    fn same_at_a_glance(&self, a: &Entry, b: &Entry) -> bool {
+        // `move` still has work for an unchanged entry; a destination with other names may need
+        // splitting (see `both_non_dir`).
+        let shared_dst =
+            b.kind == Kind::File && b.nlink > 1 && (a.kind != Kind::File || a.nlink <= 1);
+        !self.is_move()
+            && !shared_dst
+            && matches!(decide::quick(a, b, &self.opts.rules), Some(Decision::Same))
     }
 
     /// Records `a` in its hard-link group; `true` when it is a later name (linked at the end).
