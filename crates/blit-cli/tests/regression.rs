@@ -196,3 +196,83 @@ fn empty_files_made_in_place_are_exact() {
         );
     }
 }
+
+/// The ctime of every entry under `root`, by relative path.
+fn ctimes(root: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, (i64, i64)> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<std::path::PathBuf, (i64, i64)>,
+    ) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            out.insert(
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                (md.ctime(), md.ctime_nsec()),
+            );
+            if md.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Folder metadata is restored at the end of a run only where it differs: a no-op mirror
+/// writes nothing at all (every ctime stays), and a folder whose contents changed gets its
+/// mtime back while its mode, owner and xattrs stay exact.
+#[test]
+fn folders_are_touched_only_where_they_differ() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.dir("plain")
+        .file("plain/f", b"one")
+        .dir("odd")
+        .chmod("odd", 0o2751)
+        .chown("odd", 123, 456)
+        .set_xattr("odd", "user.tag", b"kept")
+        .file("odd/f", b"two")
+        .dir("odd/deep")
+        .file("odd/deep/g", b"three")
+        .set_mtime("odd/deep", 1_500_000_000, 1)
+        .set_mtime("odd", 1_500_000_001, 2)
+        .set_mtime("plain", 1_500_000_002, 3);
+    let dst = sb.join("out");
+    let mirror = || {
+        expect_code(
+            &run([
+                "mirror",
+                src.root().to_str().unwrap(),
+                dst.to_str().unwrap(),
+            ]),
+            0,
+        )
+    };
+    mirror();
+    assert_trees_equal(src.root(), &dst);
+    let before = ctimes(&dst);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    mirror();
+    assert_eq!(
+        ctimes(&dst),
+        before,
+        "a no-op mirror changed the destination"
+    );
+
+    // A change inside moves each touched folder's mtime; the mirror must put it back.
+    src.file("odd/deep/new", b"four")
+        .set_mtime("odd/deep", 1_500_000_000, 1);
+    std::fs::remove_file(src.root().join("odd/f")).unwrap();
+    src.set_mtime("odd", 1_500_000_001, 2);
+    mirror();
+    assert_trees_equal(src.root(), &dst);
+    let after = ctimes(&dst);
+    assert_eq!(
+        after[std::path::Path::new("plain")],
+        before[std::path::Path::new("plain")],
+        "an untouched folder was written"
+    );
+}

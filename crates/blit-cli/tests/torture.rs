@@ -2143,6 +2143,11 @@ fn busy_pair(sb: &Sandbox) -> (Tree, Tree) {
     }
     expect_code(&run(args("mirror", &["-q"], src.root(), dst.root())), 0);
     let mut rng = Rng::new(99);
+    // Enough new files that the traced run makes many writes of its own (folders it did not
+    // touch are no longer rewritten, so the tree's own size does not make them).
+    for i in 0..20 {
+        src.file(format!("added/n{i:02}"), noise(300 + i, 100 + i as u64));
+    }
     src.file("small.txt", b"changed content")
         .file("added/new.txt", b"new")
         .file("a/b/c/deep2.txt", b"deeper");

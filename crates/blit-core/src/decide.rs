@@ -115,7 +115,8 @@ pub fn quick(a: &Entry, b: &Entry, rules: &Rules) -> Option<Decision> {
     Some(meta_only(a, b, rules, false))
 }
 
-fn meta_only(a: &Entry, b: &Entry, rules: &Rules, xattr: bool) -> Decision {
+/// The metadata `b` lacks to match `a`, contents aside.
+pub fn meta_only(a: &Entry, b: &Entry, rules: &Rules, xattr: bool) -> Decision {
     let m = MetaDiff {
         perm: a.kind != Kind::Symlink && a.perm != b.perm,
         owner: rules.owner && (a.uid != b.uid || a.gid != b.gid),

@@ -105,6 +105,8 @@ struct Group {
 struct DirRecord {
     entry: Entry,
     reason: Option<Reason>,
+    /// The folder stood in the destination before the run.
+    existed: bool,
 }
 
 struct Syncer<'a, S: Source> {
@@ -374,6 +376,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                         self.dirs.lock().unwrap().push(DirRecord {
                             entry: src_entry.clone(),
                             reason: None,
+                            existed: false,
                         });
                         d
                     }
@@ -645,6 +648,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             self.dirs.lock().unwrap().push(DirRecord {
                 entry: a.clone(),
                 reason: None,
+                existed: false,
             });
         }
         if existing_dir {
@@ -727,6 +731,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         self.dirs.lock().unwrap().push(DirRecord {
             entry: a.clone(),
             reason,
+            existed: true,
         });
     }
 
@@ -1384,8 +1389,21 @@ impl<'a, S: Source> Syncer<'a, S> {
                 .parent_of(rel)
                 .and_then(|s| self.dst_dirs.parent_of(rel).map(|d| (s, d)));
             let r = located.and_then(|((sd, sn), (dd, dn))| {
+                let at = At::new(&dd, &dn);
+                if d.existed && d.reason.is_none() {
+                    // Matched when paired (xattrs included); what the run did inside may have
+                    // moved its mtime since. One stat tells, where rewriting owner, mode and
+                    // times on every folder would dirty each inode (and its ctime) for nothing.
+                    let now = sys::stat_at(at, rel.clone())?;
+                    return match decide::meta_only(&d.entry, &now, &self.opts.rules, false) {
+                        Decision::Same => Ok(()),
+                        // The usual case after a change inside: only the time moved.
+                        Decision::Meta(m) if !m.perm && !m.owner => sys::set_mtime_at(at, &d.entry),
+                        _ => sys::apply_meta_at(at, &d.entry, self.opts.meta, None),
+                    };
+                }
                 let xattrs = self.xattrs_of(&sd, &sn, &d.entry)?;
-                sys::apply_meta_at(At::new(&dd, &dn), &d.entry, self.opts.meta, xattrs.as_ref())
+                sys::apply_meta_at(at, &d.entry, self.opts.meta, xattrs.as_ref())
             });
             if let Err(e) = r {
                 self.fail(e);

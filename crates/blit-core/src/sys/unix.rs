@@ -620,14 +620,18 @@ pub fn apply_meta_at(
         )
         .map_err(|e| Error::io(Op::Chmod, dst.path(), e.into()))?;
     }
+    set_mtime_at(dst, meta)
+}
+
+/// Sets only the modification time (the entry's other metadata is known to be right).
+pub fn set_mtime_at(dst: At<'_>, meta: &Entry) -> Result<()> {
     rustix::fs::utimensat(
-        fd,
+        &dst.dir.fd,
         dst.name,
         &timestamps(meta.mtime),
         AtFlags::SYMLINK_NOFOLLOW,
     )
-    .map_err(|e| Error::io(Op::Utimes, dst.path(), e.into()))?;
-    Ok(())
+    .map_err(|e| Error::io(Op::Utimes, dst.path(), e.into()))
 }
 
 /// A path that reaches `at` through its folder's descriptor (`/proc/self/fd/N/name` on Linux), for

@@ -331,6 +331,15 @@ pub fn apply_meta_at(
     Ok(())
 }
 
+/// Sets the modification time; the attributes are lifted around it, as in [`apply_meta_at`].
+pub fn set_mtime_at(dst: At<'_>, meta: &Entry) -> Result<()> {
+    let opts = MetaOpts {
+        owner: false,
+        xattrs: false,
+    };
+    apply_meta_at(dst, meta, opts, None)
+}
+
 /// Windows has no extended attributes in the POSIX sense (alternate streams are not copied).
 pub fn xattrs_of(_at: At<'_>) -> Result<super::Xattrs> {
     Ok(Vec::new())
