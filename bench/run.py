@@ -191,6 +191,44 @@ def prefault(nbytes):
     os.unlink(p)
 
 
+# Creating one empty file costs ~10-15 µs on this ext4 when its inode allocator is clean; after a
+# large delete it skips freed inodes for minutes and the same costs 100-300 µs (BENCH-NOTES,
+# trap 1). Above this, a run would time the allocator, not the tools.
+PROBE_LIMIT_US = 40.0
+
+
+def creation_probe(data):
+    """µs per empty file created in a fresh folder beside the destinations (then moved to trash,
+    which is emptied after the batch)."""
+    d = os.path.join(data, "dst", f".probe-{time.time_ns()}")
+    os.makedirs(d)
+    t0 = time.perf_counter()
+    for i in range(1000):
+        os.close(os.open(os.path.join(d, f"p{i}"), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+    us = (time.perf_counter() - t0) / 1000 * 1e6
+    os.rename(d, os.path.join(data, "trash", os.path.basename(d)))
+    return us
+
+
+def wait_for_clean_allocator(data, limit_s=900):
+    """Waits (up to `limit_s`) until creating files costs what it does on a clean filesystem;
+    returns the last probe, in µs per file."""
+    start = time.time()
+    while True:
+        us = creation_probe(data)
+        if us <= PROBE_LIMIT_US:
+            print(f"file-creation probe: {us:.0f} µs per file (clean)")
+            return us
+        waited = time.time() - start
+        if waited >= limit_s:
+            print(f"file-creation probe: still {us:.0f} µs per file after {waited:.0f} s of waiting;"
+                  " timing anyway (the figures below include the allocator's cost)")
+            return us
+        print(f"file-creation probe: {us:.0f} µs per file (> {PROBE_LIMIT_US:.0f}): the filesystem"
+              " still skips recently freed inodes; waiting 30 s")
+        time.sleep(30)
+
+
 def timed(argv):
     """Runs argv under /usr/bin/time; returns (wall s, cpu s, peak RSS MiB, exit code)."""
     out = "/tmp/blit-bench-time.txt"
@@ -229,10 +267,24 @@ def copy_tools(blit):
     return t
 
 
-def mirror_tools(blit):
+# Pairs that do the same work (see `mirror_tools`).
+DUTY_PAIRS = [("blit", "rsync -aX --delete (duty of blit)"),
+              ("blit --no-xattrs (duty of rsync -a)", "rsync -a --delete")]
+
+
+def mirror_tools(blit, duty=False):
+    """`duty`: also the same-duty pairs, outside the ratio against the best peer. Blit keeps
+    xattrs by default and `rsync -a` does not; `blit --no-xattrs` does what `rsync -a` does, and
+    `rsync -aX` what Blit does."""
     t = [("blit", lambda s, d: [blit, "mirror", "-q", "--no-progress", s, d])]
+    if duty:
+        t.append(("blit --no-xattrs (duty of rsync -a)",
+                  lambda s, d: [blit, "mirror", "-q", "--no-progress", "--no-xattrs", s, d]))
     if have("rsync"):
         t.append(("rsync -a --delete", lambda s, d: ["rsync", "-a", "--delete", s + "/", d + "/"]))
+        if duty:
+            t.append(("rsync -aX --delete (duty of blit)",
+                      lambda s, d: ["rsync", "-aX", "--delete", s + "/", d + "/"]))
     if have("rclone"):
         t.append(("rclone sync", lambda s, d: ["rclone", "sync", "--links", s, d]))
     return t
@@ -247,6 +299,16 @@ class Bench:
         self.blit = blit_bin()
         self.rows = []
         self.other_trash = set()
+        self.probes = []
+
+    def check_allocator(self, label):
+        """Before a workload that creates many files: probe (and wait for) a clean allocator."""
+        if self.args.no_wait:
+            us = creation_probe(self.data)
+            print(f"file-creation probe: {us:.0f} µs per file (not waiting: --no-wait)")
+        else:
+            us = wait_for_clean_allocator(self.data)
+        self.probes.append((label, us))
 
     def aside(self, path):
         """Moves an old destination out of the way without deleting it (see the hygiene note)."""
@@ -276,6 +338,8 @@ class Bench:
         tools = copy_tools(self.blit)
         results = {name: [] for name, _ in tools}
         os.makedirs(dst_base, exist_ok=True)
+        if not few_files and not dst_base.startswith("/dev/shm"):
+            self.check_allocator(label)
         for _ in range(rounds):
             for name, cmd in tools:
                 dst = os.path.join(dst_base, "copy-" + name.split()[0])
@@ -288,8 +352,8 @@ class Bench:
             self.aside(os.path.join(dst_base, "copy-" + name.split()[0]))
         self.record(label, results)
 
-    def noop_mirror(self, label, src, rounds):
-        tools = mirror_tools(self.blit)
+    def noop_mirror(self, label, src, rounds, duty=False):
+        tools = mirror_tools(self.blit, duty)
         dst = os.path.join(self.data, "dst", os.path.basename(src) + "-replica")
         if not os.path.exists(dst):
             sh([self.blit, "mirror", "-q", "--no-progress", src, dst], check=True)
@@ -302,10 +366,11 @@ class Bench:
 
     def incremental(self, label, base, edited, rounds):
         """Each run: a fresh replica of `base` (made untimed), then a timed mirror of `edited`."""
-        tools = mirror_tools(self.blit)
+        tools = mirror_tools(self.blit, duty=True)
         results = {name: [] for name, _ in tools}
         dst = os.path.join(self.data, "dst", "incr")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
+        self.check_allocator(label)
         for _ in range(rounds):
             for name, cmd in tools:
                 self.aside(dst)
@@ -331,7 +396,8 @@ class Bench:
                 max(r[2] for r in ok),
                 len(ok),
             )
-        peers = {k: v for k, v in med.items() if not k.startswith("blit") and "floor" not in k}
+        peers = {k: v for k, v in med.items()
+                 if not k.startswith("blit") and "floor" not in k and "duty" not in k}
         best = min(peers.items(), key=lambda kv: kv[1][0]) if peers else None
         for name, (w, mn, cpu, rss, n) in sorted(med.items(), key=lambda kv: kv[1][0]):
             print(f"  {name:<20} median {w:7.3f} s  min {mn:7.3f} s  cpu {cpu:6.2f} s  rss {rss:7.1f} MiB  ({n} runs)")
@@ -340,6 +406,9 @@ class Bench:
             ratio = med["blit"][0] / best[1][0]
             rss_ratio = med["blit"][3] / best[1][3]
             print(f"  blit / best peer ({best[0]}): {ratio:.2f} (peak RSS ratio {rss_ratio:.2f})")
+        for a, b in DUTY_PAIRS:
+            if a in med and b in med:
+                print(f"  same duty: {a} / {b}: {med[a][0] / med[b][0]:.2f}")
         floor = [(k, v) for k, v in med.items() if "floor" in k]
         for k, v in floor:
             if "blit" in med:
@@ -362,14 +431,19 @@ class Bench:
             f"Machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}  ",
             f"Blit: {version(self.blit)}; peers: {versions}  ",
             f"Data: {self.data} (ext4 unless noted); {self.args.rounds} rounds, alternating; "
-            "wall-time medians; `cpz` keeps no times or owners and is a floor, not a peer.",
-        ]
+            "wall-time medians; `cpz` keeps no times or owners and is a floor, not a peer.  ",
+        ] + [f"File-creation probe before \"{label}\": {us:.0f} µs per empty file "
+             f"(clean here: under {PROBE_LIMIT_US:.0f}).  " for label, us in self.probes]
 
     def ratio_rows(self, label, med, best, ratio):
         """The bold rows under a workload's tools."""
         if ratio is None:
             return []
-        return [f"| {label} | **blit / {best[0]}** | **{ratio:.2f}** | | | |"]
+        rows = [f"| {label} | **blit / {best[0]}** | **{ratio:.2f}** | | | |"]
+        for a, b in DUTY_PAIRS:
+            if a in med and b in med:
+                rows.append(f"| {label} | same duty: {a} / {b} | {med[a][0] / med[b][0]:.2f} | | | |")
+        return rows
 
     def write(self, out):
         lines = self.header() + [
@@ -394,6 +468,8 @@ def main():
     ap.add_argument("--data", default="/var/tmp/blit-bench")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--no-install", action="store_true")
+    ap.add_argument("--no-wait", action="store_true",
+                    help="do not wait for the filesystem's inode allocator to recover from deletes")
     args = ap.parse_args()
     only = args.only.split(",")
     os.makedirs(args.data, exist_ok=True)
@@ -419,7 +495,7 @@ def main():
         src = os.path.join(d, "src-50k")
         make_small_tree(src, 50000, 500, 4096, 2)
         if "noop-50k" in only:
-            b.noop_mirror("50,000 files, no-op mirror", src, r)
+            b.noop_mirror("50,000 files, no-op mirror", src, r, duty=True)
         if "incr-50k" in only:
             edited = os.path.join(d, "src-50k-edited")
             make_edited(src, edited, 5)

@@ -200,6 +200,11 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
 
 /// A plain name from the wire (one component, no `/`, not `.` or `..`, no NUL).
 fn wire_name(raw: &[u8]) -> io::Result<OsString> {
+    wire_name_owned(raw.to_vec())
+}
+
+/// [`wire_name`] keeping the decoded bytes (a listing's names are many; each copy counted).
+fn wire_name_owned(raw: Vec<u8>) -> io::Result<OsString> {
     let bad =
         raw.is_empty() || raw == b"." || raw == b".." || raw.contains(&b'/') || raw.contains(&0);
     if bad {
@@ -208,7 +213,7 @@ fn wire_name(raw: &[u8]) -> io::Result<OsString> {
             "the peer sent an invalid name",
         ));
     }
-    Ok(OsString::from_vec(raw.to_vec()))
+    Ok(OsString::from_vec(raw))
 }
 
 impl Source for RemoteSource {
@@ -271,18 +276,19 @@ impl Source for RemoteSource {
                     .push(wire_name(&t).map_err(|e| self.lost(Op::ReadDir, rel, e))?);
             }
             for item in entries {
-                let (raw, entry) = match item {
-                    WireListed::Ok(w) => {
-                        let name = w.name.clone();
-                        let child = wire_name(&name).and_then(|n| {
-                            let child = rel.join(&n);
-                            to_entry(child, &w)
-                        });
+                let (name, entry) = match item {
+                    WireListed::Ok(mut w) => {
+                        let name = wire_name_owned(std::mem::take(&mut w.name))
+                            .map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                        let child = to_entry(rel.join(&name), &w);
                         (name, child.map_err(|e| self.lost(Op::ReadDir, rel, e)))
                     }
-                    WireListed::Err(name, e) => (name, Err(self.wire_error(e))),
+                    WireListed::Err(raw, e) => {
+                        let name =
+                            wire_name_owned(raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                        (name, Err(self.wire_error(e)))
+                    }
                 };
-                let name = wire_name(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
                 if let Ok(e) = &entry {
                     let is_dir = e.kind == Kind::Dir;
                     if !keep(&e.rel, is_dir) {
