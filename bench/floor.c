@@ -1,0 +1,103 @@
+// The kernel's floor for copying a tree of small files, per syscall sequence, single-threaded:
+// what each duty costs before any tool's own overhead. Used for the "why" of the 20,000-file
+// target in RESULTS.md.
+//
+//   cc -O2 -o /tmp/floor bench/floor.c
+//   /tmp/floor SEQ SRC DST      (SRC: folders of files, one level, like bench's src-20k)
+//
+// SEQ:
+//   plain   open source, create destination by name, copy_file_range, close both (fcp's and
+//           cpz's duty: content and mode, no times)
+//   times   plain + fstat source + futimens destination (times kept; a file is visible under
+//           its final name while half written)
+//   blit    Blit's sequence: fstatat + listxattrat (the walk), open source, O_TMPFILE in the
+//           destination folder, copy_file_range, fstat source (change check), futimens,
+//           linkat into place, close both (times and xattrs kept; never half written)
+//   tmpfile plain, but created unnamed (O_TMPFILE) and linked into place: the cost of never
+//           showing a half-written file, alone
+//   walk    plain + fstatat + listxattrat: the cost of the walk's looks, alone
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_listxattrat
+#define SYS_listxattrat 465
+#endif
+
+static void die(const char *what, const char *name) {
+    perror(what);
+    fprintf(stderr, "  at %s\n", name);
+    exit(1);
+}
+
+static void copy_one(const char *seq, int sdir, int ddir, const char *name) {
+    struct stat st;
+    int tmpfile = strcmp(seq, "blit") == 0 || strcmp(seq, "tmpfile") == 0;
+    if (strcmp(seq, "blit") == 0 || strcmp(seq, "walk") == 0) {
+        if (fstatat(sdir, name, &st, AT_SYMLINK_NOFOLLOW) < 0) die("fstatat", name);
+        if (syscall(SYS_listxattrat, sdir, name, AT_SYMLINK_NOFOLLOW, NULL, 0) < 0)
+            die("listxattrat", name);
+    }
+    int in = openat(sdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (in < 0) die("open source", name);
+    int out;
+    if (tmpfile)
+        out = openat(ddir, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, 0644);
+    else
+        out = openat(ddir, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out < 0) die("create", name);
+    if (copy_file_range(in, NULL, out, NULL, 1 << 30, 0) < 0) die("copy_file_range", name);
+    if (strcmp(seq, "times") == 0 || strcmp(seq, "blit") == 0) {
+        if (fstat(in, &st) < 0) die("fstat", name);
+        struct timespec ts[2] = {{0, UTIME_OMIT}, st.st_mtim};
+        if (futimens(out, ts) < 0) die("futimens", name);
+    }
+    if (tmpfile && linkat(out, "", ddir, name, AT_EMPTY_PATH) < 0)
+        die("linkat", name);
+    close(out);
+    close(in);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s plain|times|tmpfile|walk|blit SRC DST\n", argv[0]);
+        return 2;
+    }
+    const char *seq = argv[1];
+    if (mkdir(argv[3], 0755) < 0) die("mkdir", argv[3]);
+    int sroot = open(argv[2], O_RDONLY | O_DIRECTORY), droot = open(argv[3], O_RDONLY | O_DIRECTORY);
+    if (sroot < 0 || droot < 0) die("open roots", argv[2]);
+    DIR *top = fdopendir(dup(sroot));
+    struct dirent *d;
+    long files = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while ((d = readdir(top))) {
+        if (d->d_name[0] == '.') continue;
+        if (mkdirat(droot, d->d_name, 0755) < 0) die("mkdirat", d->d_name);
+        int sdir = openat(sroot, d->d_name, O_RDONLY | O_DIRECTORY);
+        int ddir = openat(droot, d->d_name, O_RDONLY | O_DIRECTORY);
+        if (sdir < 0 || ddir < 0) die("open folder", d->d_name);
+        DIR *sub = fdopendir(dup(sdir));
+        struct dirent *f;
+        while ((f = readdir(sub))) {
+            if (f->d_name[0] == '.') continue;
+            copy_one(seq, sdir, ddir, f->d_name);
+            files++;
+        }
+        closedir(sub);
+        close(sdir);
+        close(ddir);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("%s: %ld files in %.3f s, %.1f us per file\n", seq, files, s, s / files * 1e6);
+    return 0;
+}
