@@ -124,11 +124,17 @@ def pull_tools(blit, sv, big):
     return t
 
 
+NOXA = "blit --no-xattrs (duty of rsyncd)"
+
+
 def mirror_tools(blit, sv):
     return [
         ("blit", lambda s, d: [blit, "mirror", "-q", "--no-progress", s, f"blit://127.0.0.1:{sv.blit_tls}/m/{d}"]),
         ("blit --no-tls", lambda s, d: [blit, "mirror", "-q", "--no-progress", "--no-tls", s,
                                         f"blit://127.0.0.1:{sv.blit_plain}/m/{d}"]),
+        # rsyncd without -X compares no xattrs; Blit does by default. This row does rsyncd's work.
+        (NOXA, lambda s, d: [blit, "mirror", "-q", "--no-progress", "--no-xattrs", s,
+                             f"blit://127.0.0.1:{sv.blit_tls}/m/{d}"]),
         ("rsyncd", lambda s, d: ["rsync", "-a", "--delete", s + "/", f"rsync://127.0.0.1:{sv.rsync_port}/m/{d}/"]),
         ("rsync ssh", lambda s, d: ["rsync", "-a", "--delete", "-e", sv.ssh, s + "/", f"root@127.0.0.1:{sv.module}/{d}/"]),
     ]
@@ -147,6 +153,8 @@ class RemoteBench(common.Bench):
             print(f"  blit --no-tls / rsyncd: {med['blit --no-tls'][0] / med['rsyncd'][0]:.2f}")
         if "blit" in med and "blit --no-tls" in med:
             print(f"  TLS cost: blit / blit --no-tls = {med['blit'][0] / med['blit --no-tls'][0]:.2f}")
+        if NOXA in med and "rsyncd" in med:
+            print(f"  same duty: {NOXA} / rsyncd: {med[NOXA][0] / med['rsyncd'][0]:.2f}")
 
     def push(self, label, src, nbytes, rounds, big):
         tools = push_tools(self.blit, self.sv, big)
@@ -211,6 +219,9 @@ class RemoteBench(common.Bench):
         if "blit" in med and "blit --no-tls" in med:
             rows.append(f"| {label} | **TLS cost (blit / blit --no-tls)** | "
                         f"**{med['blit'][0] / med['blit --no-tls'][0]:.2f}** | | | |")
+        if NOXA in med and "rsyncd" in med:
+            rows.append(f"| {label} | same duty: {NOXA} / rsyncd | "
+                        f"{med[NOXA][0] / med['rsyncd'][0]:.2f} | | | |")
         return rows
 
 
