@@ -106,25 +106,7 @@ impl Printer {
             );
         }
         if self.stats {
-            let st = &s.stats;
-            let phases: Vec<String> = st
-                .phases
-                .iter()
-                .map(|(k, v)| format!("{k} {:.3}s", v))
-                .collect();
-            let methods: Vec<String> = st.methods.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            eprintln!(
-                "stats: workers {}; entries src {} dst {}; phases: {}; copy paths: {}",
-                st.workers,
-                st.source_entries,
-                st.dest_entries,
-                phases.join(", "),
-                if methods.is_empty() {
-                    "none".into()
-                } else {
-                    methods.join(", ")
-                }
-            );
+            eprint!("{}", stats_text(&s.stats));
         }
     }
 }
@@ -164,4 +146,52 @@ impl Observer for Printer {
             pb.inc(bytes);
         }
     }
+}
+
+/// `--stats`: workers, wall time per phase, worker time per activity, copy paths per class of
+/// entry, and the copy's buffer sizes.
+fn stats_text(st: &blit_core::report::Stats) -> String {
+    let seconds = |m: &std::collections::BTreeMap<&'static str, f64>, order: &[&str]| {
+        let mut parts: Vec<String> = order
+            .iter()
+            .filter_map(|k| m.get(k).map(|v| format!("{k} {v:.3}s")))
+            .collect();
+        if parts.is_empty() {
+            parts.push("not reported".into());
+        }
+        parts.join(", ")
+    };
+    let paths: Vec<String> = st.methods.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let mut out = format!(
+        "stats: workers {}; entries src {} dst {}\n",
+        st.workers, st.source_entries, st.dest_entries
+    );
+    out += &format!(
+        "stats: phases (wall): {}\n",
+        seconds(
+            &st.phases,
+            &["sync", "links", "release", "delete", "metadata", "remove"]
+        )
+    );
+    out += &format!(
+        "stats: sync phase (worker seconds): {}\n",
+        seconds(&st.busy, &["walk", "plan", "copy"])
+    );
+    out += &format!(
+        "stats: copy paths: {}\n",
+        if paths.is_empty() {
+            "none".into()
+        } else {
+            paths.join(", ")
+        }
+    );
+    if st.read_buffer > 0 {
+        out += &format!(
+            "stats: buffers: userspace copy up to {} KiB, in-kernel copy calls of {} MiB; a file \
+             is copied by one worker\n",
+            st.read_buffer >> 10,
+            st.kernel_chunk >> 20
+        );
+    }
+    out
 }

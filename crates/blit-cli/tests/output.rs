@@ -223,3 +223,60 @@ fn non_utf8_path_in_an_error_is_escaped_not_mangled() {
     let err = stderr_of(&a);
     assert!(err.contains("bad\\xe9"), "{err}");
 }
+
+/// `--stats` says what the run did: the copy path each class of entry took, the wall time of each
+/// phase, the worker time of each activity, workers and buffer sizes; `--json` carries the same.
+#[test]
+fn stats_report_paths_per_class_phases_and_buffers() {
+    let sb = Sandbox::new();
+    sb.src()
+        .file("empty", b"")
+        .file("small", b"a few bytes")
+        .file("d/large", noise(3 << 20, 7))
+        .symlink("link", "small");
+    sb.dst().file("stale", b"to delete");
+    let a = run(args("mirror", &["--stats"], &sb));
+    expect_code(&a, 0);
+    let err = stderr_of(&a);
+    for want in [
+        "stats: workers ",
+        "stats: phases (wall): sync ",
+        "delete ",
+        "metadata ",
+        "stats: sync phase (worker seconds): walk ",
+        "empty files: empty 1",
+        "symlinks: symlink 1",
+        "stats: buffers: userspace copy up to 1024 KiB",
+    ] {
+        assert!(err.contains(want), "no {want:?} in:\n{err}");
+    }
+    // The copy path of regular files depends on the filesystem (clone, kernel_copy, ...); the
+    // class must be named either way.
+    assert!(err.contains("files under 1 MiB: "), "{err}");
+    assert!(err.contains("files of 1 MiB or more: "), "{err}");
+
+    let sb = Sandbox::new();
+    sb.src()
+        .file("small", b"x")
+        .file("d/large", noise(2 << 20, 8));
+    let a = run(args("copy", &["--json"], &sb));
+    expect_code(&a, 0);
+    let st = &json_of(&a)["stats"];
+    let methods = st["methods"].as_object().unwrap();
+    let count = |class: &str| -> u64 {
+        methods
+            .iter()
+            .filter(|(k, _)| k.starts_with(class))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(count("files under 1 MiB: "), 1, "{st}");
+    assert_eq!(count("files of 1 MiB or more: "), 1, "{st}");
+    for activity in ["walk", "plan", "copy"] {
+        assert!(st["busy"][activity].as_f64().unwrap() >= 0.0, "{st}");
+    }
+    assert!(st["busy"]["copy"].as_f64().unwrap() > 0.0, "{st}");
+    assert!(st["phases"]["sync"].as_f64().unwrap() > 0.0, "{st}");
+    assert_eq!(st["read_buffer"], 1 << 20);
+    assert_eq!(st["source_entries"], 3, "{st}");
+}

@@ -119,10 +119,20 @@ impl From<&Error> for Failure {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
     pub workers: usize,
-    /// Seconds per phase: walk, plan, copy, delete, finish.
+    /// Wall seconds per phase, in order: `sync` (walk, plan and copy, overlapped across the
+    /// workers), then the end of the run: `links`, `release` (move), `delete` (mirror),
+    /// `metadata` (folders), `remove` (move).
     pub phases: BTreeMap<&'static str, f64>,
-    /// Files per copy method (clone, kernel_copy, sparse, read_write, rename, empty).
+    /// Worker seconds spent in each activity of the sync phase: `walk` (listing both trees),
+    /// `plan` (merging the listings, deciding, creating folders), `copy` (writing entries).
+    pub busy: BTreeMap<&'static str, f64>,
+    /// Entries written per class and copy path, as "files under 1 MiB: kernel_copy" (paths:
+    /// clone, kernel_copy, sparse, read_write, native, network, rename, empty, symlink, special).
     pub methods: BTreeMap<String, u64>,
+    /// Largest buffer of the userspace copy loop, in bytes (it is sized to the file below that).
+    pub read_buffer: usize,
+    /// Bytes per in-kernel copy call; a file is copied by one worker, call after call.
+    pub kernel_chunk: usize,
     pub source_entries: u64,
     pub dest_entries: u64,
 }

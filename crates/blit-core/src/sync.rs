@@ -109,6 +109,42 @@ struct DirRecord {
     existed: bool,
 }
 
+/// Worker time per activity of the sync phase, for `--stats`: walk, plan and copy overlap in
+/// wall time (each worker takes whatever is next), so only their sums say where the time went.
+#[derive(Default)]
+struct Busy {
+    walk: AtomicU64,
+    plan: AtomicU64,
+    copy: AtomicU64,
+}
+
+impl Busy {
+    fn seconds(&self) -> BTreeMap<&'static str, f64> {
+        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        BTreeMap::from([
+            ("walk", s(&self.walk)),
+            ("plan", s(&self.plan)),
+            ("copy", s(&self.copy)),
+        ])
+    }
+}
+
+/// Adds the time until it is dropped to its counter.
+struct Clock<'c>(&'c AtomicU64, Instant);
+
+impl<'c> Clock<'c> {
+    fn start(counter: &'c AtomicU64) -> Self {
+        Clock(counter, Instant::now())
+    }
+}
+
+impl Drop for Clock<'_> {
+    fn drop(&mut self) {
+        self.0
+            .fetch_add(self.1.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
 struct Syncer<'a, S: Source> {
     opts: &'a SyncOptions,
     filter: &'a Filter,
@@ -120,6 +156,7 @@ struct Syncer<'a, S: Source> {
     actions: Mutex<Actions>,
     failures: Mutex<Vec<Error>>,
     methods: Mutex<BTreeMap<String, u64>>,
+    busy: Busy,
     unchanged: AtomicU64,
     kept: AtomicU64,
     entries_seen: AtomicU64,
@@ -154,11 +191,8 @@ pub fn run<S: Source>(
     } else {
         sx.run_file(src_entry)?;
     }
-    let mut phases = BTreeMap::new();
-    phases.insert("sync", started.elapsed().as_secs_f64());
-    let t = Instant::now();
-    sx.finish();
-    phases.insert("finish", t.elapsed().as_secs_f64());
+    let mut phases = BTreeMap::from([("sync", started.elapsed().as_secs_f64())]);
+    sx.finish(&mut phases);
     Ok(sx.into_outcome(phases))
 }
 
@@ -181,6 +215,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             actions: Mutex::default(),
             failures: Mutex::default(),
             methods: Mutex::default(),
+            busy: Busy::default(),
             unchanged: AtomicU64::new(0),
             kept: AtomicU64::new(0),
             entries_seen: AtomicU64::new(0),
@@ -205,7 +240,10 @@ impl<'a, S: Source> Syncer<'a, S> {
             stats: Stats {
                 workers: self.opts.workers,
                 phases,
+                busy: self.busy.seconds(),
                 methods: self.methods.into_inner().unwrap_or_default(),
+                read_buffer: sys::BUFFER_MAX,
+                kernel_chunk: sys::KERNEL_CHUNK,
                 source_entries: self.entries_seen.into_inner(),
                 dest_entries: self.dst_seen.into_inner(),
             },
@@ -254,12 +292,14 @@ impl<'a, S: Source> Syncer<'a, S> {
 
     /// Lists and stats one destination folder's entries, filtered and sorted by name.
     fn list(&self, dir: &Dir, rel: &Path) -> Result<Listing> {
+        let _clock = Clock::start(&self.busy.walk);
         let listed = source::list_local(dir, rel, &|r, d| self.keep(r, d), self.opts.rules.xattrs)?;
         Ok(self.listing(listed))
     }
 
     /// Lists one source folder, the same way.
     fn list_src(&self, dir: &S::Dir, rel: &Path) -> Result<Listing> {
+        let _clock = Clock::start(&self.busy.walk);
         let listed = self
             .src
             .list(dir, rel, &|r, d| self.keep(r, d), self.opts.rules.xattrs)?;
@@ -446,6 +486,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         src: Listing,
         dst: Option<Listing>,
     ) {
+        let _clock = Clock::start(&self.busy.plan);
         let dst = dst.unwrap_or_default();
         if !self.opts.dry_run {
             if let Some(d) = &node.dst {
@@ -553,6 +594,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                     if self.cancelled() {
                         return;
                     }
+                    let _clock = Clock::start(&self.busy.copy);
                     let pair = Pair {
                         src: &src,
                         sname: &name,
@@ -884,7 +926,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                     .methods
                     .lock()
                     .unwrap()
-                    .entry(method.into())
+                    .entry(format!("{}: {method}", class_of(a)))
                     .or_default() += 1;
                 if a.kind == Kind::File && a.nlink > 1 {
                     self.mark_written(a);
@@ -1118,14 +1160,22 @@ impl<'a, S: Source> Syncer<'a, S> {
     // The end
     // -----------------------------------------------------------------------------------------
 
-    fn finish(&self) {
+    /// The end of a run, in order; each step's wall time goes into `phases`.
+    fn finish(&self, phases: &mut BTreeMap<&'static str, f64>) {
         if self.cancelled() {
             return;
         }
-        self.link_followers();
-        self.split_shared();
+        let mut step = |name: &'static str, f: &dyn Fn()| {
+            let t = Instant::now();
+            f();
+            phases.insert(name, t.elapsed().as_secs_f64());
+        };
+        step("links", &|| {
+            self.link_followers();
+            self.split_shared();
+        });
         if self.is_move() {
-            self.release_sources();
+            step("release", &|| self.release_sources());
         }
         // One pool for the whole end phase (a deep tree has many levels of folders).
         let pool = rayon::ThreadPoolBuilder::new()
@@ -1134,11 +1184,11 @@ impl<'a, S: Source> Syncer<'a, S> {
             .ok()
             .filter(|_| self.opts.workers > 1);
         if self.opts.mode == SyncMode::Mirror {
-            self.delete_extras(pool.as_ref());
+            step("delete", &|| self.delete_extras(pool.as_ref()));
         }
-        self.finish_dirs(pool.as_ref());
+        step("metadata", &|| self.finish_dirs(pool.as_ref()));
         if self.is_move() && !self.opts.dry_run {
-            self.remove_source_dirs();
+            step("remove", &|| self.remove_source_dirs());
         }
     }
 
@@ -1506,6 +1556,17 @@ impl Drop for TempGuard {
         if self.armed {
             let _ = sys::unlink_at(At::new(&self.dir, &self.name));
         }
+    }
+}
+
+/// The class of entry a copy path is reported for (`--stats`): the fastest path depends on it.
+fn class_of(a: &Entry) -> &'static str {
+    match a.kind {
+        Kind::File if a.size == 0 => "empty files",
+        Kind::File if a.size < sys::BUFFER_MAX as u64 => "files under 1 MiB",
+        Kind::File => "files of 1 MiB or more",
+        Kind::Symlink => "symlinks",
+        _ => "specials",
     }
 }
 
