@@ -157,7 +157,7 @@ fn stats_text(st: &blit_core::report::Stats) -> String {
             .filter_map(|k| m.get(k).map(|v| format!("{k} {v:.3}s")))
             .collect();
         if parts.is_empty() {
-            parts.push("not reported".into());
+            parts.push("not reported (a push: the daemon ran this part)".into());
         }
         parts.join(", ")
     };
