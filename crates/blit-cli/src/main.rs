@@ -1,7 +1,6 @@
 //! `blit`: the command line. It parses arguments, wires Ctrl-C to cancellation, prints what the
 //! engine reports, and maps the outcome to an exit code. All logic lives in `blit-core`.
 
-#[cfg(unix)]
 mod admin;
 mod args;
 mod output;
@@ -30,13 +29,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        #[cfg(unix)]
         other => admin::run(other),
-        #[cfg(not(unix))]
-        _ => {
-            eprintln!("blit: remote verbs are not supported in this build");
-            ExitCode::from(2)
-        }
     }
 }
 

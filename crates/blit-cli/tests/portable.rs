@@ -288,3 +288,169 @@ fn max_delete_stops_all_deletions_beyond_the_cap() {
     assert!(dst.exists("x1") && dst.exists("x2") && dst.exists("x3"));
     assert_eq!(dst.read("kept"), b"k");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Remote: the client on this platform against a `blit-daemon` on Linux (under Wine, the Windows
+// client crosses the loopback to the native daemon), TLS on, the certificate pinned.
+// ---------------------------------------------------------------------------------------------
+
+/// A native `blit-daemon` serving `root` as module `m`; killed on drop.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+    fingerprint: String,
+    _tls: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(root: &Path) -> Served {
+        use std::io::BufRead;
+        let bin = Path::new(env!("CARGO_BIN_EXE_blit")).with_file_name("blit-daemon");
+        let tls = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--module"])
+            .arg(format!("m={}", s(root)))
+            .arg("--tls-dir")
+            .arg(tls.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin:?}: {e} (built by `cargo test --workspace`)"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "blit-daemon listening on 127.0.0.1:PORT (TLS, certificate fingerprint HEX)"
+        let port = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from blit-daemon: {line:?}"));
+        let fingerprint = line
+            .rsplit(' ')
+            .next()
+            .map(|f| f.trim().trim_end_matches(')').to_string())
+            .unwrap();
+        Served {
+            child,
+            port,
+            fingerprint,
+            _tls: tls,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("blit://127.0.0.1:{}/m/{path}", self.port)
+    }
+
+    /// Runs the client (`args` starts with the verb) with the daemon's certificate pinned.
+    fn run(&self, args: &[&str]) -> assert_cmd::assert::Assert {
+        let mut all = vec![args[0], "--tls-fingerprint", &self.fingerprint];
+        all.extend_from_slice(&args[1..]);
+        run(all)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn remote_push_and_pull_keep_bytes_and_times() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    sample(&src);
+    let module = sb.join("module");
+    fs::create_dir(&module).unwrap();
+    let d = Served::start(&module);
+
+    // Push, then a second push that finds nothing to do.
+    expect_code(&d.run(&["copy", s(src.root()), &d.url("tree")]), 0);
+    assert_same(src.root(), &module.join("tree"));
+    let again = d.run(&["mirror", "--json", s(src.root()), &d.url("tree")]);
+    expect_code(&again, 0);
+    let v = json_of(&again);
+    for action in ["create", "update", "metadata", "delete"] {
+        assert_eq!(
+            v["actions"][action]["count"], 0,
+            "second push did {action}: {v}"
+        );
+    }
+
+    // Pull into a fresh folder, then converge after changes on the daemon's side.
+    let pulled = sb.join("pulled");
+    expect_code(&d.run(&["mirror", &d.url("tree"), s(&pulled)]), 0);
+    assert_same(&module.join("tree"), &pulled);
+    let served = Tree::at(module.join("tree"));
+    served
+        .file("a/b/two.txt", b"changed on the server")
+        .set_mtime("a/b/two.txt", 1_700_000_000, 700)
+        .remove("a/b/c/three.txt")
+        .file("new/made.txt", b"new")
+        .set_mtime("new/made.txt", 1_700_000_001, 0)
+        .set_mtime("a/b/c", 1_400_000_000, 500)
+        .set_mtime("new", 1_700_000_002, 0)
+        .set_mtime("a/b", 1_600_000_000, 0);
+    expect_code(&d.run(&["mirror", &d.url("tree"), s(&pulled)]), 0);
+    assert_same(&module.join("tree"), &pulled);
+}
+
+#[test]
+fn remote_refusals_name_the_url_and_change_nothing() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    sample(&src);
+    let module = sb.join("module");
+    fs::create_dir(&module).unwrap();
+    let d = Served::start(&module);
+    let wrong = format!("blit://127.0.0.1:{}/nosuch/x", d.port);
+    let a = d.run(&["copy", s(src.root()), &wrong]);
+    expect_code(&a, 2);
+    let err = common::stderr_of(&a);
+    assert!(err.contains("nosuch"), "{err}");
+    // A pinned fingerprint that does not match is refused before anything is sent.
+    let a = run([
+        "copy",
+        "--tls-fingerprint",
+        "00",
+        s(src.root()),
+        &d.url("tree"),
+    ]);
+    expect_code(&a, 2);
+    assert!(!module.join("tree").exists());
+}
+
+/// A name that is not UTF-8 crosses to a Unix client exactly; a Windows client cannot hold it,
+/// so that one entry fails by name (exit 1) and the rest arrives. It is never renamed on the way.
+#[test]
+fn remote_name_that_is_not_unicode_arrives_exactly_or_fails_by_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let module = sb.join("module");
+    let bad = std::ffi::OsStr::from_bytes(b"bad\xff.txt");
+    fs::create_dir_all(module.join("t")).unwrap();
+    fs::write(module.join("t/good.txt"), b"good").unwrap();
+    fs::write(module.join("t").join(bad), b"bad").unwrap();
+    let d = Served::start(&module);
+    let pulled = sb.join("pulled");
+    let a = d.run(&["mirror", &d.url("t"), s(&pulled)]);
+    assert_eq!(fs::read(pulled.join("good.txt")).unwrap(), b"good");
+    let names: Vec<_> = fs::read_dir(&pulled)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    match common::code_of(&a) {
+        0 => assert!(names.iter().any(|n| n == bad), "{names:?}"),
+        1 => {
+            let err = common::stderr_of(&a);
+            assert!(err.contains("not valid Unicode"), "{err}");
+            assert_eq!(names, ["good.txt"], "the bad name arrived altered");
+        }
+        c => panic!("exit {c}: {}", common::stderr_of(&a)),
+    }
+}

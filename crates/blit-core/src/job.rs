@@ -92,15 +92,12 @@ impl Job {
     pub fn run(&self, observer: &dyn Observer) -> Result<Summary> {
         match (&self.src, &self.dst) {
             (Endpoint::Local(src), Endpoint::Local(dst)) => self.run_local(src, dst, observer),
-            #[cfg(unix)]
             (Endpoint::Local(src), Endpoint::Remote(url)) => {
                 crate::remote::client::push(self, src, url, observer)
             }
-            #[cfg(unix)]
             (Endpoint::Remote(url), Endpoint::Local(dst)) => {
                 crate::remote::client::pull(self, url, dst, observer)
             }
-            #[cfg(unix)]
             (Endpoint::Remote(_), Endpoint::Remote(_)) => Err(Error::Refused(
                 "both ends are remote; one must be a local path".into(),
             )),

@@ -31,7 +31,6 @@ pub mod error;
 pub mod filter;
 pub mod job;
 pub mod names;
-#[cfg(unix)]
 pub mod remote;
 pub mod report;
 pub mod source;

@@ -2,16 +2,15 @@
 //! daemon's tree (pull) or serve the local tree to the daemon's engine (push), and in both cases
 //! hand the caller the same [`Summary`] a local run gives.
 
-use std::ffi::OsString;
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chan::Chan;
+use super::names;
 use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
 use super::source::RemoteSource;
@@ -111,13 +110,13 @@ pub fn open(url: &RemoteUrl, role: Role, access: &Access) -> Result<(Chan, Msg)>
     Ok((chan, answer))
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 fn secure(stream: TcpStream, url: &RemoteUrl, access: &Access) -> io::Result<Chan> {
     let session = super::tls::connect(stream, &url.address(), access.fingerprint.as_deref())?;
     Ok(Chan::Tls(Box::new(session)))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 fn secure(_stream: TcpStream, _url: &RemoteUrl, _access: &Access) -> io::Result<Chan> {
     Err(io::Error::other(
         "TLS is built only on Linux in this version; use --no-tls (and a daemon with TLS off)",
@@ -151,7 +150,7 @@ pub fn pull(
     let peer = Peer::start(chan, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
     let source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string())?;
     let is_dir = root.kind == wire::kind_code(crate::entry::Kind::Dir);
-    let name = OsString::from_vec(root.name.clone());
+    let name = names::from_wire(root.name.clone()).map_err(|e| net_error(url, e))?;
     let dst_root = job::resolve_dest(is_dir, &name, dst_arg)?;
     let filter = job.filter(is_dir)?;
     if !is_dir && !job.opts.dry_run {
@@ -249,7 +248,7 @@ pub fn push(
         };
         match msg {
             Msg::Event(ev) => {
-                let rel = PathBuf::from(OsString::from_vec(ev.rel));
+                let rel = names::shown(&ev.rel);
                 let (Some(action), Ok(kind)) = (action_of(ev.action), wire::kind_of(ev.kind))
                 else {
                     continue;
@@ -265,7 +264,7 @@ pub fn push(
             Msg::Failure(w) => {
                 let err = Error::Remote {
                     op: w.op,
-                    path: PathBuf::from(OsString::from_vec(w.path)),
+                    path: names::shown(&w.path),
                     cause: w.message,
                 };
                 observer.failure(&err);
@@ -382,7 +381,7 @@ fn admin_once(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRe
 
 /// A listed name for display.
 pub fn shown_name(raw: &[u8]) -> String {
-    crate::names::escape(Path::new(std::ffi::OsStr::from_bytes(raw)))
+    crate::names::escape(&names::shown(raw))
 }
 
 /// The entry's kind, for admin listings.

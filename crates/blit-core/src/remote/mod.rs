@@ -6,6 +6,7 @@
 
 mod chan;
 pub mod client;
+pub mod names;
 mod peer;
 pub mod serve;
 pub mod source;
@@ -18,5 +19,5 @@ pub mod admin;
 mod beneath;
 #[cfg(target_os = "linux")]
 pub mod server;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 pub mod tls;

@@ -8,11 +8,10 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use super::names;
 use super::peer::{Handler, Peer};
 use super::wire::{self, Expect, Listed, Msg, Rep, Req, WireEntry, WireError};
 use crate::dirs::DirCache;
@@ -109,7 +108,11 @@ impl Tree {
                 return peer.send(&Msg::Rep { id, rep });
             }
         };
-        let temps = listed.temps.into_iter().map(|t| t.into_vec()).collect();
+        let temps = listed
+            .temps
+            .into_iter()
+            .filter_map(|t| names::to_wire(&t).ok())
+            .collect();
         let mut batch = Vec::new();
         let mut budget = 0usize;
         for (name, entry) in listed.entries {
@@ -117,7 +120,7 @@ impl Tree {
                 Ok(w) => Listed::Ok(w),
                 Err(e) => {
                     let w = to_wire(&e, &rel_bytes(rel, &name));
-                    Listed::Err(name.into_vec(), w)
+                    Listed::Err(lossy(&name), w)
                 }
             };
             budget += listed_size(&item);
@@ -353,7 +356,7 @@ fn matches_expect(e: &Entry, x: Expect) -> bool {
 fn read_at_most(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match f.read_at(&mut buf[done..], off + done as u64) {
+        match sys::read_at(f, &mut buf[done..], off + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -403,19 +406,29 @@ fn listed_size(l: &Listed) -> usize {
 /// An entry as the wire describes it, with its link target and xattr values read now.
 pub fn describe(dir: &sys::Dir, name: &OsStr, e: &Entry, xattrs: bool) -> Result<WireEntry> {
     let at = At::new(dir, name);
+    // A name the wire cannot carry exactly is refused, never sent altered.
+    names::to_wire(name).map_err(|e| Error::io(Op::ReadDir, at.path(), e))?;
     let mut w = to_wire_entry(name, e);
     if e.kind == Kind::Symlink {
-        w.link = Some(sys::read_link_at(at)?.into_os_string().into_vec());
+        let target = sys::read_link_at(at)?;
+        w.link = Some(names::link_to_wire(&target).map_err(|e| Error::io(Op::Read, at.path(), e))?);
     }
     if xattrs && e.xattrs {
         let values = sys::xattrs_of(at)?;
-        w.xattrs = Some(values.into_iter().map(|(n, v)| (n.into_vec(), v)).collect());
+        w.xattrs = Some(values.into_iter().map(|(n, v)| (lossy(&n), v)).collect());
     }
     Ok(w)
 }
 
+/// No xattrs outside Unix.
+#[cfg(not(unix))]
+pub fn path_xattrs(_path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    None
+}
+
 /// The xattrs of the entry a path names (following it: used for a tree's root, which is
 /// resolved already), for the wire; `None` when it has none.
+#[cfg(unix)]
 pub fn path_xattrs(path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     use xattr::FileExt;
     // Through an open descriptor: the path may be a `/proc/self/fd/N` link, whose own
@@ -424,7 +437,7 @@ pub fn path_xattrs(path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for name in f.list_xattr().ok()? {
         if let Ok(Some(v)) = f.get_xattr(&name) {
-            out.push((name.into_vec(), v));
+            out.push((lossy(&name), v));
         }
     }
     out.sort();
@@ -433,12 +446,12 @@ pub fn path_xattrs(path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
 
 pub fn to_wire_entry(name: &OsStr, e: &Entry) -> WireEntry {
     WireEntry {
-        name: name.as_bytes().to_vec(),
+        name: lossy(name),
         kind: wire::kind_code(e.kind),
         size: e.size,
         mtime_sec: e.mtime.sec,
         mtime_nsec: e.mtime.nsec,
-        perm: e.perm,
+        perm: sys::mode_for_wire(e),
         uid: e.uid,
         gid: e.gid,
         dev: e.dev,
@@ -451,21 +464,27 @@ pub fn to_wire_entry(name: &OsStr, e: &Entry) -> WireEntry {
     }
 }
 
+/// A local name for the wire, lossy only where a name cannot cross exactly (Windows names that
+/// are not valid Unicode), for names already refused or only shown.
+fn lossy(name: &OsStr) -> Vec<u8> {
+    names::to_wire(name).unwrap_or_else(|_| name.to_string_lossy().into_owned().into_bytes())
+}
+
 fn rel_bytes(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {
     let mut out = dir_rel.to_vec();
     if !out.is_empty() {
         out.push(b'/');
     }
-    out.extend_from_slice(name.as_bytes());
+    out.extend(lossy(name));
     out
 }
 
 /// A relative path from the wire: plain names only (no `..`, `.`, root, or NUL).
 pub fn wire_rel(raw: &[u8]) -> Result<PathBuf> {
-    let p = Path::new(OsStr::from_bytes(raw));
+    let p = names::rel_from_wire(raw).map_err(|e| Error::io(Op::Open, names::shown(raw), e))?;
     let ok = !raw.contains(&0) && p.components().all(|c| matches!(c, Component::Normal(_)));
     if ok {
-        Ok(p.to_path_buf())
+        Ok(p)
     } else {
         Err(Error::io(
             Op::Open,

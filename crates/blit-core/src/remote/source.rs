@@ -7,11 +7,10 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::names;
 use super::peer::{Incoming, Peer, Replies};
 use super::wire::{self, Expect, Listed as WireListed, Rep, Req, WireEntry, WireError};
 use crate::decide::Inside;
@@ -60,7 +59,8 @@ pub struct RemoteDir(Option<PathBuf>);
 
 impl RemoteSource {
     pub fn new(peer: Arc<Peer>, root: &WireEntry, shown: String) -> Result<Self> {
-        let root_name = OsString::from_vec(root.name.clone());
+        let root_name =
+            names::from_wire(root.name.clone()).map_err(|e| Error::io(Op::Stat, &shown, e))?;
         let entry = to_entry(PathBuf::new(), root).map_err(|e| Error::io(Op::Stat, &shown, e))?;
         Ok(RemoteSource {
             peer,
@@ -101,7 +101,7 @@ impl RemoteSource {
             3 => io::ErrorKind::AlreadyExists,
             _ => io::ErrorKind::Other,
         };
-        let rel = PathBuf::from(OsString::from_vec(e.path));
+        let rel = names::shown(&e.path);
         Error::io(
             Op::from_name(&e.op),
             self.shown_path(&rel),
@@ -126,7 +126,7 @@ impl RemoteSource {
         have: Vec<[u8; 32]>,
     ) -> io::Result<Replies> {
         self.peer.request_data(Req::Read {
-            rel: rel.as_os_str().as_bytes().to_vec(),
+            rel: rel_bytes(rel),
             expect,
             have,
         })
@@ -142,7 +142,7 @@ impl RemoteSource {
 
     fn list_request(&self, rel: &Path, xattrs: bool) -> io::Result<Replies> {
         self.peer.request(Req::List {
-            rel: rel.as_os_str().as_bytes().to_vec(),
+            rel: rel_bytes(rel),
             xattrs,
         })
     }
@@ -152,18 +152,41 @@ fn unexpected() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "unexpected reply from the peer")
 }
 
+/// A relative path (made of names that came from the wire) for a request.
+fn rel_bytes(rel: &Path) -> Vec<u8> {
+    names::rel_to_wire(rel).unwrap_or_else(|_| rel.to_string_lossy().into_owned().into_bytes())
+}
+
+/// Fills `buf` from `off`.
+fn read_exact_at(f: &std::fs::File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match sys::read_at(f, &mut buf[done..], off + done as u64) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// An entry from the wire, named `rel` here.
 pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
-    let xattrs: Option<Xattrs> = w.xattrs.as_ref().map(|x| {
-        x.iter()
-            .map(|(n, v)| (OsString::from_vec(n.clone()), v.clone()))
-            .collect()
-    });
+    let xattrs: Option<Xattrs> = match &w.xattrs {
+        Some(x) => Some(
+            x.iter()
+                .map(|(n, v)| Ok((names::from_wire(n.clone())?, v.clone())))
+                .collect::<io::Result<_>>()?,
+        ),
+        None => None,
+    };
     let has_xattrs = xattrs.as_ref().is_some_and(|x| !x.is_empty());
     let link = w
         .link
         .as_ref()
-        .map(|l| PathBuf::from(OsString::from_vec(l.clone())));
+        .map(|l| names::link_from_wire(l.clone()))
+        .transpose()?;
     let extra = (link.is_some() || has_xattrs).then(|| {
         Arc::new(Extra {
             link,
@@ -177,15 +200,16 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
             "entry with an impossible mtime",
         ));
     }
+    let kind = wire::kind_of(w.kind)?;
     Ok(Entry {
         rel,
-        kind: wire::kind_of(w.kind)?,
+        kind,
         size: w.size,
         mtime: MTime {
             sec: w.mtime_sec,
             nsec: w.mtime_nsec,
         },
-        perm: w.perm & 0o7777,
+        perm: sys::perm_from_wire(w.perm, kind),
         uid: w.uid,
         gid: w.gid,
         dev: w.dev,
@@ -200,11 +224,12 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
 
 /// A plain name from the wire (one component, no `/`, not `.` or `..`, no NUL).
 fn wire_name(raw: &[u8]) -> io::Result<OsString> {
-    wire_name_owned(raw.to_vec())
+    check_wire_name(raw)?;
+    names::from_wire(raw.to_vec())
 }
 
-/// [`wire_name`] keeping the decoded bytes (a listing's names are many; each copy counted).
-fn wire_name_owned(raw: Vec<u8>) -> io::Result<OsString> {
+/// Whether `raw` is one plain name (any bytes but `/` and NUL, not `.` or `..`).
+fn check_wire_name(raw: &[u8]) -> io::Result<()> {
     let bad =
         raw.is_empty() || raw == b"." || raw == b".." || raw.contains(&b'/') || raw.contains(&0);
     if bad {
@@ -213,7 +238,7 @@ fn wire_name_owned(raw: Vec<u8>) -> io::Result<OsString> {
             "the peer sent an invalid name",
         ));
     }
-    Ok(OsString::from_vec(raw))
+    Ok(())
 }
 
 impl Source for RemoteSource {
@@ -278,14 +303,24 @@ impl Source for RemoteSource {
             for item in entries {
                 let (name, entry) = match item {
                     WireListed::Ok(mut w) => {
-                        let name = wire_name_owned(std::mem::take(&mut w.name))
-                            .map_err(|e| self.lost(Op::ReadDir, rel, e))?;
-                        let child = to_entry(rel.join(&name), &w);
-                        (name, child.map_err(|e| self.lost(Op::ReadDir, rel, e)))
+                        let raw = std::mem::take(&mut w.name);
+                        check_wire_name(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                        match names::from_wire_or_lossy(raw) {
+                            Ok(name) => {
+                                let child = to_entry(rel.join(&name), &w);
+                                (name, child.map_err(|e| self.lost(Op::ReadDir, rel, e)))
+                            }
+                            // A name this OS cannot hold: that entry fails, by its shown name.
+                            Err((e, shown)) => {
+                                let path = self.shown_path(&rel.join(&shown));
+                                (shown, Err(Error::io(Op::ReadDir, path, e)))
+                            }
+                        }
                     }
                     WireListed::Err(raw, e) => {
+                        check_wire_name(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
                         let name =
-                            wire_name_owned(raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                            names::from_wire_or_lossy(raw).unwrap_or_else(|(_, shown)| shown);
                         (name, Err(self.wire_error(e)))
                     }
                 };
@@ -371,7 +406,7 @@ impl Source for RemoteSource {
                         if offset.saturating_add(data.len() as u64) > entry.size {
                             return Err(self.lost(Op::Copy, &rel, unexpected()));
                         }
-                        f.write_all_at(&data, offset)
+                        sys::write_all_at(f, &data, offset)
                             .map_err(|e| Error::io(Op::Write, tmp.path(), e))?;
                         progress(data.len() as u64);
                         wire::recycle(data);
@@ -409,7 +444,7 @@ impl Source for RemoteSource {
 
     fn remove(&self, dir: &RemoteDir, name: &OsStr) -> Result<()> {
         let rel = Self::rel_of(dir, name);
-        let req = Req::Remove(rel.as_os_str().as_bytes().to_vec());
+        let req = Req::Remove(rel_bytes(&rel));
         match self.ask(req, &rel, Op::Delete)? {
             Rep::Removed(_) => Ok(()),
             _ => Err(self.lost(Op::Delete, &rel, unexpected())),
@@ -418,7 +453,7 @@ impl Source for RemoteSource {
 
     fn remove_dir(&self, dir: &RemoteDir, name: &OsStr) -> Result<bool> {
         let rel = Self::rel_of(dir, name);
-        let req = Req::RemoveDir(rel.as_os_str().as_bytes().to_vec());
+        let req = Req::RemoveDir(rel_bytes(&rel));
         match self.ask(req, &rel, Op::Delete)? {
             Rep::Removed(gone) => Ok(gone),
             _ => Err(self.lost(Op::Delete, &rel, unexpected())),
@@ -483,7 +518,7 @@ fn partial_blocks(tmp: At<'_>) -> Result<Vec<[u8; 32]>> {
     let mut out = Vec::with_capacity(blocks);
     let mut buf = vec![0u8; RESUME_BLOCK as usize];
     for i in 0..blocks {
-        file.read_exact_at(&mut buf, i as u64 * RESUME_BLOCK)
+        read_exact_at(&file, &mut buf, i as u64 * RESUME_BLOCK)
             .map_err(|e| Error::io(Op::Read, tmp.path(), e))?;
         out.push(*blake3::hash(&buf).as_bytes());
     }
@@ -505,7 +540,7 @@ struct RemoteInside<'s> {
 
 impl Inside for RemoteInside<'_> {
     fn hash(&self) -> Result<blake3::Hash> {
-        let req = Req::Hash(self.rel.as_os_str().as_bytes().to_vec());
+        let req = Req::Hash(rel_bytes(&self.rel));
         match self.src.ask(req, &self.rel, Op::Checksum)? {
             Rep::Hash(h) => Ok(blake3::Hash::from_bytes(h)),
             _ => Err(self.src.lost(Op::Checksum, &self.rel, unexpected())),

@@ -36,6 +36,13 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
+/// What a feed for `receive_to_temp` reports once it has written the content.
+pub enum Fed {
+    Done(u64),
+    /// The sender saw its file change while reading it.
+    Changed,
+}
+
 /// What metadata to restore besides mode (or attributes) and times.
 #[derive(Clone, Copy, Debug)]
 pub struct MetaOpts {

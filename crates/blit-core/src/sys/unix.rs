@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, UTIME_OMIT};
 use xattr::FileExt;
 
-use super::{copy_data, At, CopyOutcome, CopyRequest, MetaOpts, Method, Output, Xattrs};
+use super::{copy_data, At, CopyOutcome, CopyRequest, Fed, MetaOpts, Method, Output, Xattrs};
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
 
@@ -534,13 +534,6 @@ enum XattrFrom<'a> {
     Values(&'a Xattrs),
 }
 
-/// What a feed for [`receive_to_temp`] reports once it has written the content.
-pub enum Fed {
-    Done(u64),
-    /// The sender saw its file change while reading it.
-    Changed,
-}
-
 /// Writes a file whose content arrives from elsewhere (a peer over the network) the way a local
 /// copy is written: into an unnamed or temporary file, content first (by `feed`, which may leave
 /// holes by writing at offsets), then owner, xattrs, mode and times, then named.
@@ -621,6 +614,28 @@ pub fn apply_meta_at(
         .map_err(|e| Error::io(Op::Chmod, dst.path(), e.into()))?;
     }
     set_mtime_at(dst, meta)
+}
+
+/// Reads at `off` without moving a shared position (one file is read by several requests).
+pub fn read_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    f.read_at(buf, off)
+}
+
+/// Writes all of `buf` at `off`.
+pub fn write_all_at(f: &File, buf: &[u8], off: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(buf, off)
+}
+
+/// The mode bits the wire carries for an entry: POSIX modes, as they are here.
+pub fn mode_for_wire(e: &Entry) -> u32 {
+    e.perm
+}
+
+/// The local permission bits for a mode from the wire.
+pub fn perm_from_wire(mode: u32, _kind: Kind) -> u32 {
+    mode & 0o7777
 }
 
 /// Sets only the modification time (the entry's other metadata is known to be right).

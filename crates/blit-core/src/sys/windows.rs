@@ -24,7 +24,7 @@ use windows_sys::Win32::Storage::FileSystem::{
 };
 
 use super::fallback::copy_range_rw;
-use super::{At, CopyOutcome, CopyRequest, MetaOpts, Method};
+use super::{At, CopyOutcome, CopyRequest, Fed, MetaOpts, Method, Output};
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
 
@@ -338,6 +338,112 @@ pub fn set_mtime_at(dst: At<'_>, meta: &Entry) -> Result<()> {
         xattrs: false,
     };
     apply_meta_at(dst, meta, opts, None)
+}
+
+/// `fstat` of an open file (`at` names it in messages).
+pub fn stat_fd(f: &File, at: At<'_>) -> Result<Entry> {
+    f.metadata()
+        .map(|md| Entry::from_metadata(PathBuf::new(), &md))
+        .at(Op::Stat, &at.path())
+}
+
+/// Reads at `off` (the file's own position moves too, which nothing here relies on).
+pub fn read_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    use std::os::windows::fs::FileExt;
+    f.seek_read(buf, off)
+}
+
+/// Writes all of `buf` at `off`.
+pub fn write_all_at(f: &File, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_write(buf, off) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                off += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The POSIX mode the wire carries for a Windows entry: the usual modes, without write
+/// permission when the entry is read-only. Hidden and system have no POSIX meaning and stay here.
+pub fn mode_for_wire(e: &Entry) -> u32 {
+    let base = match e.kind {
+        Kind::Dir => 0o755,
+        Kind::Symlink => 0o777,
+        _ => 0o644,
+    };
+    if e.perm & FILE_ATTRIBUTE_READONLY != 0 {
+        base & !0o222
+    } else {
+        base
+    }
+}
+
+/// The attributes for a mode from the wire: read-only when the owner may not write.
+pub fn perm_from_wire(mode: u32, kind: Kind) -> u32 {
+    if kind != Kind::Symlink && mode & 0o200 == 0 {
+        FILE_ATTRIBUTE_READONLY
+    } else {
+        0
+    }
+}
+
+/// Opens (or creates) the fixed temporary of a resumable transfer, keeping what it holds.
+pub fn open_partial(at: At<'_>) -> Result<File> {
+    let p = at.path();
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&p)
+        .at(Op::Create, &p)
+}
+
+/// Writes a file whose content arrives from a peer the way a local copy is written: into the
+/// temporary `o.tmp` (content by `feed`, at offsets), then times and attributes; the caller
+/// renames it into place.
+pub fn receive_to_temp(
+    o: &Output<'_>,
+    meta: &Entry,
+    _xattrs: Option<&super::Xattrs>,
+    feed: &mut dyn FnMut(&File) -> Result<Fed>,
+) -> Result<CopyOutcome> {
+    let tmp = o.tmp.path();
+    let out = if o.resume {
+        open_partial(o.tmp)?
+    } else {
+        create_temp(&tmp)?
+    };
+    let n = match feed(&out)? {
+        Fed::Done(n) => n,
+        Fed::Changed => {
+            drop(out);
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(CopyOutcome::Changed);
+        }
+    };
+    if o.resume || n != meta.size {
+        out.set_len(meta.size).at(Op::Write, &tmp)?;
+    }
+    if o.fsync {
+        out.sync_all().at(Op::Sync, &tmp)?;
+    }
+    drop(out);
+    set_attributes(&tmp, FILE_ATTRIBUTE_NORMAL)?;
+    set_mtime(&tmp, meta.mtime, false)?;
+    set_attributes(&tmp, meta.perm | FILE_ATTRIBUTE_ARCHIVE)?;
+    Ok(CopyOutcome::Done {
+        bytes: n,
+        method: Method::Network,
+        placed: false,
+    })
 }
 
 /// Windows has no extended attributes in the POSIX sense (alternate streams are not copied).

@@ -122,14 +122,14 @@ impl Server {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(bytes)
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)?.write_all(bytes)
 }
 
 /// Accepts exactly one certificate (by fingerprint), or on first use any, remembering which.
@@ -196,11 +196,15 @@ impl ServerCertVerifier for Pinned {
 }
 
 /// Where the client remembers daemons it trusted: `$BLIT_KNOWN_HOSTS`, else
-/// `$XDG_CONFIG_HOME/blit/known_hosts`, else `~/.config/blit/known_hosts`.
+/// `$XDG_CONFIG_HOME/blit/known_hosts`, else `~/.config/blit/known_hosts` (on Windows
+/// `%APPDATA%\blit\known_hosts`).
 pub fn known_hosts_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("BLIT_KNOWN_HOSTS") {
         return Some(PathBuf::from(p));
     }
+    #[cfg(windows)]
+    let base = std::env::var_os("APPDATA").map(PathBuf::from)?;
+    #[cfg(not(windows))]
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;

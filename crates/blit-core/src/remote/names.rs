@@ -1,0 +1,149 @@
+//! Names and relative paths as the wire carries them: bytes, with `/` between components.
+//!
+//! On Unix a name is any bytes and crosses unchanged. Windows names are UTF-16; they cross as
+//! UTF-8, so a Windows name that is not valid Unicode (a lone surrogate) cannot be sent and is
+//! refused by name rather than altered, and a name from a Unix peer that is not UTF-8 cannot be
+//! made on Windows.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[cfg(not(unix))]
+fn not_unicode(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{what} is not valid Unicode, which names crossing to or from Windows must be"),
+    )
+}
+
+/// A local name for the wire.
+pub fn to_wire(name: &OsStr) -> io::Result<Vec<u8>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(name.as_bytes().to_vec())
+    }
+    #[cfg(not(unix))]
+    {
+        name.to_str()
+            .map(|s| s.as_bytes().to_vec())
+            .ok_or_else(|| not_unicode("the name"))
+    }
+}
+
+/// A name from the wire, as a local name.
+pub fn from_wire(raw: Vec<u8>) -> io::Result<OsString> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        Ok(OsString::from_vec(raw))
+    }
+    #[cfg(not(unix))]
+    {
+        String::from_utf8(raw)
+            .map(OsString::from)
+            .map_err(|_| not_unicode("a name the peer sent"))
+    }
+}
+
+/// [`from_wire`], or on failure the error and the name with invalid bytes replaced, to report
+/// the entry under.
+pub fn from_wire_or_lossy(raw: Vec<u8>) -> Result<OsString, (io::Error, OsString)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        Ok(OsString::from_vec(raw))
+    }
+    #[cfg(not(unix))]
+    {
+        String::from_utf8(raw).map(OsString::from).map_err(|e| {
+            let shown = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            (not_unicode("a name the peer sent"), OsString::from(shown))
+        })
+    }
+}
+
+/// A name from the wire for messages only: never fails (invalid bytes are shown replaced).
+pub fn shown(raw: &[u8]) -> PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(OsStr::from_bytes(raw))
+    }
+    #[cfg(not(unix))]
+    {
+        rel_from_wire_lossy(raw)
+    }
+}
+
+/// A symlink's target for the wire, with `/` as separator (a Windows target's `\` become `/`).
+pub fn link_to_wire(target: &Path) -> io::Result<Vec<u8>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(target.as_os_str().as_bytes().to_vec())
+    }
+    #[cfg(not(unix))]
+    {
+        target
+            .to_str()
+            .map(|s| s.replace('\\', "/").into_bytes())
+            .ok_or_else(|| not_unicode("the link target"))
+    }
+}
+
+/// A symlink's target from the wire, as a local path.
+pub fn link_from_wire(raw: Vec<u8>) -> io::Result<PathBuf> {
+    #[cfg(unix)]
+    {
+        Ok(PathBuf::from(from_wire(raw)?))
+    }
+    #[cfg(not(unix))]
+    {
+        let s = String::from_utf8(raw).map_err(|_| not_unicode("a link target the peer sent"))?;
+        Ok(PathBuf::from(s.replace('/', "\\")))
+    }
+}
+
+/// A relative path for the wire: its components joined by `/`.
+pub fn rel_to_wire(rel: &Path) -> io::Result<Vec<u8>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(rel.as_os_str().as_bytes().to_vec())
+    }
+    #[cfg(not(unix))]
+    {
+        let mut out = Vec::new();
+        for c in rel.components() {
+            if !out.is_empty() {
+                out.push(b'/');
+            }
+            out.extend(to_wire(c.as_os_str())?);
+        }
+        Ok(out)
+    }
+}
+
+/// A relative path from the wire (checked by the caller), as a local path.
+pub fn rel_from_wire(raw: &[u8]) -> io::Result<PathBuf> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(PathBuf::from(OsStr::from_bytes(raw)))
+    }
+    #[cfg(not(unix))]
+    {
+        let s = std::str::from_utf8(raw).map_err(|_| not_unicode("a path the peer sent"))?;
+        Ok(s.split('/').filter(|c| !c.is_empty()).collect())
+    }
+}
+
+#[cfg(not(unix))]
+fn rel_from_wire_lossy(raw: &[u8]) -> PathBuf {
+    String::from_utf8_lossy(raw)
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .collect()
+}
