@@ -360,14 +360,20 @@ impl Drop for Served {
     }
 }
 
-#[test]
-fn remote_push_and_pull_keep_bytes_and_times() {
-    let sb = Sandbox::new();
+/// The sample tree as a source, and a daemon serving an empty module beside it.
+fn sample_served(sb: &Sandbox) -> (Tree, PathBuf, Served) {
     let src = sb.src();
     sample(&src);
     let module = sb.join("module");
     fs::create_dir(&module).unwrap();
     let d = Served::start(&module);
+    (src, module, d)
+}
+
+#[test]
+fn remote_push_and_pull_keep_bytes_and_times() {
+    let sb = Sandbox::new();
+    let (src, module, d) = sample_served(&sb);
 
     // Push, then a second push that finds nothing to do.
     expect_code(&d.run(&["copy", s(src.root()), &d.url("tree")]), 0);
@@ -403,11 +409,7 @@ fn remote_push_and_pull_keep_bytes_and_times() {
 #[test]
 fn remote_refusals_name_the_url_and_change_nothing() {
     let sb = Sandbox::new();
-    let src = sb.src();
-    sample(&src);
-    let module = sb.join("module");
-    fs::create_dir(&module).unwrap();
-    let d = Served::start(&module);
+    let (src, module, d) = sample_served(&sb);
     let wrong = format!("blit://127.0.0.1:{}/nosuch/x", d.port);
     let a = d.run(&["copy", s(src.root()), &wrong]);
     expect_code(&a, 2);

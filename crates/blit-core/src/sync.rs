@@ -618,10 +618,8 @@ impl<'a, S: Source> Syncer<'a, S> {
     fn same_at_a_glance(&self, a: &Entry, b: &Entry) -> bool {
         // `move` still has work for an unchanged entry; a destination with other names may need
         // splitting (see `both_non_dir`).
-        let shared_dst =
-            b.kind == Kind::File && b.nlink > 1 && (a.kind != Kind::File || a.nlink <= 1);
         !self.is_move()
-            && !shared_dst
+            && !shared_dst(a, b)
             && matches!(decide::quick(a, b, &self.opts.rules), Some(Decision::Same))
     }
 
@@ -812,10 +810,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             Ok(d) => d,
             Err(e) => return self.fail_src(&a.rel, e),
         };
-        // A destination file with other names while the source has one: changing it in place
-        // would change those names too.
-        let lone_src = a.kind != Kind::File || a.nlink <= 1;
-        let shared_dst = b.kind == Kind::File && b.nlink > 1 && lone_src;
+        let shared_dst = shared_dst(a, b);
         match decision {
             Decision::Write(r) => self.write(pair, a, Some(b), r),
             Decision::Meta(_) if shared_dst => self.write(pair, a, Some(b), Reason::Unlink),
@@ -1557,6 +1552,13 @@ impl Drop for TempGuard {
             let _ = sys::unlink_at(At::new(&self.dir, &self.name));
         }
     }
+}
+
+/// A destination file with other names while the source has one: changing it in place would
+/// change those names too.
+fn shared_dst(a: &Entry, b: &Entry) -> bool {
+    let lone_src = a.kind != Kind::File || a.nlink <= 1;
+    b.kind == Kind::File && b.nlink > 1 && lone_src
 }
 
 /// The class of entry a copy path is reported for (`--stats`): the fastest path depends on it.
