@@ -100,6 +100,10 @@ pub struct TransferArgs {
     /// received are checked by BLAKE3 and kept)
     #[arg(long)]
     pub resume: bool,
+    /// Remote: connections a large file (32 MiB or more) is striped across, each stripe read,
+    /// sent, encrypted and written in parallel (default 2; 1 never stripes)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub streams: Option<u8>,
     /// Report what would be done; change nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,

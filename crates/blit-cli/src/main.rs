@@ -109,6 +109,7 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         no_tls: a.remote.no_tls,
         tls_fingerprint: a.remote.tls_fingerprint.clone(),
         resume: a.resume,
+        streams: a.streams.map(usize::from),
         no_events: false,
         no_progress: false,
     };

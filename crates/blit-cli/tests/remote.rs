@@ -1080,7 +1080,10 @@ fn read_only_module_refuses_writes_and_serves_reads() {
 fn raw_hello(d: &Daemon, hello: Hello) -> (TcpStream, Msg) {
     let mut s = raw_connect(d);
     wire::write_client_preamble(&mut s, false).unwrap();
-    assert_eq!(wire::read_server_preamble(&mut s).unwrap(), (1, false));
+    assert_eq!(
+        wire::read_server_preamble(&mut s).unwrap(),
+        (wire::VERSION, false)
+    );
     s.write_all(&wire::encode_msg(&Msg::Hello(hello)).unwrap())
         .unwrap();
     let answer = match wire::read_frame(&mut s).unwrap() {
@@ -1382,6 +1385,7 @@ fn a_push_client_cannot_name_entries_outside_the_module() {
             into: false,
             src_shown: "hostile".into(),
             dst_shown: "m/landing".into(),
+            streams: 1,
         };
         let hello = Hello {
             module: "m".into(),
@@ -2647,4 +2651,222 @@ fn find_says_when_it_stopped_at_its_limit() {
     ]));
     expect_code(&a, 0);
     assert_eq!(stdout_of(&a).lines().count(), 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Large files striped across connections
+// ---------------------------------------------------------------------------------------------
+
+/// Files large enough to stripe (stripes are at least 16 MiB): 40 MiB (two stripes at most),
+/// 56 MiB (three), a 64 MiB sparse file with data at its start, its middle and its end, and a
+/// small file, never striped.
+fn striped_tree(t: &Tree) {
+    use std::os::unix::fs::FileExt;
+    random_file(&t.p("two.bin"), 40 << 20);
+    random_file(&t.p("d/three.bin"), 56 << 20);
+    let f = std::fs::File::create(t.p("d/sparse.img")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    for (i, off) in [0u64, (31 << 20) + 12_345, (64 << 20) - 4096]
+        .into_iter()
+        .enumerate()
+    {
+        f.write_all_at(&noise(4096, i as u64), off).unwrap();
+    }
+    t.file("small.txt", b"small");
+}
+
+/// Files the run's statistics say went striped.
+fn striped_files(a: &Assert) -> u64 {
+    let j = json_value(a);
+    j["stats"]["methods"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no copy paths in {j}"))
+        .iter()
+        .filter(|(k, _)| k.ends_with("network_striped"))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn large_files_are_striped_across_connections_both_ways() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    striped_tree(&src);
+    let m = sb.tree("mod");
+    m.mkroot();
+    let d = Daemon::serve(&[("m", m.root())]);
+
+    let push = go(argv(&[
+        &"copy",
+        &"--json",
+        &"--streams",
+        &"3",
+        &src.root(),
+        &d.url("m", "pushed"),
+    ]));
+    expect_code(&push, 0);
+    assert_trees_equal(src.root(), &m.p("pushed"));
+    assert_eq!(striped_files(&push), 3, "{}", stdout_of(&push));
+
+    let dst = sb.dst();
+    let pull = go(argv(&[
+        &"copy",
+        &"--json",
+        &"--streams",
+        &"3",
+        &d.url("m", "pushed"),
+        &dst.root(),
+    ]));
+    expect_code(&pull, 0);
+    assert_trees_equal(src.root(), dst.root());
+    assert_eq!(striped_files(&pull), 3, "{}", stdout_of(&pull));
+
+    // One stream: nothing striped, same result.
+    let one = sb.tree("one");
+    let a = go(argv(&[
+        &"copy",
+        &"--json",
+        &"--streams",
+        &"1",
+        &d.url("m", "pushed"),
+        &one.root(),
+    ]));
+    expect_code(&a, 0);
+    assert_trees_equal(src.root(), one.root());
+    assert_eq!(striped_files(&a), 0);
+
+    // A mirror after edits inside the large files (same sizes, new times) sends them again,
+    // striped, and converges.
+    random_file(&src.p("two.bin"), 40 << 20);
+    random_file(&src.p("d/three.bin"), 56 << 20);
+    let a = go(argv(&[
+        &"mirror",
+        &"--json",
+        &src.root(),
+        &d.url("m", "pushed"),
+    ]));
+    expect_code(&a, 0);
+    assert_trees_equal(src.root(), &m.p("pushed"));
+    assert_eq!(striped_files(&a), 2, "{}", stdout_of(&a));
+    assert!(temps_under(m.root()).is_empty());
+}
+
+fn attach_hello(module: &str, session: u64, secret: [u8; 32]) -> Hello {
+    Hello {
+        module: module.into(),
+        path: Vec::new(),
+        token: None,
+        role: Role::Attach { session, secret },
+    }
+}
+
+/// A push's extra connections are admitted only with its session number, its secret and its
+/// module, only as many as it asked for, and only while it runs.
+#[test]
+fn extra_connections_need_the_push_sessions_secret() {
+    let sb = Sandbox::new();
+    let (m, other) = (sb.tree("mod"), sb.tree("other"));
+    m.mkroot();
+    other.mkroot();
+    let d = Daemon::serve_plain(&[("m", m.root()), ("other", other.root())]);
+    let job = PushJob {
+        mode: 0,
+        dry_run: false,
+        checksum: false,
+        excludes: Vec::new(),
+        includes: Vec::new(),
+        max_delete: None,
+        workers: None,
+        fsync: false,
+        verify: false,
+        no_xattrs: false,
+        force: false,
+        resume: false,
+        events: false,
+        progress: false,
+        src: wire_entry(b"src", 1, 4096, 1),
+        into: false,
+        src_shown: "src".into(),
+        dst_shown: "m/landing".into(),
+        streams: 3,
+    };
+    let hello = Hello {
+        module: "m".into(),
+        path: b"landing".to_vec(),
+        token: None,
+        role: Role::Push(Box::new(job)),
+    };
+    let (mut s, answer) = raw_hello(&d, hello);
+    assert_eq!(answer, Msg::Welcome(None));
+    let (session, secret, count) = match wire::read_frame(&mut s).unwrap() {
+        Some(Frame::Msg(m)) => match *m {
+            Msg::Streams {
+                session,
+                secret,
+                count,
+            } => (session, secret, count),
+            other => panic!("expected the invitation first, got {other:?}"),
+        },
+        other => panic!("expected the invitation first, got {other:?}"),
+    };
+    assert_eq!(count, 2);
+    let mut wrong = secret;
+    wrong[31] ^= 1;
+    for (hello, what) in [
+        (attach_hello("m", session, wrong), "a wrong secret"),
+        (attach_hello("m", session + 1, secret), "another session"),
+        (attach_hello("other", session, secret), "another module"),
+    ] {
+        let (_s, answer) = raw_hello(&d, hello);
+        assert!(
+            matches!(&answer, Msg::Refused(why) if why.contains("no push is waiting")),
+            "{what} was let in: {answer:?}"
+        );
+    }
+    let (a1, answer) = raw_hello(&d, attach_hello("m", session, secret));
+    assert_eq!(answer, Msg::Welcome(None));
+    let (a2, answer) = raw_hello(&d, attach_hello("m", session, secret));
+    assert_eq!(answer, Msg::Welcome(None));
+    let (_a3, answer) = raw_hello(&d, attach_hello("m", session, secret));
+    assert!(
+        matches!(&answer, Msg::Refused(_)),
+        "a third connection was let in: {answer:?}"
+    );
+
+    // Finish the push: an empty source folder.
+    let mut finished = false;
+    while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
+        let Frame::Msg(msg) = frame else { continue };
+        match *msg {
+            Msg::Req {
+                id,
+                req: Req::List { .. },
+            } => {
+                let rep = Rep::Entries {
+                    entries: Vec::new(),
+                    temps: Vec::new(),
+                    last: true,
+                };
+                s.write_all(&wire::encode_msg(&Msg::Rep { id, rep }).unwrap())
+                    .unwrap();
+            }
+            Msg::Finished(f) => {
+                assert_eq!(f.refused, None);
+                finished = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(finished, "the daemon hung up without finishing");
+    s.shutdown(Shutdown::Write).unwrap();
+    // The attached connections end with the push.
+    for mut a in [a1, a2] {
+        a.shutdown(Shutdown::Write).unwrap();
+        until_hangup(&mut a, "an attached connection after its push ended");
+    }
+    // Once the push is over, its session admits nobody.
+    let (_s, answer) = raw_hello(&d, attach_hello("m", session, secret));
+    assert!(matches!(&answer, Msg::Refused(_)), "{answer:?}");
+    assert!(m.exists("landing"));
 }

@@ -56,6 +56,8 @@ pub struct Options {
     pub tls_fingerprint: Option<String>,
     /// Remote: continue large files an interrupted run left half-transferred.
     pub resume: bool,
+    /// Remote: connections a large file is striped across (`None`: Blit's default).
+    pub streams: Option<usize>,
     /// The observer ignores per-entry events (no `-v`): a daemon running a push need not send
     /// them.
     pub no_events: bool,

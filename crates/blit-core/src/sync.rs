@@ -1628,5 +1628,6 @@ fn method_name(m: Method) -> &'static str {
         Method::Sparse => "sparse",
         Method::ReadWrite => "read_write",
         Method::Network => "network",
+        Method::NetworkStriped => "network_striped",
     }
 }

@@ -107,6 +107,7 @@ pub fn build(file: File, listen: Option<String>) -> anyhow::Result<Config> {
                 .unwrap_or_else(blit_core::job::default_workers)
                 .clamp(1, 64),
             tls: tls(&file.tls, &file.tls_cert, &file.tls_key, &file.tls_dir)?,
+            pushes: Default::default(),
         },
     })
 }

@@ -27,6 +27,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Once running, a session in which nothing arrives for this long has stalled.
 const STALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Connections a large file is striped across unless the user says otherwise. Two: on this
+/// project's 2-core test machine a second stream puts the second core to work on each end's
+/// encryption and copies (see bench/RESULTS-remote.md); more pay off where one stream is held
+/// back by something besides the CPU (a long, lossy path).
+pub const DEFAULT_STREAMS: usize = 2;
+
+/// The number of connections a job asks for.
+pub fn streams_of(opts: &crate::job::Options) -> usize {
+    opts.streams.unwrap_or(DEFAULT_STREAMS).clamp(1, 16)
+}
 
 fn net_error(url: &RemoteUrl, e: io::Error) -> Error {
     Error::Refused(format!("{url}: {e}"))
@@ -148,7 +158,20 @@ pub fn pull(
         )));
     };
     let peer = Peer::start(chan, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
-    let source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string())?;
+    let extra = streams_of(&job.opts) - 1;
+    let mut source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string())?;
+    if extra > 0 {
+        // More pull sessions of the same path: each serves stripes of large files.
+        let (url2, access) = (url.clone(), Access::of(&job.opts));
+        source = source.with_streams(Box::new(move || {
+            (0..extra)
+                .map_while(|_| match open(&url2, Role::Pull, &access) {
+                    Ok((chan, Msg::Welcome(Some(_)))) => Peer::start(chan, Arc::new(Quiet)).ok(),
+                    _ => None,
+                })
+                .collect()
+        }));
+    }
     let is_dir = root.kind == wire::kind_code(crate::entry::Kind::Dir);
     let name = names::from_wire(root.name.clone()).map_err(|e| net_error(url, e))?;
     let dst_root = job::resolve_dest(is_dir, &name, dst_arg)?;
@@ -159,6 +182,9 @@ pub fn pull(
     let opts = job.sync_options();
     let outcome = sync::run(&source, &dst_root, &filter, &opts, observer);
     peer.finish();
+    for p in source.streams() {
+        p.finish();
+    }
     Ok(job.summary(outcome?, started))
 }
 
@@ -206,6 +232,7 @@ pub fn push(
         into: url.trailing_slash,
         src_shown: crate::names::escape(&src_root),
         dst_shown: url.to_string(),
+        streams: streams_of(&job.opts) as u8,
     };
     let (chan, answer) = open(url, Role::Push(Box::new(push)), &Access::of(&job.opts))?;
     if !matches!(answer, Msg::Welcome(None)) {
@@ -233,6 +260,7 @@ pub fn push(
     let cancel = job.opts.cancel.clone();
     let mut failures = Vec::new();
     let mut finished = None;
+    let mut streams: Option<std::thread::JoinHandle<Vec<Arc<Peer>>>> = None;
     loop {
         let msg = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(m)) => m,
@@ -276,10 +304,26 @@ pub fn push(
                 finished = Some(f);
                 break;
             }
+            Msg::Streams {
+                session,
+                secret,
+                count,
+            } if streams.is_none() => {
+                let (url, access, root) = (url.clone(), Access::of(&job.opts), src_root.clone());
+                let count = usize::from(count).min(streams_of(&job.opts) - 1);
+                streams = Some(std::thread::spawn(move || {
+                    attach(&url, &access, &root, session, secret, count)
+                }));
+            }
             _ => {}
         }
     }
     peer.finish();
+    if let Some(opening) = streams {
+        for p in opening.join().unwrap_or_default() {
+            p.finish();
+        }
+    }
     let interrupted = cancel.is_cancelled();
     let Some(f) = finished else {
         // Cut off mid-run: whatever the daemon reported stands; the rest is one failure, and the
@@ -328,6 +372,35 @@ pub fn push(
     s.failures = failures;
     s.exit_code = s.compute_exit_code();
     Ok(s)
+}
+
+/// Opens the connections the daemon asked for to carry stripes of large files: on each, this
+/// side serves its tree (reads only: removals stay on the main connection).
+fn attach(
+    url: &RemoteUrl,
+    access: &Access,
+    root: &Path,
+    session: u64,
+    secret: [u8; 32],
+    count: usize,
+) -> Vec<Arc<Peer>> {
+    (0..count)
+        .map_while(|_| {
+            let (chan, answer) = open(url, Role::Attach { session, secret }, access).ok()?;
+            if !matches!(answer, Msg::Welcome(None)) {
+                return None;
+            }
+            let tree = ServeTree::new(
+                root.to_path_buf(),
+                true,
+                1,
+                Box::new(|_| {}),
+                Box::new(|_| {}),
+            )
+            .ok()?;
+            Peer::start(chan, Arc::new(tree)).ok()
+        })
+        .collect()
 }
 
 pub fn action_code(a: Action) -> u8 {

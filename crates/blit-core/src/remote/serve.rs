@@ -87,7 +87,15 @@ impl Tree {
     fn serve(&self, peer: &Peer, id: u32, req: Req) -> io::Result<()> {
         let rep = match req {
             Req::List { rel, xattrs } => return self.list(peer, id, &rel, xattrs),
-            Req::Read { rel, expect, have } => return self.read(peer, id, &rel, expect, &have),
+            Req::Read { rel, expect, have } => {
+                return self.read(peer, id, &rel, expect, &have, None)
+            }
+            Req::ReadRange {
+                rel,
+                expect,
+                start,
+                end,
+            } => return self.read(peer, id, &rel, expect, &[], Some(start..end)),
             Req::Hash(rel) => self.hash(&rel),
             Req::Remove(rel) => self.remove(&rel, false),
             Req::RemoveDir(rel) => self.remove(&rel, true),
@@ -150,8 +158,9 @@ impl Tree {
         rel: &[u8],
         expect: Option<Expect>,
         have: &[[u8; 32]],
+        range: Option<std::ops::Range<u64>>,
     ) -> io::Result<()> {
-        match self.send_file(peer, id, rel, expect, have) {
+        match self.send_file(peer, id, rel, expect, have, range) {
             Ok(rep) => peer.send(&Msg::Rep { id, rep }),
             Err(e) => peer.send(&Msg::Rep {
                 id,
@@ -162,7 +171,8 @@ impl Tree {
 
     /// Streams the file's data regions as data frames; holes are skipped (the receiver leaves
     /// them as holes), and so are leading blocks the receiver already holds (`have`). The file
-    /// is `fstat`ed before and after: a change in between voids it.
+    /// is `fstat`ed before and after: a change in between voids it. With `range`, only those
+    /// bytes are sent (one stripe of a file whose other stripes go by other connections).
     fn send_file(
         &self,
         peer: &Peer,
@@ -170,6 +180,7 @@ impl Tree {
         rel: &[u8],
         expect: Option<Expect>,
         have: &[[u8; 32]],
+        range: Option<std::ops::Range<u64>>,
     ) -> Result<Rep> {
         let rel = wire_rel(rel)?;
         let (dir, name) = self.dirs.parent_of(&rel)?;
@@ -206,8 +217,9 @@ impl Tree {
             }
         }
         let resume_from = (have.len() as u64 * block).min(before.size);
+        let range = range.unwrap_or(0..u64::MAX);
         for (start, end) in data_regions(&file, &before) {
-            let (start, end) = (start.max(resume_from), end);
+            let (start, end) = (start.max(resume_from).max(range.start), end.min(range.end));
             if start >= end {
                 continue;
             }

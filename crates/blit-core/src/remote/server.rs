@@ -17,7 +17,7 @@ use super::chan::Chan;
 use super::client::action_code;
 use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
-use super::source::RemoteSource;
+use super::source::{RemoteSource, StreamSet};
 use super::wire::{
     self, AdminRep, AdminReq, Finished, Hello, ModuleInfo, Msg, PushJob, Req, Role, WireEntry,
     WireError, WireEvent,
@@ -47,6 +47,67 @@ pub struct Settings {
     pub workers: usize,
     /// TLS for every session (`None`: plain TCP, chosen explicitly).
     pub tls: Option<Arc<super::tls::Server>>,
+    /// Pushes waiting for the client's extra connections.
+    pub pushes: Arc<Pushes>,
+}
+
+/// The most connections one push may stripe large files across.
+const MAX_STREAMS: usize = 16;
+
+/// Running pushes that invited the client to open more connections, by session number. An
+/// attaching connection must name the session, show its secret (random, 256 bits, compared in
+/// constant time) and come for the same module; each push takes at most as many as it asked.
+#[derive(Default)]
+pub struct Pushes {
+    next: std::sync::atomic::AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, Invited>>,
+}
+
+struct Invited {
+    secret: [u8; 32],
+    module: String,
+    left: usize,
+    streams: StreamSet,
+}
+
+impl std::fmt::Debug for Pushes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pushes")
+    }
+}
+
+impl Pushes {
+    /// Registers a push that wants `count` more connections; `None` if no secret can be drawn.
+    fn invite(&self, module: &str, count: usize, streams: StreamSet) -> Option<(u64, [u8; 32])> {
+        use ring::rand::SecureRandom;
+        let mut secret = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut secret).ok()?;
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let invited = Invited {
+            secret,
+            module: module.to_string(),
+            left: count,
+            streams,
+        };
+        self.open.lock().unwrap().insert(id, invited);
+        Some((id, secret))
+    }
+
+    /// The push an attaching connection may join, counted against what it asked for.
+    fn admit(&self, id: u64, secret: &[u8; 32], module: &str) -> Option<StreamSet> {
+        let mut open = self.open.lock().unwrap();
+        let invited = open.get_mut(&id)?;
+        if !token_matches(&invited.secret, secret) || invited.module != module || invited.left == 0
+        {
+            return None;
+        }
+        invited.left -= 1;
+        Some(Arc::clone(&invited.streams))
+    }
+
+    fn end(&self, id: u64) {
+        self.open.lock().unwrap().remove(&id);
+    }
 }
 
 /// The client must finish its opening (preamble, TLS, hello) within this.
@@ -88,6 +149,7 @@ pub fn session(stream: TcpStream, settings: &Settings) -> io::Result<()> {
     match hello.role {
         Role::Pull => pull(chan, settings, module, &rel),
         Role::Push(job) => push(chan, settings, module, &rel, *job),
+        Role::Attach { session, secret } => attach(chan, settings, module, session, &secret),
         Role::Admin(req) => {
             let rep = super::admin::answer(module, &rel, req);
             chan.send(&Msg::Admin(rep))
@@ -271,6 +333,28 @@ fn pull(mut chan: Chan, settings: &Settings, module: &Module, rel: &Path) -> io:
     Ok(())
 }
 
+/// Another connection for a running push: it joins the push's set of stripe carriers and
+/// lives until the push ends it.
+fn attach(
+    mut chan: Chan,
+    settings: &Settings,
+    module: &Module,
+    session: u64,
+    secret: &[u8; 32],
+) -> io::Result<()> {
+    let Some(streams) = settings.pushes.admit(session, secret, &module.name) else {
+        return refuse(&mut chan, "no push is waiting for that connection");
+    };
+    chan.send(&Msg::Welcome(None))?;
+    let peer = Peer::start(chan, Arc::new(Replies))?;
+    streams.lock().unwrap().push(Arc::clone(&peer));
+    // The push finishes this connection with its own end; the other side's end closes it.
+    while !peer.is_closed() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 fn shown(module: &Module, rel: &Path) -> String {
     if rel.as_os_str().is_empty() {
         format!("module {:?}", module.name)
@@ -315,6 +399,23 @@ fn push(
     };
     chan.send(&Msg::Welcome(None))?;
     let peer = Peer::start(chan, Arc::new(Replies))?;
+    // Invited now, so the connections are there by the time a large file comes.
+    let streams = StreamSet::default();
+    let extra = usize::from(push.streams).clamp(1, MAX_STREAMS) - 1;
+    let invited = (extra > 0)
+        .then(|| {
+            settings
+                .pushes
+                .invite(&module.name, extra, Arc::clone(&streams))
+        })
+        .flatten();
+    if let Some((session, secret)) = invited {
+        peer.send(&Msg::Streams {
+            session,
+            secret,
+            count: extra as u8,
+        })?;
+    }
     let job = Job::new(
         match push.mode {
             1 => Mode::Mirror,
@@ -351,7 +452,15 @@ fn push(
         local_path: dst_path.clone(),
         shown: push.dst_shown.clone(),
     };
-    let finished = match run_push(&job, &peer, &push, &dst_path, src_is_dir, &forward) {
+    let expected = if invited.is_some() { extra } else { 0 };
+    let streams = (streams, expected);
+    let ran = run_push(
+        &job, &peer, &push, &dst_path, src_is_dir, &forward, &streams,
+    );
+    if let Some((session, _)) = invited {
+        settings.pushes.end(session);
+    }
+    let finished = match ran {
         Ok(outcome) => {
             let a = &outcome.actions;
             Finished {
@@ -379,6 +488,10 @@ fn push(
     };
     let _ = peer.send(&Msg::Finished(finished));
     peer.finish();
+    let extra_peers = std::mem::take(&mut *streams.0.lock().unwrap());
+    for p in extra_peers {
+        p.finish();
+    }
     drop(dst);
     Ok(())
 }
@@ -390,8 +503,10 @@ fn run_push(
     dst_path: &Path,
     src_is_dir: bool,
     forward: &Forward,
+    (streams, expected): &(StreamSet, usize),
 ) -> crate::error::Result<sync::Outcome> {
-    let source = RemoteSource::new(Arc::clone(peer), &push.src, push.src_shown.clone())?;
+    let source = RemoteSource::new(Arc::clone(peer), &push.src, push.src_shown.clone())?
+        .with_stream_set(Arc::clone(streams), *expected);
     let filter = job.filter(src_is_dir)?;
     let opts = job.sync_options();
     // The client's Ctrl-C closes the connection; stop then, as a local run stops on Ctrl-C.

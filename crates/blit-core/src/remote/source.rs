@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use super::names;
 use super::peer::{Incoming, Peer, Replies};
@@ -26,9 +27,26 @@ const PREFETCH: usize = 64;
 /// bytes in flight.
 const AHEAD_FILE_MAX: u64 = 256 << 10;
 const AHEAD_BYTES: u64 = 64 << 20;
+/// A stripe of a large file is at least this long, so the per-stripe cost (a request, an
+/// `open` and two `fstat`s at the sender, a thread here) stays negligible next to its data.
+const STRIPE_MIN: u64 = 16 << 20;
+
+/// Opens the connections that carry stripes besides the main one (none if they cannot be had).
+pub type OpenStreams = Box<dyn Fn() -> Vec<Arc<Peer>> + Send + Sync>;
+/// The connections that carry stripes besides the main one, as they become available.
+pub type StreamSet = Arc<Mutex<Vec<Arc<Peer>>>>;
 
 pub struct RemoteSource {
     peer: Arc<Peer>,
+    /// How to get the extra connections, asked once, by the first file large enough to stripe
+    /// (a pull opens them then); a push's arrive by themselves.
+    open_streams: Option<OpenStreams>,
+    opened: Once,
+    streams: StreamSet,
+    /// A push's connections still on their way: how many, and how long a large file waits for
+    /// them (an opening takes a round trip and a TLS handshake; one that fails is not waited
+    /// for past this).
+    awaited: Option<(usize, std::time::Instant)>,
     root: Entry,
     root_name: OsString,
     /// How paths of this tree are shown (`blit://host:port/module/path`).
@@ -69,7 +87,61 @@ impl RemoteSource {
             shown,
             prefetched: Mutex::new(Prefetch::default()),
             ahead: Mutex::new(Ahead::default()),
+            open_streams: None,
+            opened: Once::new(),
+            streams: StreamSet::default(),
+            awaited: None,
         })
+    }
+
+    /// Large files are striped across the main connection and the ones `open` gives, opened
+    /// when the first such file comes.
+    pub fn with_streams(mut self, open: OpenStreams) -> Self {
+        self.open_streams = Some(open);
+        self
+    }
+
+    /// Large files are striped across the main connection and those in `set`, which others
+    /// fill as the `expected` connections arrive.
+    pub fn with_stream_set(mut self, set: StreamSet, expected: usize) -> Self {
+        self.streams = set;
+        self.awaited = (expected > 0).then(|| {
+            let wait = std::time::Duration::from_secs(2);
+            (expected, std::time::Instant::now() + wait)
+        });
+        self
+    }
+
+    /// The extra connections opened so far (to be finished with the session).
+    pub fn streams(&self) -> Vec<Arc<Peer>> {
+        self.streams.lock().unwrap().clone()
+    }
+
+    /// The extra connections for a file of `size` (those still open); none when it is not
+    /// worth striping.
+    fn streams_for(&self, size: u64) -> Vec<Arc<Peer>> {
+        if size < 2 * STRIPE_MIN {
+            return Vec::new();
+        }
+        if let Some(open) = &self.open_streams {
+            self.opened
+                .call_once(|| self.streams.lock().unwrap().extend(open()));
+        }
+        if let Some((expected, until)) = self.awaited {
+            while self.streams.lock().unwrap().len() < expected
+                && std::time::Instant::now() < until
+                && !self.peer.is_closed()
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        let want = (size / STRIPE_MIN) as usize - 1;
+        let all = self.streams.lock().unwrap();
+        all.iter()
+            .filter(|p| !p.is_closed())
+            .take(want)
+            .cloned()
+            .collect()
     }
 
     fn rel_of(dir: &RemoteDir, name: &OsStr) -> PathBuf {
@@ -146,6 +218,127 @@ impl RemoteSource {
             xattrs,
         })
     }
+
+    /// Writes one request's data frames at their offsets until its end; every byte must fall
+    /// within `allowed` (the file, or the stripe asked for).
+    fn drain(
+        &self,
+        replies: &Replies,
+        rel: &Path,
+        allowed: Range<u64>,
+        f: &std::fs::File,
+        out: &Output<'_>,
+    ) -> Result<Fed> {
+        loop {
+            if out.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            match replies.next().map_err(|e| self.lost(Op::Copy, rel, e))? {
+                Incoming::Data { offset, data } => {
+                    let end = offset.saturating_add(data.len() as u64);
+                    if offset < allowed.start || end > allowed.end {
+                        return Err(self.lost(Op::Copy, rel, unexpected()));
+                    }
+                    sys::write_all_at(f, &data, offset)
+                        .map_err(|e| Error::io(Op::Write, out.tmp.path(), e))?;
+                    (out.progress)(data.len() as u64);
+                    wire::recycle(data);
+                }
+                Incoming::Rep(Rep::ReadDone(n)) => return Ok(Fed::Done(n)),
+                Incoming::Rep(Rep::Changed) => return Ok(Fed::Changed),
+                Incoming::Rep(Rep::Err(e)) => return Err(self.wire_error(e)),
+                Incoming::Rep(_) => return Err(self.lost(Op::Copy, rel, unexpected())),
+            }
+        }
+    }
+
+    /// A large file in stripes, one per connection, each requested at once and written at its
+    /// offsets by its own thread as it arrives. Every stripe is held to what the listing saw
+    /// (`expect`), so all come from the same unchanged file; one that saw a change voids all.
+    fn copy_striped(
+        &self,
+        rel: &Path,
+        entry: &Entry,
+        expect: Expect,
+        streams: &[Arc<Peer>],
+        xattrs: Option<&Xattrs>,
+        out: Output<'_>,
+    ) -> Result<CopyOutcome> {
+        let stripes = stripes(entry.size, streams.len() + 1);
+        let mut asked = Vec::with_capacity(stripes.len());
+        for (i, r) in stripes.iter().enumerate() {
+            let peer = if i == 0 { &self.peer } else { &streams[i - 1] };
+            let req = Req::ReadRange {
+                rel: rel_bytes(rel),
+                expect: Some(expect),
+                start: r.start,
+                end: r.end,
+            };
+            let replies = peer
+                .request_data(req)
+                .map_err(|e| self.lost(Op::Copy, rel, e))?;
+            asked.push((replies, r.clone()));
+        }
+        let mut asked = Some(asked);
+        let out_ref = &out;
+        let mut feed = |f: &std::fs::File| -> Result<Fed> {
+            let asked = asked.take().unwrap_or_default();
+            let results: Vec<Result<Fed>> = std::thread::scope(|s| {
+                let mut it = asked.into_iter();
+                let first = it.next();
+                let others: Vec<_> = it
+                    .map(|(replies, r)| s.spawn(move || self.drain(&replies, rel, r, f, out_ref)))
+                    .collect();
+                let mut results = Vec::with_capacity(others.len() + 1);
+                if let Some((replies, r)) = first {
+                    results.push(self.drain(&replies, rel, r, f, out_ref));
+                }
+                for h in others {
+                    results.push(h.join().unwrap_or_else(|_| {
+                        Err(self.lost(Op::Copy, rel, io::Error::other("a stripe's thread failed")))
+                    }));
+                }
+                results
+            });
+            let mut total = 0u64;
+            let mut changed = false;
+            for r in results {
+                match r? {
+                    Fed::Done(n) => total += n,
+                    Fed::Changed => changed = true,
+                }
+            }
+            Ok(if changed {
+                Fed::Changed
+            } else {
+                Fed::Done(total)
+            })
+        };
+        Ok(
+            match sys::receive_to_temp(&out, entry, xattrs, &mut feed)? {
+                CopyOutcome::Done { bytes, placed, .. } => CopyOutcome::Done {
+                    bytes,
+                    method: sys::Method::NetworkStriped,
+                    placed,
+                },
+                other => other,
+            },
+        )
+    }
+}
+
+/// `size` bytes cut into `n` contiguous stripes, each a whole number of data frames but the last.
+fn stripes(size: u64, n: usize) -> Vec<Range<u64>> {
+    let chunk = wire::DATA_CHUNK as u64;
+    let each = size.div_ceil(n as u64).div_ceil(chunk) * chunk;
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    while start < size {
+        let end = (start + each).min(size);
+        out.push(start..end);
+        start = end;
+    }
+    out
 }
 
 fn unexpected() -> io::Error {
@@ -376,6 +569,15 @@ impl Source for RemoteSource {
             mtime_nsec: entry.mtime.nsec,
             ino: entry.ino,
         });
+        let xattrs = entry.extra.as_ref().and_then(|x| x.xattrs.as_ref());
+        // A first attempt (the listing's size, mtime and inode to hold every stripe to) of a
+        // large file, with other connections to carry stripes: split it.
+        if let (Some(expect), false) = (expect, out.resume) {
+            let streams = self.streams_for(entry.size);
+            if !streams.is_empty() {
+                return self.copy_striped(&rel, entry, expect, &streams, xattrs, out);
+            }
+        }
         let ahead = if first && !out.resume {
             self.take_ahead(&rel)
         } else {
@@ -393,31 +595,7 @@ impl Source for RemoteSource {
                     .map_err(|e| self.lost(Op::Copy, &rel, e))?
             }
         };
-        let xattrs = entry.extra.as_ref().and_then(|x| x.xattrs.as_ref());
-        let tmp = out.tmp;
-        let (progress, cancel) = (out.progress, out.cancel);
-        let mut feed = |f: &std::fs::File| -> Result<Fed> {
-            loop {
-                if cancel.is_cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                match replies.next().map_err(|e| self.lost(Op::Copy, &rel, e))? {
-                    Incoming::Data { offset, data } => {
-                        if offset.saturating_add(data.len() as u64) > entry.size {
-                            return Err(self.lost(Op::Copy, &rel, unexpected()));
-                        }
-                        sys::write_all_at(f, &data, offset)
-                            .map_err(|e| Error::io(Op::Write, tmp.path(), e))?;
-                        progress(data.len() as u64);
-                        wire::recycle(data);
-                    }
-                    Incoming::Rep(Rep::ReadDone(n)) => return Ok(Fed::Done(n)),
-                    Incoming::Rep(Rep::Changed) => return Ok(Fed::Changed),
-                    Incoming::Rep(Rep::Err(e)) => return Err(self.wire_error(e)),
-                    Incoming::Rep(_) => return Err(self.lost(Op::Copy, &rel, unexpected())),
-                }
-            }
-        };
+        let mut feed = |f: &std::fs::File| self.drain(&replies, &rel, 0..entry.size, f, &out);
         sys::receive_to_temp(&out, entry, xattrs, &mut feed)
     }
 

@@ -16,7 +16,10 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 4] = b"BLIT";
-pub const VERSION: u16 = 1;
+/// Version 2 added striped transfers of large files (`ReadRange`, `Role::Attach`,
+/// `Msg::Streams`, `PushJob::streams`); version 1's encodings of these messages differ, so a
+/// version-1 peer is refused at the preamble rather than misread.
+pub const VERSION: u16 = 2;
 /// A frame's body may not exceed this. Data frames carry at most [`DATA_CHUNK`] bytes; a message
 /// with more (a huge folder's listing) is split by its sender.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -103,6 +106,13 @@ pub enum Msg {
     /// Nothing, sent now and then by both sides so a session busy elsewhere (a long local phase)
     /// is not taken for a dead one by the other side's timeouts.
     Ping,
+    /// Push: the daemon asks the client for `count` more connections to carry stripes of large
+    /// files; each presents `session` and `secret` in a `Role::Attach` hello.
+    Streams {
+        session: u64,
+        secret: [u8; 32],
+        count: u8,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -121,6 +131,12 @@ pub enum Role {
     /// The client's tree is written into the module (the daemon runs the engine and asks).
     Push(Box<PushJob>),
     Admin(AdminReq),
+    /// Another connection for a running push (after its `Msg::Streams`): the client serves
+    /// its tree on it too. The module and token are checked as for any hello.
+    Attach {
+        session: u64,
+        secret: [u8; 32],
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
@@ -150,6 +166,8 @@ pub struct PushJob {
     /// user's own words rather than the daemon's paths.
     pub src_shown: String,
     pub dst_shown: String,
+    /// Connections a large file may be striped across (1: never striped).
+    pub streams: u8,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -220,6 +238,14 @@ pub enum Req {
     Hash(Vec<u8>),
     Remove(Vec<u8>),
     RemoveDir(Vec<u8>),
+    /// The bytes `start..end` of a file (one stripe of a large file; the other stripes travel
+    /// on other connections), answered like `Read`.
+    ReadRange {
+        rel: Vec<u8>,
+        expect: Option<Expect>,
+        start: u64,
+        end: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Clone, Copy)]

@@ -175,6 +175,8 @@ pub enum Method {
     ReadWrite,
     /// Bytes received from a peer.
     Network,
+    /// Bytes received from a peer in stripes, over several connections at once.
+    NetworkStriped,
 }
 
 /// Per-run knowledge of which fast paths the filesystems refused, so each file does not pay a
