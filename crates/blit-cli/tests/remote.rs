@@ -1781,11 +1781,18 @@ fn daemon_killed_mid_push_leaves_no_partial_file_and_a_rerun_converges() {
     m.mkroot();
     let dst = m.p("backup");
     let mut d = Daemon::serve(&[("m", m.root())]);
-    let mut child = client(argv(&[&"mirror", &src.root(), &d.url("m", "backup")]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Two streams: the large files travel in stripes, each cut off by the kill.
+    let mut child = client(argv(&[
+        &"mirror",
+        &"--streams",
+        &"2",
+        &src.root(),
+        &d.url("m", "backup"),
+    ]))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let pid = d.pid();
     let landing = wait_for(Duration::from_secs(30), || {
         !temps_under(m.root()).is_empty()
@@ -1829,11 +1836,17 @@ fn daemon_killed_mid_pull_leaves_no_partial_file_and_a_rerun_converges() {
     }
     let mut d = Daemon::serve(&[("m", m.root())]);
     let dst = sb.dst();
-    let mut child = client(argv(&[&"mirror", &d.url("m", "big"), &dst.root()]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = client(argv(&[
+        &"mirror",
+        &"--streams",
+        &"2",
+        &d.url("m", "big"),
+        &dst.root(),
+    ]))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let pid = child.id();
     let landing = wait_for(Duration::from_secs(30), || {
         !temps_under(dst.root()).is_empty()
@@ -2721,13 +2734,11 @@ fn large_files_are_striped_across_connections_both_ways() {
     assert_trees_equal(src.root(), dst.root());
     assert_eq!(striped_files(&pull), 3, "{}", stdout_of(&pull));
 
-    // One stream: nothing striped, same result.
+    // The daemon is on this machine: by default one stream, nothing striped, same result.
     let one = sb.tree("one");
     let a = go(argv(&[
         &"copy",
         &"--json",
-        &"--streams",
-        &"1",
         &d.url("m", "pushed"),
         &one.root(),
     ]));
@@ -2742,6 +2753,8 @@ fn large_files_are_striped_across_connections_both_ways() {
     let a = go(argv(&[
         &"mirror",
         &"--json",
+        &"--streams",
+        &"2",
         &src.root(),
         &d.url("m", "pushed"),
     ]));

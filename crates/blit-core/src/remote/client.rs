@@ -27,15 +27,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Once running, a session in which nothing arrives for this long has stalled.
 const STALL_TIMEOUT: Duration = Duration::from_secs(300);
-/// Connections a large file is striped across unless the user says otherwise. Two: on this
-/// project's 2-core test machine a second stream puts the second core to work on each end's
-/// encryption and copies (see bench/RESULTS-remote.md); more pay off where one stream is held
-/// back by something besides the CPU (a long, lossy path).
+/// Connections a large file is striped across unless the user says otherwise, to a daemon on
+/// another machine: a stripe per connection spreads each end's encryption and copies over more
+/// cores, and a long or lossy path's per-connection limit (the TCP window) over more windows.
 pub const DEFAULT_STREAMS: usize = 2;
 
-/// The number of connections a job asks for.
-pub fn streams_of(opts: &crate::job::Options) -> usize {
-    opts.streams.unwrap_or(DEFAULT_STREAMS).clamp(1, 16)
+/// The number of connections a job stripes large files across. To a daemon on this machine
+/// (loopback) one, unless the user asks: both ends then share the same cores, which one stream
+/// already keeps busy, and two measured 0.97-1.17 times one stream's time on a 2-core machine
+/// (bench/RESULTS-remote.md).
+pub fn streams_of(opts: &crate::job::Options, url: &RemoteUrl) -> usize {
+    let default = || {
+        let local = url
+            .address()
+            .to_socket_addrs()
+            .is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()));
+        if local {
+            1
+        } else {
+            DEFAULT_STREAMS
+        }
+    };
+    opts.streams.unwrap_or_else(default).clamp(1, 16)
 }
 
 fn net_error(url: &RemoteUrl, e: io::Error) -> Error {
@@ -158,7 +171,7 @@ pub fn pull(
         )));
     };
     let peer = Peer::start(chan, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
-    let extra = streams_of(&job.opts) - 1;
+    let extra = streams_of(&job.opts, url) - 1;
     let mut source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string())?;
     if extra > 0 {
         // More pull sessions of the same path: each serves stripes of large files.
@@ -232,7 +245,7 @@ pub fn push(
         into: url.trailing_slash,
         src_shown: crate::names::escape(&src_root),
         dst_shown: url.to_string(),
-        streams: streams_of(&job.opts) as u8,
+        streams: streams_of(&job.opts, url) as u8,
     };
     let (chan, answer) = open(url, Role::Push(Box::new(push)), &Access::of(&job.opts))?;
     if !matches!(answer, Msg::Welcome(None)) {
@@ -309,8 +322,8 @@ pub fn push(
                 secret,
                 count,
             } if streams.is_none() => {
+                let count = usize::from(count).min(streams_of(&job.opts, url) - 1);
                 let (url, access, root) = (url.clone(), Access::of(&job.opts), src_root.clone());
-                let count = usize::from(count).min(streams_of(&job.opts) - 1);
                 streams = Some(std::thread::spawn(move || {
                     attach(&url, &access, &root, session, secret, count)
                 }));
