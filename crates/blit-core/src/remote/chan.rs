@@ -8,13 +8,13 @@
 use std::io::{self, Write};
 use std::net::TcpStream;
 
-#[cfg(any(target_os = "linux", windows))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 use super::tls::Session;
 use super::wire::{self, Frame, Msg};
 
 pub enum Chan {
     Plain(TcpStream),
-    #[cfg(any(target_os = "linux", windows))]
+    #[cfg(any(target_os = "linux", target_os = "macos", windows))]
     Tls(Box<Session>),
 }
 
@@ -26,7 +26,7 @@ impl Chan {
                 s.write_all(&bytes)?;
                 s.flush()
             }
-            #[cfg(any(target_os = "linux", windows))]
+            #[cfg(any(target_os = "linux", target_os = "macos", windows))]
             Chan::Tls(s) => s.send(&bytes),
         }
     }
@@ -35,7 +35,7 @@ impl Chan {
     pub fn recv(&mut self) -> io::Result<Msg> {
         let frame = match self {
             Chan::Plain(s) => wire::read_frame(s)?,
-            #[cfg(any(target_os = "linux", windows))]
+            #[cfg(any(target_os = "linux", target_os = "macos", windows))]
             Chan::Tls(s) => wire::read_frame(&mut **s)?,
         };
         match frame {
@@ -54,7 +54,7 @@ impl Chan {
     pub fn stream(&self) -> &TcpStream {
         match self {
             Chan::Plain(s) => s,
-            #[cfg(any(target_os = "linux", windows))]
+            #[cfg(any(target_os = "linux", target_os = "macos", windows))]
             Chan::Tls(s) => &s.sock,
         }
     }

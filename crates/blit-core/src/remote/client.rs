@@ -133,16 +133,16 @@ pub fn open(url: &RemoteUrl, role: Role, access: &Access) -> Result<(Chan, Msg)>
     Ok((chan, answer))
 }
 
-#[cfg(any(target_os = "linux", windows))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 fn secure(stream: TcpStream, url: &RemoteUrl, access: &Access) -> io::Result<Chan> {
     let session = super::tls::connect(stream, &url.address(), access.fingerprint.as_deref())?;
     Ok(Chan::Tls(Box::new(session)))
 }
 
-#[cfg(not(any(target_os = "linux", windows)))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn secure(_stream: TcpStream, _url: &RemoteUrl, _access: &Access) -> io::Result<Chan> {
     Err(io::Error::other(
-        "TLS is built only on Linux in this version; use --no-tls (and a daemon with TLS off)",
+        "TLS is built only on Linux, macOS and Windows in this version; use --no-tls (and a daemon with TLS off)",
     ))
 }
 

@@ -19,5 +19,5 @@ pub mod admin;
 mod beneath;
 #[cfg(target_os = "linux")]
 pub mod server;
-#[cfg(any(target_os = "linux", windows))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 pub mod tls;

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use super::wire::{self, Frame, Msg, Rep, Req};
 
 use super::chan::Chan;
-#[cfg(any(target_os = "linux", windows))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 use super::tls::Writer as TlsWriter;
 
 /// What arrives for a request.
@@ -115,7 +115,7 @@ impl Peer {
                 Box::new(BufReader::with_capacity(256 << 10, stream.try_clone()?)),
                 Out::Plain(stream),
             ),
-            #[cfg(any(target_os = "linux", windows))]
+            #[cfg(any(target_os = "linux", target_os = "macos", windows))]
             Chan::Tls(session) => {
                 let (reader, writer) = session.split()?;
                 (Box::new(reader), Out::Tls(writer))
@@ -289,7 +289,7 @@ impl Peer {
 /// Where the writer thread sends: the socket, or the TLS session on it.
 enum Out {
     Plain(TcpStream),
-    #[cfg(any(target_os = "linux", windows))]
+    #[cfg(any(target_os = "linux", target_os = "macos", windows))]
     Tls(TlsWriter),
 }
 
@@ -299,7 +299,7 @@ impl Out {
             Out::Plain(s) => {
                 let _ = s.shutdown(Shutdown::Write);
             }
-            #[cfg(any(target_os = "linux", windows))]
+            #[cfg(any(target_os = "linux", target_os = "macos", windows))]
             Out::Tls(t) => {
                 let _ = t.close();
                 let _ = t.sock.shutdown(Shutdown::Write);
@@ -312,7 +312,7 @@ impl Write for Out {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Out::Plain(s) => s.write(buf),
-            #[cfg(any(target_os = "linux", windows))]
+            #[cfg(any(target_os = "linux", target_os = "macos", windows))]
             Out::Tls(t) => t.write(buf),
         }
     }
@@ -320,7 +320,7 @@ impl Write for Out {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Out::Plain(s) => s.flush(),
-            #[cfg(any(target_os = "linux", windows))]
+            #[cfg(any(target_os = "linux", target_os = "macos", windows))]
             Out::Tls(t) => t.flush(),
         }
     }
