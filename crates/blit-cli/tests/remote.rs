@@ -1500,7 +1500,10 @@ fn preamble(d: &Daemon) -> TcpStream {
     wire::write_client_preamble(&mut s, false).unwrap();
     let mut answer = [0u8; 7];
     s.read_exact(&mut answer).unwrap();
-    assert_eq!(&answer, b"BLIT\x01\x00\x00");
+    let mut want = b"BLIT".to_vec();
+    want.extend_from_slice(&wire::VERSION.to_le_bytes());
+    want.push(0);
+    assert_eq!(&answer[..], &want[..]);
     s
 }
 
@@ -2882,4 +2885,26 @@ fn extra_connections_need_the_push_sessions_secret() {
     let (_s, answer) = raw_hello(&d, attach_hello("m", session, secret));
     assert!(matches!(&answer, Msg::Refused(_)), "{answer:?}");
     assert!(m.exists("landing"));
+}
+
+/// Version negotiation: a client that speaks only version 1 (before striping) hears at the
+/// preamble that the daemon shares no version with it, and the daemon hangs up.
+#[test]
+fn a_client_speaking_only_an_older_version_is_told_so() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.mkroot();
+    let d = Daemon::serve_plain(&[("m", m.root())]);
+    let mut s = raw_connect(&d);
+    let mut p = b"BLIT".to_vec();
+    p.extend_from_slice(&1u16.to_le_bytes());
+    p.extend_from_slice(&1u16.to_le_bytes());
+    p.push(0);
+    s.write_all(&p).unwrap();
+    let err = wire::read_server_preamble(&mut s).unwrap_err();
+    assert!(err.to_string().contains("no protocol version"), "{err}");
+    until_hangup(&mut s, "a client of an older version");
+    // The daemon still serves current clients.
+    let (_s, answer) = raw_hello(&d, pull_hello("m", b""));
+    assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
 }

@@ -410,11 +410,13 @@ fn push(
         })
         .flatten();
     if let Some((session, secret)) = invited {
-        peer.send(&Msg::Streams {
+        // A failed send means a dead connection, which the run below notices; the invitation
+        // is withdrawn at its end either way.
+        let _ = peer.send(&Msg::Streams {
             session,
             secret,
             count: extra as u8,
-        })?;
+        });
     }
     let job = Job::new(
         match push.mode {
