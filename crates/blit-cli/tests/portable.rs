@@ -406,6 +406,57 @@ fn remote_push_and_pull_keep_bytes_and_times() {
     assert_same(&module.join("tree"), &pulled);
 }
 
+/// Files of this platform's `--json` summary whose copy path was `network_striped`.
+fn striped(a: &assert_cmd::assert::Assert) -> u64 {
+    let v = json_of(a);
+    v["stats"]["methods"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no copy paths in {v}"))
+        .iter()
+        .filter(|(k, _)| k.ends_with("network_striped"))
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum()
+}
+
+/// A large file travels in stripes over two connections both ways (under Wine: the Windows
+/// client writing stripes at their offsets from two threads, and serving two on a push).
+#[test]
+fn remote_large_file_travels_in_stripes_both_ways() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("big.bin", common::noise(40 << 20, 9))
+        .file("small.txt", b"small")
+        .set_mtime("big.bin", 1_600_000_000, 123_456_700);
+    let module = sb.join("module");
+    fs::create_dir(&module).unwrap();
+    let d = Served::start(&module);
+
+    let push = d.run(&[
+        "copy",
+        "--json",
+        "--streams",
+        "2",
+        s(src.root()),
+        &d.url("tree"),
+    ]);
+    expect_code(&push, 0);
+    assert_same(src.root(), &module.join("tree"));
+    assert_eq!(striped(&push), 1, "{}", common::stdout_of(&push));
+
+    let pulled = sb.join("pulled");
+    let pull = d.run(&[
+        "copy",
+        "--json",
+        "--streams",
+        "2",
+        &d.url("tree"),
+        s(&pulled),
+    ]);
+    expect_code(&pull, 0);
+    assert_same(src.root(), &pulled);
+    assert_eq!(striped(&pull), 1, "{}", common::stdout_of(&pull));
+}
+
 #[test]
 fn remote_refusals_name_the_url_and_change_nothing() {
     let sb = Sandbox::new();
