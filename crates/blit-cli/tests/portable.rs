@@ -406,18 +406,6 @@ fn remote_push_and_pull_keep_bytes_and_times() {
     assert_same(&module.join("tree"), &pulled);
 }
 
-/// Files of this platform's `--json` summary whose copy path was `network_striped`.
-fn striped(a: &assert_cmd::assert::Assert) -> u64 {
-    let v = json_of(a);
-    v["stats"]["methods"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no copy paths in {v}"))
-        .iter()
-        .filter(|(k, _)| k.ends_with("network_striped"))
-        .map(|(_, n)| n.as_u64().unwrap())
-        .sum()
-}
-
 /// A large file travels in stripes over two connections both ways (under Wine: the Windows
 /// client writing stripes at their offsets from two threads, and serving two on a push).
 #[test]
@@ -441,7 +429,12 @@ fn remote_large_file_travels_in_stripes_both_ways() {
     ]);
     expect_code(&push, 0);
     assert_same(src.root(), &module.join("tree"));
-    assert_eq!(striped(&push), 1, "{}", common::stdout_of(&push));
+    assert_eq!(
+        common::striped_files(&push),
+        1,
+        "{}",
+        common::stdout_of(&push)
+    );
 
     let pulled = sb.join("pulled");
     let pull = d.run(&[
@@ -454,7 +447,12 @@ fn remote_large_file_travels_in_stripes_both_ways() {
     ]);
     expect_code(&pull, 0);
     assert_same(src.root(), &pulled);
-    assert_eq!(striped(&pull), 1, "{}", common::stdout_of(&pull));
+    assert_eq!(
+        common::striped_files(&pull),
+        1,
+        "{}",
+        common::stdout_of(&pull)
+    );
 }
 
 #[test]

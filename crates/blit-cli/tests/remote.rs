@@ -1345,6 +1345,42 @@ fn wire_entry(name: &[u8], kind: u8, size: u64, ino: u64) -> WireEntry {
     }
 }
 
+/// Opens a push (`mode`: 0 copy, 1 mirror) of a source folder into `m/landing` as a raw client
+/// would, striped over `streams` connections, and returns the socket once it is welcomed; the
+/// caller answers the daemon's requests.
+fn raw_push(d: &Daemon, mode: u8, streams: u8) -> TcpStream {
+    let job = PushJob {
+        mode,
+        dry_run: false,
+        checksum: false,
+        excludes: Vec::new(),
+        includes: Vec::new(),
+        max_delete: None,
+        workers: None,
+        fsync: false,
+        verify: false,
+        no_xattrs: false,
+        force: true,
+        resume: false,
+        events: true,
+        progress: false,
+        src: wire_entry(b"src", 1, 4096, 1),
+        into: false,
+        src_shown: "src".into(),
+        dst_shown: "m/landing".into(),
+        streams,
+    };
+    let hello = Hello {
+        module: "m".into(),
+        path: b"landing".to_vec(),
+        token: None,
+        role: Role::Push(Box::new(job)),
+    };
+    let (s, answer) = raw_hello(d, hello);
+    assert_eq!(answer, Msg::Welcome(None));
+    s
+}
+
 /// Plays a hostile push client whose listings name entries outside the folder being written:
 /// the daemon must write nothing but the one honest file, and only inside the module.
 #[test]
@@ -1366,35 +1402,7 @@ fn a_push_client_cannot_name_entries_outside_the_module() {
         b"x\0y",
     ];
     for (round, bad) in bad_names.iter().enumerate() {
-        let job = PushJob {
-            mode: 1,
-            dry_run: false,
-            checksum: false,
-            excludes: Vec::new(),
-            includes: Vec::new(),
-            max_delete: None,
-            workers: None,
-            fsync: false,
-            verify: false,
-            no_xattrs: false,
-            force: true,
-            resume: false,
-            events: true,
-            progress: false,
-            src: wire_entry(b"src", 1, 4096, 1),
-            into: false,
-            src_shown: "hostile".into(),
-            dst_shown: "m/landing".into(),
-            streams: 1,
-        };
-        let hello = Hello {
-            module: "m".into(),
-            path: b"landing".to_vec(),
-            token: None,
-            role: Role::Push(Box::new(job)),
-        };
-        let (mut s, answer) = raw_hello(&d, hello);
-        assert_eq!(answer, Msg::Welcome(None));
+        let mut s = raw_push(&d, 1, 1);
         let mut finished = false;
         while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
             let Frame::Msg(msg) = frame else {
@@ -2691,18 +2699,6 @@ fn striped_tree(t: &Tree) {
     t.file("small.txt", b"small");
 }
 
-/// Files the run's statistics say went striped.
-fn striped_files(a: &Assert) -> u64 {
-    let j = json_value(a);
-    j["stats"]["methods"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no copy paths in {j}"))
-        .iter()
-        .filter(|(k, _)| k.ends_with("network_striped"))
-        .map(|(_, v)| v.as_u64().unwrap())
-        .sum()
-}
-
 #[test]
 fn large_files_are_striped_across_connections_both_ways() {
     let sb = Sandbox::new();
@@ -2785,35 +2781,7 @@ fn extra_connections_need_the_push_sessions_secret() {
     m.mkroot();
     other.mkroot();
     let d = Daemon::serve_plain(&[("m", m.root()), ("other", other.root())]);
-    let job = PushJob {
-        mode: 0,
-        dry_run: false,
-        checksum: false,
-        excludes: Vec::new(),
-        includes: Vec::new(),
-        max_delete: None,
-        workers: None,
-        fsync: false,
-        verify: false,
-        no_xattrs: false,
-        force: false,
-        resume: false,
-        events: false,
-        progress: false,
-        src: wire_entry(b"src", 1, 4096, 1),
-        into: false,
-        src_shown: "src".into(),
-        dst_shown: "m/landing".into(),
-        streams: 3,
-    };
-    let hello = Hello {
-        module: "m".into(),
-        path: b"landing".to_vec(),
-        token: None,
-        role: Role::Push(Box::new(job)),
-    };
-    let (mut s, answer) = raw_hello(&d, hello);
-    assert_eq!(answer, Msg::Welcome(None));
+    let mut s = raw_push(&d, 0, 3);
     let (session, secret, count) = match wire::read_frame(&mut s).unwrap() {
         Some(Frame::Msg(m)) => match *m {
             Msg::Streams {

@@ -490,6 +490,18 @@ pub fn entry(sym: &str, path: &str) -> (String, String) {
 }
 
 /// Parses `--json` output, which must be exactly one JSON object.
+/// Files a remote run's `--json` statistics say went in stripes over several connections.
+pub fn striped_files(a: &Assert) -> u64 {
+    let v = json_of(a);
+    v["stats"]["methods"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no copy paths in {v}"))
+        .iter()
+        .filter(|(k, _)| k.ends_with("network_striped"))
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum()
+}
+
 pub fn json_of(a: &Assert) -> serde_json::Value {
     let s = stdout_of(a);
     let v: serde_json::Value = serde_json::from_str(s.trim())
