@@ -2524,12 +2524,6 @@ fn tls_and_plain_must_be_chosen_on_both_sides() {
 // Resume
 // ---------------------------------------------------------------------------------------------
 
-/// Bytes a JSON summary says were created or updated.
-fn bytes_moved(j: &serde_json::Value) -> u64 {
-    j["actions"]["create"]["bytes"].as_u64().unwrap()
-        + j["actions"]["update"]["bytes"].as_u64().unwrap()
-}
-
 #[test]
 fn resume_after_the_daemon_is_killed_sends_only_what_is_missing() {
     let sb = Sandbox::new();

@@ -502,6 +502,12 @@ pub fn striped_files(a: &Assert) -> u64 {
         .sum()
 }
 
+/// Bytes a JSON summary says were created or updated.
+pub fn bytes_moved(j: &serde_json::Value) -> u64 {
+    j["actions"]["create"]["bytes"].as_u64().unwrap()
+        + j["actions"]["update"]["bytes"].as_u64().unwrap()
+}
+
 pub fn json_of(a: &Assert) -> serde_json::Value {
     let s = stdout_of(a);
     let v: serde_json::Value = serde_json::from_str(s.trim())
