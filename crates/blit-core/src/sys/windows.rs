@@ -224,16 +224,15 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         }
         // The OS call refused (a filesystem or filter that cannot do it): copy by hand.
         let _ = std::fs::remove_file(&tmp);
-        let mut input = open_source_path(&src)?;
-        let mut out = create_temp(&tmp)?;
-        let n =
-            copy_range_rw(&mut input, &mut out, 0, before.size, req.out.cancel).map_err(|e| {
-                if req.out.cancel.is_cancelled() {
-                    Error::Cancelled
-                } else {
-                    Error::io(Op::Copy, &tmp, e)
-                }
-            })?;
+        let input = open_source_path(&src)?;
+        let out = create_temp(&tmp)?;
+        let n = copy_range_rw(&input, &out, 0, before.size, req.out.cancel).map_err(|e| {
+            if req.out.cancel.is_cancelled() {
+                Error::Cancelled
+            } else {
+                Error::io(Op::Copy, &tmp, e)
+            }
+        })?;
         (req.out.progress)(n);
         (n, Method::ReadWrite)
     };
