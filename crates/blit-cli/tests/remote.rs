@@ -1381,6 +1381,105 @@ fn raw_push(d: &Daemon, mode: u8, streams: u8) -> TcpStream {
     s
 }
 
+/// A file that changes between its listing and its read is read again as it has become: the
+/// daemon asks for the entry anew (`Stat`), holds the next read to it, and stamps the copy with
+/// it. Never the listing's size (a shrunk file padded with zeros, a grown one refused) or times.
+#[test]
+fn a_file_changed_while_read_is_copied_as_it_has_become() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.mkroot();
+    let d = Daemon::serve_plain(&[("m", m.root())]);
+    let listed_len: u64 = 2 << 20;
+    // It shrank, then (another run) it grew past the listing's size.
+    for (round, now_len) in [(0u64, 1000usize), (1, (3 << 20) + 77)] {
+        let now_data = noise(now_len, 40 + round);
+        let mut now = wire_entry(b"f.bin", 0, now_len as u64, 9);
+        now.mtime_sec = 1_700_000_000;
+        now.mtime_nsec = 123;
+        let mut s = raw_push(&d, 0, 1);
+        let mut asked = Vec::new();
+        let mut finished = false;
+        while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
+            let Frame::Msg(msg) = frame else {
+                panic!("the daemon sent file data on a push")
+            };
+            let (id, req) = match *msg {
+                Msg::Req { id, req } => (id, req),
+                Msg::Finished(_) => {
+                    finished = true;
+                    break;
+                }
+                _ => continue,
+            };
+            let reply = match req {
+                Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
+                    entries: vec![Listed::Ok(wire_entry(b"f.bin", 0, listed_len, 8))],
+                    temps: Vec::new(),
+                    last: true,
+                },
+                Req::Read { rel, expect, .. } if rel == b"f.bin" => {
+                    let x = expect.expect("every read is held to an entry");
+                    asked.push(format!("read {} {}", x.size, x.ino));
+                    if x.ino == 8 {
+                        // What the listing saw is gone.
+                        Rep::Changed
+                    } else {
+                        assert_eq!(
+                            (x.size, x.mtime_sec, x.mtime_nsec, x.ino),
+                            (now_len as u64, 1_700_000_000, 123, 9)
+                        );
+                        for (i, chunk) in now_data.chunks(wire::DATA_CHUNK).enumerate() {
+                            let off = (i * wire::DATA_CHUNK) as u64;
+                            let mut f = wire::data_header(id, off, chunk.len()).to_vec();
+                            f.extend_from_slice(chunk);
+                            s.write_all(&f).unwrap();
+                        }
+                        Rep::ReadDone(now_len as u64)
+                    }
+                }
+                Req::Stat { rel, .. } if rel == b"f.bin" => {
+                    asked.push("stat".to_string());
+                    Rep::Entries {
+                        entries: vec![Listed::Ok(now.clone())],
+                        temps: Vec::new(),
+                        last: true,
+                    }
+                }
+                other => panic!("round {round}: unexpected request {other:?}"),
+            };
+            s.write_all(&wire::encode_msg(&Msg::Rep { id, rep: reply }).unwrap())
+                .unwrap();
+        }
+        assert!(
+            finished,
+            "round {round}: the daemon hung up without finishing"
+        );
+        assert_eq!(
+            asked,
+            [
+                format!("read {listed_len} 8"),
+                "stat".to_string(),
+                format!("read {now_len} 9")
+            ],
+            "round {round}"
+        );
+        let got = m.p("landing/f.bin");
+        assert!(
+            m.read("landing/f.bin") == now_data,
+            "round {round}: content differs"
+        );
+        assert_eq!(
+            m.mtime("landing/f.bin"),
+            (1_700_000_000, 123),
+            "round {round}"
+        );
+        assert_eq!(std::fs::metadata(&got).unwrap().len(), now_len as u64);
+        assert!(temps_under(m.root()).is_empty());
+        m.remove("landing");
+    }
+}
+
 /// Plays a hostile push client whose listings name entries outside the folder being written:
 /// the daemon must write nothing but the one honest file, and only inside the module.
 #[test]
@@ -2764,6 +2863,110 @@ fn attach_hello(module: &str, session: u64, secret: [u8; 32]) -> Hello {
         token: None,
         role: Role::Attach { session, secret },
     }
+}
+
+/// An extra connection lost in the middle of a striped file does not fail the file: it goes
+/// again, as one stream on the main connection, held to the file as it is then.
+#[test]
+fn a_lost_extra_connection_sends_the_file_again_on_the_main_one() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.mkroot();
+    let d = Daemon::serve_plain(&[("m", m.root())]);
+    let len = 40usize << 20;
+    let data = noise(len, 77);
+    let mut s = raw_push(&d, 0, 2);
+    let (session, secret) = match wire::read_frame(&mut s).unwrap() {
+        Some(Frame::Msg(m)) => match *m {
+            Msg::Streams {
+                session, secret, ..
+            } => (session, secret),
+            other => panic!("expected the invitation first, got {other:?}"),
+        },
+        other => panic!("expected the invitation first, got {other:?}"),
+    };
+    let (mut spare, answer) = raw_hello(&d, attach_hello("m", session, secret));
+    assert_eq!(answer, Msg::Welcome(None));
+    // The extra connection takes its stripe's request and dies.
+    let spare = std::thread::spawn(move || loop {
+        match wire::read_frame(&mut spare).expect("read on the extra connection") {
+            Some(Frame::Msg(m)) if matches!(*m, Msg::Req { .. }) => {
+                let Msg::Req { req, .. } = *m else {
+                    unreachable!()
+                };
+                return req;
+            }
+            Some(_) => continue,
+            None => panic!("the daemon asked nothing on the extra connection"),
+        }
+    });
+    let send_data = |s: &mut TcpStream, id: u32, range: std::ops::Range<usize>| {
+        for (i, chunk) in data[range.clone()].chunks(wire::DATA_CHUNK).enumerate() {
+            let off = (range.start + i * wire::DATA_CHUNK) as u64;
+            let mut f = wire::data_header(id, off, chunk.len()).to_vec();
+            f.extend_from_slice(chunk);
+            s.write_all(&f).unwrap();
+        }
+    };
+    let mut spare = Some(spare);
+    let mut asked = Vec::new();
+    let mut finished = None;
+    while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
+        let Frame::Msg(msg) = frame else { continue };
+        let (id, req) = match *msg {
+            Msg::Req { id, req } => (id, req),
+            Msg::Finished(f) => {
+                finished = Some(f);
+                break;
+            }
+            _ => continue,
+        };
+        let reply = match req {
+            Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
+                entries: vec![Listed::Ok(wire_entry(b"big.bin", 0, len as u64, 8))],
+                temps: Vec::new(),
+                last: true,
+            },
+            Req::ReadRange { start, end, .. } => {
+                // Answered only once the other stripe's connection is gone.
+                let theirs = spare.take().expect("one stripe here").join().unwrap();
+                assert!(
+                    matches!(theirs, Req::ReadRange { start: 0, .. }) || start == 0,
+                    "the stripes do not start the file: {theirs:?}"
+                );
+                asked.push("stripe".to_string());
+                send_data(&mut s, id, start as usize..end as usize);
+                Rep::ReadDone(end - start)
+            }
+            Req::Stat { .. } => {
+                asked.push("stat".to_string());
+                Rep::Entries {
+                    entries: vec![Listed::Ok(wire_entry(b"big.bin", 0, len as u64, 8))],
+                    temps: Vec::new(),
+                    last: true,
+                }
+            }
+            Req::Read { expect, .. } => {
+                asked.push("read".to_string());
+                assert_eq!(expect.map(|x| (x.size, x.ino)), Some((len as u64, 8)));
+                send_data(&mut s, id, 0..len);
+                Rep::ReadDone(len as u64)
+            }
+            other => panic!("unexpected request {other:?}"),
+        };
+        s.write_all(&wire::encode_msg(&Msg::Rep { id, rep: reply }).unwrap())
+            .unwrap();
+    }
+    let f = finished.expect("the daemon hung up without finishing");
+    assert_eq!(f.refused, None);
+    assert_eq!(
+        f.actions[0],
+        (2, len as u64),
+        "the folder and the whole file created"
+    );
+    assert_eq!(asked, ["stripe", "stat", "read"]);
+    assert!(m.read("landing/big.bin") == data, "content differs");
+    assert!(temps_under(m.root()).is_empty());
 }
 
 /// A push's extra connections are admitted only with its session number, its secret and its

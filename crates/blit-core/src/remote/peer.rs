@@ -196,8 +196,13 @@ impl Peer {
                 *c = Some(why.to_string());
             }
         }
-        self.is_closed.store(true, Ordering::Relaxed);
-        self.pending.lock().unwrap().clear();
+        {
+            // Marked under the same lock a request registers under: no request can slip in
+            // between the mark and the clearing and then wait for a reply forever.
+            let mut pending = self.pending.lock().unwrap();
+            self.is_closed.store(true, Ordering::Relaxed);
+            pending.clear();
+        }
         self.out.lock().unwrap().take();
     }
 
@@ -245,10 +250,14 @@ impl Peer {
         rx: Receiver<Incoming>,
     ) -> io::Result<Replies> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if self.is_closed() {
-            return Err(self.lost());
+        {
+            let mut pending = self.pending.lock().unwrap();
+            if self.is_closed() {
+                drop(pending);
+                return Err(self.lost());
+            }
+            pending.insert(id, route);
         }
-        self.pending.lock().unwrap().insert(id, route);
         let replies = Replies {
             id,
             rx,

@@ -96,11 +96,32 @@ impl Tree {
                 start,
                 end,
             } => return self.read(peer, id, &rel, expect, &[], Some(start..end)),
+            Req::Stat { rel, xattrs } => self.stat(&rel, xattrs),
             Req::Hash(rel) => self.hash(&rel),
             Req::Remove(rel) => self.remove(&rel, false),
             Req::RemoveDir(rel) => self.remove(&rel, true),
         };
         peer.send(&Msg::Rep { id, rep })
+    }
+
+    fn stat(&self, rel: &[u8], xattrs: bool) -> Rep {
+        let looked = wire_rel(rel).and_then(|r| {
+            let (dir, name) = self.dirs.parent_of(&r)?;
+            let at = At::new(&dir, &name);
+            let mut e = sys::stat_at(at, r)?;
+            if xattrs {
+                e.xattrs = sys::has_xattrs(at)?;
+            }
+            describe(&dir, &name, &e, xattrs)
+        });
+        match looked {
+            Ok(w) => Rep::Entries {
+                entries: vec![Listed::Ok(w)],
+                temps: Vec::new(),
+                last: true,
+            },
+            Err(e) => Rep::Err(to_wire(&e, rel)),
+        }
     }
 
     fn list(&self, peer: &Peer, id: u32, rel: &[u8], xattrs: bool) -> io::Result<()> {

@@ -9,6 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
 use super::names;
@@ -124,8 +125,11 @@ impl RemoteSource {
             return Vec::new();
         }
         if let Some(open) = &self.open_streams {
-            self.opened
-                .call_once(|| self.streams.lock().unwrap().extend(open()));
+            // Opened before the lock is taken: connecting may take a while.
+            self.opened.call_once(|| {
+                let opened = open();
+                self.streams.lock().unwrap().extend(opened);
+            });
         }
         if let Some((expected, until)) = self.awaited {
             while self.streams.lock().unwrap().len() < expected
@@ -191,15 +195,10 @@ impl RemoteSource {
         }
     }
 
-    fn read_request(
-        &self,
-        rel: &Path,
-        expect: Option<Expect>,
-        have: Vec<[u8; 32]>,
-    ) -> io::Result<Replies> {
+    fn read_request(&self, rel: &Path, expect: Expect, have: Vec<[u8; 32]>) -> io::Result<Replies> {
         self.peer.request_data(Req::Read {
             rel: rel_bytes(rel),
-            expect,
+            expect: Some(expect),
             have,
         })
     }
@@ -212,6 +211,32 @@ impl RemoteSource {
         Some(replies)
     }
 
+    /// The file at `rel` as it is now, or `None` if it is no longer a regular file.
+    fn restat(&self, rel: &Path, was: &Entry, xattrs: bool) -> Result<Option<Entry>> {
+        let req = Req::Stat {
+            rel: rel_bytes(rel),
+            xattrs,
+        };
+        let replies = self
+            .peer
+            .request(req)
+            .map_err(|e| self.lost(Op::Stat, rel, e))?;
+        let rep = replies.next().map_err(|e| self.lost(Op::Stat, rel, e))?;
+        let w = match rep {
+            Incoming::Rep(Rep::Entries { mut entries, .. }) if entries.len() == 1 => {
+                match entries.pop() {
+                    Some(WireListed::Ok(w)) => w,
+                    Some(WireListed::Err(_, e)) => return Err(self.wire_error(e)),
+                    None => return Err(self.lost(Op::Stat, rel, unexpected())),
+                }
+            }
+            Incoming::Rep(Rep::Err(e)) => return Err(self.wire_error(e)),
+            _ => return Err(self.lost(Op::Stat, rel, unexpected())),
+        };
+        let now = to_entry(was.rel.clone(), &w).map_err(|e| self.lost(Op::Stat, rel, e))?;
+        Ok((now.kind == Kind::File).then_some(now))
+    }
+
     fn list_request(&self, rel: &Path, xattrs: bool) -> io::Result<Replies> {
         self.peer.request(Req::List {
             rel: rel_bytes(rel),
@@ -220,10 +245,7 @@ impl RemoteSource {
     }
 
     /// Writes one request's data frames at their offsets until its end; every byte must fall
-    /// within `allowed` (the file, or the stripe asked for). Stripes of one file take turns at
-    /// writing (`turn`): ext4 writes a file under an exclusive inode lock anyway, and when a
-    /// write is slow (page-cache pages the host must fault in) the kernel's waiter spins on that
-    /// lock (`rwsem_spin_on_owner`: 22% of a striped pull's samples); here it sleeps instead.
+    /// within `allowed` (the file, or the stripe asked for).
     fn drain(
         &self,
         replies: &Replies,
@@ -231,19 +253,32 @@ impl RemoteSource {
         allowed: Range<u64>,
         f: &std::fs::File,
         out: &Output<'_>,
-        turn: Option<&Mutex<()>>,
+        stripe: Option<&Stripe<'_>>,
     ) -> Result<Fed> {
         loop {
             if out.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            match replies.next().map_err(|e| self.lost(Op::Copy, rel, e))? {
+            if stripe.is_some_and(|s| s.abort.load(Ordering::Relaxed)) {
+                // Another stripe failed or saw a change: its outcome is the file's.
+                return Ok(Fed::Changed);
+            }
+            let next = match replies.next() {
+                Ok(n) => n,
+                // An extra connection lost while the main one lives: the file goes again, as one
+                // stream on the main connection, rather than failing.
+                Err(_) if stripe.is_some_and(|s| s.spare) && !self.peer.is_closed() => {
+                    return Ok(Fed::Changed)
+                }
+                Err(e) => return Err(self.lost(Op::Copy, rel, e)),
+            };
+            match next {
                 Incoming::Data { offset, data } => {
                     let end = offset.saturating_add(data.len() as u64);
                     if offset < allowed.start || end > allowed.end {
                         return Err(self.lost(Op::Copy, rel, unexpected()));
                     }
-                    let held = turn.map(|t| t.lock().unwrap_or_else(|p| p.into_inner()));
+                    let held = stripe.map(|s| s.turn.lock().unwrap_or_else(|p| p.into_inner()));
                     sys::write_all_at(f, &data, offset)
                         .map_err(|e| Error::io(Op::Write, out.tmp.path(), e))?;
                     drop(held);
@@ -280,28 +315,42 @@ impl RemoteSource {
                 start: r.start,
                 end: r.end,
             };
-            let replies = peer
-                .request_data(req)
-                .map_err(|e| self.lost(Op::Copy, rel, e))?;
-            asked.push((replies, r.clone()));
+            match peer.request_data(req) {
+                Ok(replies) => asked.push((replies, r.clone())),
+                // An extra connection that died since it was chosen: go again as one stream.
+                Err(_) if i > 0 && !self.peer.is_closed() => return Ok(CopyOutcome::Changed),
+                Err(e) => return Err(self.lost(Op::Copy, rel, e)),
+            }
         }
         let mut asked = Some(asked);
         let out_ref = &out;
         let turn = Mutex::new(());
-        let turn = Some(&turn);
+        let abort = AtomicBool::new(false);
         let mut feed = |f: &std::fs::File| -> Result<Fed> {
             let asked = asked.take().unwrap_or_default();
+            // Each stripe's outcome; the first that is not a clean end stops the others.
+            let run = |replies: Replies, r: Range<u64>, spare: bool| {
+                let stripe = Stripe {
+                    turn: &turn,
+                    abort: &abort,
+                    spare,
+                };
+                let got = self.drain(&replies, rel, r, f, out_ref, Some(&stripe));
+                if !matches!(got, Ok(Fed::Done(_))) {
+                    abort.store(true, Ordering::Relaxed);
+                }
+                got
+            };
+            let run = &run;
             let results: Vec<Result<Fed>> = std::thread::scope(|s| {
                 let mut it = asked.into_iter();
                 let first = it.next();
                 let others: Vec<_> = it
-                    .map(|(replies, r)| {
-                        s.spawn(move || self.drain(&replies, rel, r, f, out_ref, turn))
-                    })
+                    .map(|(replies, r)| s.spawn(move || run(replies, r, true)))
                     .collect();
                 let mut results = Vec::with_capacity(others.len() + 1);
                 if let Some((replies, r)) = first {
-                    results.push(self.drain(&replies, rel, r, f, out_ref, turn));
+                    results.push(run(replies, r, false));
                 }
                 for h in others {
                     results.push(h.join().unwrap_or_else(|_| {
@@ -340,15 +389,44 @@ impl RemoteSource {
 /// `size` bytes cut into `n` contiguous stripes, each a whole number of data frames but the last.
 fn stripes(size: u64, n: usize) -> Vec<Range<u64>> {
     let chunk = wire::DATA_CHUNK as u64;
-    let each = size.div_ceil(n as u64).div_ceil(chunk) * chunk;
+    // Saturating: a size near `u64::MAX` (from a hostile peer) must not wrap into a stripe
+    // that starts again at 0 and never ends.
+    let each = size
+        .div_ceil(n as u64)
+        .div_ceil(chunk)
+        .saturating_mul(chunk);
     let mut out = Vec::with_capacity(n);
-    let mut start = 0;
+    let mut start = 0u64;
     while start < size {
-        let end = (start + each).min(size);
+        let end = start.saturating_add(each).min(size);
         out.push(start..end);
         start = end;
     }
     out
+}
+
+/// What the stripes of one file share while they are written.
+struct Stripe<'a> {
+    /// Stripes take turns at the write call. ext4 writes a file under an exclusive inode lock
+    /// anyway, and when a write is slow (page-cache pages the host must fault in) the kernel's
+    /// waiter spins on that lock (`rwsem_spin_on_owner`: 22% of a striped pull's samples); here
+    /// it sleeps instead.
+    turn: &'a Mutex<()>,
+    /// Set by the first stripe that fails or sees a change; the others stop at their next frame
+    /// instead of writing a file that is void already.
+    abort: &'a AtomicBool,
+    /// On an extra connection (whose loss sends the file again on the main one).
+    spare: bool,
+}
+
+/// What the sender must still find for its data to be this entry's.
+fn expect_of(e: &Entry) -> Expect {
+    Expect {
+        size: e.size,
+        mtime_sec: e.mtime.sec,
+        mtime_nsec: e.mtime.nsec,
+        ino: e.ino,
+    }
 }
 
 fn unexpected() -> io::Error {
@@ -401,6 +479,14 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "entry with an impossible mtime",
+        ));
+    }
+    // No filesystem holds a file larger than `i64::MAX` (`off_t`); a larger size is a lie that
+    // would only overflow offset arithmetic.
+    if w.size > i64::MAX as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "entry with an impossible size",
         ));
     }
     let kind = wire::kind_of(w.kind)?;
@@ -573,16 +659,26 @@ impl Source for RemoteSource {
         out: Output<'_>,
     ) -> Result<CopyOutcome> {
         let rel = Self::rel_of(dir, name);
-        let expect = first.then_some(Expect {
-            size: entry.size,
-            mtime_sec: entry.mtime.sec,
-            mtime_nsec: entry.mtime.nsec,
-            ino: entry.ino,
-        });
+        // After a change, the file is looked at again: the next attempt is held to what it is
+        // now and stamped with it. The listing's size and times no longer describe it (a file
+        // that shrank would be padded to its old size, one that grew refused).
+        let now;
+        let entry = if first {
+            entry
+        } else {
+            match self.restat(&rel, entry, out.meta.xattrs)? {
+                Some(e) => {
+                    now = e;
+                    &now
+                }
+                None => return Ok(CopyOutcome::Changed),
+            }
+        };
+        let expect = expect_of(entry);
         let xattrs = entry.extra.as_ref().and_then(|x| x.xattrs.as_ref());
-        // A first attempt (the listing's size, mtime and inode to hold every stripe to) of a
-        // large file, with other connections to carry stripes: split it.
-        if let (Some(expect), false) = (expect, out.resume) {
+        // A first attempt of a large file, with other connections to carry stripes: split it.
+        // Every stripe is held to the same `expect`, so all come from one version of the file.
+        if first && !out.resume {
             let streams = self.streams_for(entry.size);
             if !streams.is_empty() {
                 return self.copy_striped(&rel, entry, expect, &streams, xattrs, out);
@@ -672,13 +768,7 @@ impl Source for RemoteSource {
                 continue;
             };
             let rel = Self::rel_of(dir, name);
-            let expect = Expect {
-                size: e.size,
-                mtime_sec: e.mtime.sec,
-                mtime_nsec: e.mtime.nsec,
-                ino: e.ino,
-            };
-            if let Ok(r) = self.read_request(&rel, Some(expect), Vec::new()) {
+            if let Ok(r) = self.read_request(&rel, expect_of(e), Vec::new()) {
                 ahead.bytes += e.size;
                 ahead.files.insert(rel, (r, e.size));
             }
@@ -769,6 +859,10 @@ mod tests {
             (64 * mib - 1, 3),
             (33 * mib, 16),
             (1 << 30, 4),
+            // Sizes no file has, as a hostile listing could claim: still finite and exact.
+            (i64::MAX as u64, 16),
+            (u64::MAX, 2),
+            (u64::MAX - 1, 3),
         ] {
             let s = stripes(size, n);
             assert!(!s.is_empty() && s.len() <= n, "{size} in {n}: {s:?}");
@@ -783,5 +877,18 @@ mod tests {
             stripes(56 * mib, 3),
             vec![0..19 * mib, 19 * mib..38 * mib, 38 * mib..56 * mib]
         );
+    }
+
+    #[test]
+    fn a_listed_size_beyond_any_file_is_refused() {
+        let mut w = WireEntry {
+            name: b"f".to_vec(),
+            size: i64::MAX as u64,
+            ..WireEntry::default()
+        };
+        assert!(to_entry(PathBuf::from("f"), &w).is_ok());
+        w.size = i64::MAX as u64 + 1;
+        let e = to_entry(PathBuf::from("f"), &w).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }

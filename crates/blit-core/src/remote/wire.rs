@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 4] = b"BLIT";
 /// Version 2 added striped transfers of large files (`ReadRange`, `Role::Attach`,
-/// `Msg::Streams`, `PushJob::streams`); version 1's encodings of these messages differ, so a
-/// version-1 peer is refused at the preamble rather than misread.
-pub const VERSION: u16 = 2;
+/// `Msg::Streams`, `PushJob::streams`); version 3 added `Stat` (a file that changed while read is
+/// looked at again before it is read again). Older encodings of these messages differ, so an
+/// older peer is refused at the preamble rather than misread.
+pub const VERSION: u16 = 3;
 /// A frame's body may not exceed this. Data frames carry at most [`DATA_CHUNK`] bytes; a message
 /// with more (a huge folder's listing) is split by its sender.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -245,6 +246,13 @@ pub enum Req {
         expect: Option<Expect>,
         start: u64,
         end: u64,
+    },
+    /// One entry as a listing would describe it now (`rel` empty: the tree's root itself),
+    /// answered by `Entries` holding it alone. Asked when a file changed while it was read, so
+    /// that the next attempt is held to, and stamped with, what the file has become.
+    Stat {
+        rel: Vec<u8>,
+        xattrs: bool,
     },
 }
 
