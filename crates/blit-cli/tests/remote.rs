@@ -1125,6 +1125,66 @@ fn raw_request(s: &mut TcpStream, id: u32, req: Req) -> (Vec<u8>, Rep) {
     }
 }
 
+/// A read the client cancels (`Msg::Cancel`) stops at the daemon's next frame: only what was
+/// queued and in the sockets arrives, the request ends, and the session goes on.
+#[test]
+fn a_cancelled_read_stops_the_daemon_sending() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    let len = 128usize << 20;
+    m.file("big.bin", vec![0x5a; len])
+        .file("small.txt", b"still here");
+    let d = Daemon::serve_plain(&[("m", m.root())]);
+    let (mut s, answer) = raw_hello(&d, pull_hello("m", b""));
+    assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
+    let req = Req::Read {
+        rel: b"big.bin".to_vec(),
+        expect: None,
+        have: Vec::new(),
+    };
+    s.write_all(&wire::encode_msg(&Msg::Req { id: 1, req }).unwrap())
+        .unwrap();
+    let mut got = 0usize;
+    let mut cancelled = false;
+    let end = loop {
+        match wire::read_frame(&mut s).expect("read a reply") {
+            Some(Frame::Data { id: 1, data, .. }) => {
+                got += data.len();
+                if !cancelled && got >= 2 << 20 {
+                    s.write_all(&wire::encode_msg(&Msg::Cancel(1)).unwrap())
+                        .unwrap();
+                    cancelled = true;
+                }
+            }
+            Some(Frame::Msg(m)) => match *m {
+                Msg::Rep { id: 1, rep } => break rep,
+                Msg::Ping => {}
+                other => panic!("unexpected message {other:?}"),
+            },
+            other => panic!("unexpected frame {other:?}"),
+        }
+    };
+    assert!(
+        got < len / 2,
+        "{} MiB of {} MiB sent after the cancel (reply {end:?})",
+        got >> 20,
+        len >> 20
+    );
+    let (data, rep) = raw_request(
+        &mut s,
+        2,
+        Req::Read {
+            rel: b"small.txt".to_vec(),
+            expect: None,
+            have: Vec::new(),
+        },
+    );
+    assert_eq!(
+        (data.as_slice(), rep),
+        (&b"still here"[..], Rep::ReadDone(10))
+    );
+}
+
 #[test]
 fn paths_cannot_leave_the_module() {
     let sb = Sandbox::new();
@@ -1256,6 +1316,14 @@ fn paths_cannot_leave_the_module() {
             rel: b"rel-escape/secret.txt".to_vec(),
             expect: None,
             have: Vec::new(),
+        },
+        Req::Stat {
+            rel: b"escape/secret.txt".to_vec(),
+            xattrs: true,
+        },
+        Req::Stat {
+            rel: b"../outside/secret.txt".to_vec(),
+            xattrs: false,
         },
         Req::Hash(b"escape/secret.txt".to_vec()),
         Req::Hash(b"../outside/secret.txt".to_vec()),

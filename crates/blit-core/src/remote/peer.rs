@@ -7,7 +7,7 @@
 //! empty, so many small replies (small files) leave in one system call and one TCP segment train
 //! instead of one each: batching without any added delay.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -64,8 +64,14 @@ const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(20);
 /// them waits here instead of holding whole files in memory.
 const QUEUE_BYTES: usize = 16 << 20;
 
+/// Cancelled requests remembered at most: a cancel that arrives after its request was served
+/// is never looked up, and must not pile up.
+const CANCELLED_MAX: usize = 4096;
+
 pub struct Peer {
     out: Arc<Mutex<Option<Sender<Vec<u8>>>>>,
+    /// Requests from the other side that it cancelled while they were being served.
+    cancelled: Mutex<HashSet<u32>>,
     /// Bytes queued and not yet written, and the signal that some were.
     queued: Arc<(Mutex<usize>, Condvar)>,
     pending: Mutex<HashMap<u32, Route>>,
@@ -76,22 +82,33 @@ pub struct Peer {
 }
 
 /// A request's replies, as they come. Dropping it before the end discards what is still on its
-/// way.
+/// way and tells the other side to stop sending it.
 pub struct Replies {
     id: u32,
     rx: Receiver<Incoming>,
     peer: Arc<Peer>,
+    /// The last reply came.
+    ended: AtomicBool,
 }
 
 impl Replies {
     pub fn next(&self) -> io::Result<Incoming> {
-        self.rx.recv().map_err(|_| self.peer.lost())
+        let got = self.rx.recv().map_err(|_| self.peer.lost())?;
+        if let Incoming::Rep(rep) = &got {
+            if !matches!(rep, Rep::Entries { last: false, .. }) {
+                self.ended.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(got)
     }
 }
 
 impl Drop for Replies {
     fn drop(&mut self) {
         self.peer.pending.lock().unwrap().remove(&self.id);
+        if !self.ended.load(Ordering::Relaxed) && !self.peer.is_closed() {
+            let _ = self.peer.send(&Msg::Cancel(self.id));
+        }
     }
 }
 
@@ -124,6 +141,7 @@ impl Peer {
         let queued = Arc::new((Mutex::new(0usize), Condvar::new()));
         let peer = Arc::new(Peer {
             out,
+            cancelled: Mutex::new(HashSet::new()),
             queued: Arc::clone(&queued),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
@@ -262,6 +280,7 @@ impl Peer {
             id,
             rx,
             peer: Arc::clone(self),
+            ended: AtomicBool::new(false),
         };
         self.send(&Msg::Req { id, req })?;
         Ok(replies)
@@ -274,6 +293,26 @@ impl Peer {
         for t in threads {
             let _ = t.join();
         }
+    }
+
+    /// The other side cancelled its request `id`: whoever serves it stops at its next frame.
+    fn cancel_received(&self, id: u32) {
+        let mut c = self.cancelled.lock().unwrap();
+        if c.len() >= CANCELLED_MAX {
+            // Cancels of requests served already; forgetting a live one only costs its data.
+            c.clear();
+        }
+        c.insert(id);
+    }
+
+    /// Whether the other side cancelled its request `id` (asked by the code serving it).
+    pub fn is_cancelled(&self, id: u32) -> bool {
+        self.cancelled.lock().unwrap().contains(&id)
+    }
+
+    /// The request `id` from the other side is answered: a cancel for it no longer matters.
+    pub fn served(&self, id: u32) {
+        self.cancelled.lock().unwrap().remove(&id);
     }
 
     fn route(&self, id: u32, item: Incoming, last: bool) {
@@ -386,6 +425,7 @@ fn read_loop(
                     peer.route(id, Incoming::Rep(rep), last);
                 }
                 Msg::Req { id, req } => handler.request(peer, id, req),
+                Msg::Cancel(id) => peer.cancel_received(id),
                 msg => handler.message(peer, msg),
             },
         }
@@ -407,15 +447,85 @@ mod tests {
 
     /// Two peers over loopback; `b` gives up after 300 ms of silence.
     fn pair(keepalive: Duration) -> (Arc<Peer>, Arc<Peer>) {
+        pair_serving(keepalive, Arc::new(Ignore))
+    }
+
+    /// As [`pair`], with `b` answering requests through `serve`.
+    fn pair_serving(keepalive: Duration, serve: Arc<dyn Handler>) -> (Arc<Peer>, Arc<Peer>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (b, _) = l.accept().unwrap();
         b.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let pa = Peer::start_with(Chan::Plain(a), Arc::new(Ignore), keepalive).unwrap();
-        let pb =
-            Peer::start_with(Chan::Plain(b), Arc::new(Ignore), Duration::from_secs(3600)).unwrap();
+        let pb = Peer::start_with(Chan::Plain(b), serve, Duration::from_secs(3600)).unwrap();
         (pa, pb)
+    }
+
+    /// Answers any request with data frames (64 KiB each, at most `LIMIT`) until the requester
+    /// cancels it; counts what it sent.
+    struct Endless {
+        sent: Arc<AtomicU32>,
+        done: Arc<AtomicBool>,
+    }
+    const LIMIT: u32 = 50_000;
+    impl Handler for Endless {
+        fn request(&self, peer: &Arc<Peer>, id: u32, _: Req) {
+            let (peer, sent, done) = (
+                Arc::clone(peer),
+                Arc::clone(&self.sent),
+                Arc::clone(&self.done),
+            );
+            std::thread::spawn(move || {
+                for i in 0..LIMIT {
+                    if peer.is_cancelled(id) {
+                        break;
+                    }
+                    let mut f = wire::data_header(id, u64::from(i) << 16, 1 << 16).to_vec();
+                    f.resize(17 + (1 << 16), 7);
+                    if peer.send_frame(f).is_err() {
+                        break;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = peer.send(&Msg::Rep {
+                    id,
+                    rep: Rep::ReadDone(0),
+                });
+                peer.served(id);
+                done.store(true, Ordering::Relaxed);
+            });
+        }
+        fn message(&self, _: &Arc<Peer>, _: Msg) {}
+    }
+
+    #[test]
+    fn dropping_replies_early_stops_the_sender() {
+        let (sent, done) = (
+            Arc::new(AtomicU32::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let serve = Arc::new(Endless {
+            sent: Arc::clone(&sent),
+            done: Arc::clone(&done),
+        });
+        let (a, b) = pair_serving(Duration::from_millis(100), serve);
+        let replies = a.request_data(Req::Hash(b"f".to_vec())).unwrap();
+        for _ in 0..2 {
+            assert!(matches!(replies.next().unwrap(), Incoming::Data { .. }));
+        }
+        drop(replies);
+        let start = std::time::Instant::now();
+        while !done.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(done.load(Ordering::Relaxed), "the sender never stopped");
+        // What was queued and in the sockets when the cancel came; not the 3 GiB asked.
+        let n = sent.load(Ordering::Relaxed);
+        assert!(n < 2_000, "{n} frames of 64 KiB sent after the cancel");
+        assert!(!b.is_cancelled(1), "a served request's cancel is kept");
+        a.finish();
+        b.finish();
     }
 
     #[test]

@@ -203,6 +203,10 @@ impl Tree {
         have: &[[u8; 32]],
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Rep> {
+        // Cancelled while it waited for a worker (a copy that failed before its data came).
+        if peer.is_cancelled(id) {
+            return Ok(Rep::Changed);
+        }
         let rel = wire_rel(rel)?;
         let (dir, name) = self.dirs.parent_of(&rel)?;
         let at = At::new(&dir, &name);
@@ -228,6 +232,9 @@ impl Tree {
             if n < len {
                 return Ok(Rep::Changed);
             }
+            if peer.is_cancelled(id) {
+                return Ok(Rep::Changed);
+            }
             if blake3::hash(&buf).as_bytes() != want {
                 let mut frame = wire::buffer(17 + len);
                 frame.extend_from_slice(&wire::data_header(id, off, len));
@@ -246,6 +253,10 @@ impl Tree {
             }
             let mut off = start;
             while off < end {
+                if peer.is_cancelled(id) {
+                    // Nobody reads this reply; it only ends the request.
+                    return Ok(Rep::Changed);
+                }
                 let want = ((end - off) as usize).min(wire::DATA_CHUNK);
                 let mut frame = wire::buffer_len(17 + want);
                 frame[..17].copy_from_slice(&wire::data_header(id, off, want));
@@ -370,6 +381,7 @@ impl Handler for ServeTree {
             if let Err(e) = tree.serve(&peer, id, req) {
                 peer.close(&format!("send failed: {e}"));
             }
+            peer.served(id);
         });
     }
 

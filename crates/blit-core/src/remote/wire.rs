@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: &[u8; 4] = b"BLIT";
 /// Version 2 added striped transfers of large files (`ReadRange`, `Role::Attach`,
 /// `Msg::Streams`, `PushJob::streams`); version 3 added `Stat` (a file that changed while read is
-/// looked at again before it is read again). Older encodings of these messages differ, so an
+/// looked at again before it is read again) and `Msg::Cancel`. Older encodings of these messages differ, so an
 /// older peer is refused at the preamble rather than misread.
 pub const VERSION: u16 = 3;
 /// A frame's body may not exceed this. Data frames carry at most [`DATA_CHUNK`] bytes; a message
@@ -114,6 +114,10 @@ pub enum Msg {
         secret: [u8; 32],
         count: u8,
     },
+    /// The requester no longer wants the replies to its request `id` (a file whose write
+    /// failed, a stripe of a file already void): the server stops sending its data at the next
+    /// frame, instead of sending the rest of a file that would only be dropped.
+    Cancel(u32),
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
