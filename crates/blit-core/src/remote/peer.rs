@@ -7,7 +7,7 @@
 //! empty, so many small replies (small files) leave in one system call and one TCP segment train
 //! instead of one each: batching without any added delay.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -64,14 +64,10 @@ const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(20);
 /// them waits here instead of holding whole files in memory.
 const QUEUE_BYTES: usize = 16 << 20;
 
-/// Cancelled requests remembered at most: a cancel that arrives after its request was served
-/// is never looked up, and must not pile up.
-const CANCELLED_MAX: usize = 4096;
-
 pub struct Peer {
     out: Arc<Mutex<Option<Sender<Vec<u8>>>>>,
-    /// Requests from the other side that it cancelled while they were being served.
-    cancelled: Mutex<HashSet<u32>>,
+    /// Requests from the other side being served here, and whether it has cancelled each.
+    serving: Mutex<HashMap<u32, bool>>,
     /// Bytes queued and not yet written, and the signal that some were.
     queued: Arc<(Mutex<usize>, Condvar)>,
     pending: Mutex<HashMap<u32, Route>>,
@@ -87,27 +83,23 @@ pub struct Replies {
     id: u32,
     rx: Receiver<Incoming>,
     peer: Arc<Peer>,
-    /// The last reply came.
-    ended: AtomicBool,
 }
 
 impl Replies {
     pub fn next(&self) -> io::Result<Incoming> {
-        let got = self.rx.recv().map_err(|_| self.peer.lost())?;
-        if let Incoming::Rep(rep) = &got {
-            if !matches!(rep, Rep::Entries { last: false, .. }) {
-                self.ended.store(true, Ordering::Relaxed);
-            }
-        }
-        Ok(got)
+        self.rx.recv().map_err(|_| self.peer.lost())
     }
 }
 
 impl Drop for Replies {
     fn drop(&mut self) {
-        self.peer.pending.lock().unwrap().remove(&self.id);
-        if !self.ended.load(Ordering::Relaxed) && !self.peer.is_closed() {
-            let _ = self.peer.send(&Msg::Cancel(self.id));
+        // Still routed: its last reply has not arrived (the reader unroutes a request when it
+        // does), so the other side may still be sending.
+        let open = self.peer.pending.lock().unwrap().remove(&self.id).is_some();
+        // Unblock a reader waiting to hand this request a frame, before anything else.
+        drop(std::mem::replace(&mut self.rx, mpsc::channel().1));
+        if open && !self.peer.is_closed() {
+            let _ = self.peer.send_unthrottled(&Msg::Cancel(self.id));
         }
     }
 }
@@ -141,7 +133,7 @@ impl Peer {
         let queued = Arc::new((Mutex::new(0usize), Condvar::new()));
         let peer = Arc::new(Peer {
             out,
-            cancelled: Mutex::new(HashSet::new()),
+            serving: Mutex::new(HashMap::new()),
             queued: Arc::clone(&queued),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
@@ -249,6 +241,17 @@ impl Peer {
         self.send_frame(wire::encode_msg(msg)?)
     }
 
+    /// Sends a small control message without waiting for room in the queue (it is sent from
+    /// `Drop`, which should not wait behind megabytes of data).
+    fn send_unthrottled(&self, msg: &Msg) -> io::Result<()> {
+        let frame = wire::encode_msg(msg)?;
+        *self.queued.0.lock().unwrap() += frame.len();
+        match self.out.lock().unwrap().as_ref() {
+            Some(tx) => tx.send(frame).map_err(|_| self.lost()),
+            None => Err(self.lost()),
+        }
+    }
+
     /// Sends a request whose replies are small (any number may wait unread).
     pub fn request(self: &Arc<Self>, req: Req) -> io::Result<Replies> {
         let (tx, rx) = mpsc::channel();
@@ -280,7 +283,6 @@ impl Peer {
             id,
             rx,
             peer: Arc::clone(self),
-            ended: AtomicBool::new(false),
         };
         self.send(&Msg::Req { id, req })?;
         Ok(replies)
@@ -295,24 +297,28 @@ impl Peer {
         }
     }
 
-    /// The other side cancelled its request `id`: whoever serves it stops at its next frame.
+    /// The request `id` from the other side is taken on (by a handler, as it arrives, so before
+    /// any cancel of it is read): from now until [`Peer::served`], a cancel of it is heard.
+    pub fn serving(&self, id: u32) {
+        self.serving.lock().unwrap().insert(id, false);
+    }
+
+    /// The other side cancelled its request `id`: whoever serves it stops at its next frame. A
+    /// cancel of a request not (or no longer) being served is ignored, so none pile up.
     fn cancel_received(&self, id: u32) {
-        let mut c = self.cancelled.lock().unwrap();
-        if c.len() >= CANCELLED_MAX {
-            // Cancels of requests served already; forgetting a live one only costs its data.
-            c.clear();
+        if let Some(c) = self.serving.lock().unwrap().get_mut(&id) {
+            *c = true;
         }
-        c.insert(id);
     }
 
     /// Whether the other side cancelled its request `id` (asked by the code serving it).
     pub fn is_cancelled(&self, id: u32) -> bool {
-        self.cancelled.lock().unwrap().contains(&id)
+        self.serving.lock().unwrap().get(&id) == Some(&true)
     }
 
-    /// The request `id` from the other side is answered: a cancel for it no longer matters.
+    /// The request `id` from the other side is answered.
     pub fn served(&self, id: u32) {
-        self.cancelled.lock().unwrap().remove(&id);
+        self.serving.lock().unwrap().remove(&id);
     }
 
     fn route(&self, id: u32, item: Incoming, last: bool) {
@@ -471,6 +477,7 @@ mod tests {
     const LIMIT: u32 = 50_000;
     impl Handler for Endless {
         fn request(&self, peer: &Arc<Peer>, id: u32, _: Req) {
+            peer.serving(id);
             let (peer, sent, done) = (
                 Arc::clone(peer),
                 Arc::clone(&self.sent),
@@ -523,7 +530,10 @@ mod tests {
         // What was queued and in the sockets when the cancel came; not the 3 GiB asked.
         let n = sent.load(Ordering::Relaxed);
         assert!(n < 2_000, "{n} frames of 64 KiB sent after the cancel");
-        assert!(!b.is_cancelled(1), "a served request's cancel is kept");
+        assert!(
+            b.serving.lock().unwrap().is_empty(),
+            "a served request is still held"
+        );
         a.finish();
         b.finish();
     }

@@ -375,6 +375,8 @@ impl Drop for Pool {
 
 impl Handler for ServeTree {
     fn request(&self, peer: &Arc<Peer>, id: u32, req: Req) {
+        // Marked now, on the reader's thread, so a cancel read after it is heard.
+        peer.serving(id);
         let peer = Arc::clone(peer);
         let tree = Arc::clone(&self.tree);
         self.pool.spawn(move || {

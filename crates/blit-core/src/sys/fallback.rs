@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io;
 
-use super::{FastPaths, Method, BUFFER_MAX};
+use super::{read_at, write_all_at, FastPaths, Method, BUFFER_MAX};
 use crate::cancel::CancelToken;
 
 /// Copies `len` bytes of `src` from `offset` to the same offset of `dst`. Returns the bytes copied,
@@ -37,52 +37,6 @@ pub fn copy_range_rw(
         done += n as u64;
     }
     Ok(done)
-}
-
-#[cfg(unix)]
-fn read_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(f, buf, at)
-}
-
-#[cfg(unix)]
-fn write_all_at(f: &File, buf: &[u8], at: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(f, buf, at)
-}
-
-/// `ReadFile` with the offset in its `OVERLAPPED`: one call, as `pread` is.
-#[cfg(windows)]
-fn read_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(f, buf, at)
-}
-
-#[cfg(windows)]
-fn write_all_at(f: &File, mut buf: &[u8], mut at: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        match std::os::windows::fs::FileExt::seek_write(f, buf, at) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                buf = &buf[n..];
-                at += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(any(unix, windows)))]
-fn read_at(mut f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
-    use std::io::{Read, Seek, SeekFrom};
-    f.seek(SeekFrom::Start(at))?;
-    f.read(buf)
-}
-
-#[cfg(not(any(unix, windows)))]
-fn write_all_at(mut f: &File, buf: &[u8], at: u64) -> io::Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    f.seek(SeekFrom::Start(at))?;
-    f.write_all(buf)
 }
 
 /// Copies the whole content; see the Linux version for the fast paths.
