@@ -209,6 +209,32 @@ fn owners_and_groups_are_kept_as_root() {
     assert_trees_equal(sb.src().root(), sb.dst().root());
 }
 
+/// A set-group-ID destination folder hands its group (and the bit, to subfolders) to what is
+/// created inside it. Entries whose owner is Blit's own must still end with the source's group,
+/// in the subfolders Blit makes there too, where `chown` might look unnecessary.
+#[test]
+fn a_setgid_destination_folder_does_not_give_its_group_to_copies() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("f", b"f")
+        .file("d/g", b"g")
+        .file("d/e/h", b"h")
+        .symlink("d/l", "g")
+        .chown_all(0, 0);
+    let dst = sb.dst();
+    dst.mkroot()
+        .dir("inbox")
+        .chown("inbox", 0, 4321)
+        .chmod("inbox", 0o2775);
+    let inbox = dst.p("inbox");
+    expect_code(&run(["copy".as_ref(), src.root(), inbox.as_path()]), 0);
+    for p in ["f", "d", "d/g", "d/e", "d/e/h", "d/l"] {
+        let md = std::fs::symlink_metadata(dst.p("inbox").join(p)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (0, 0), "{p}");
+    }
+    assert_trees_equal(src.root(), &dst.p("inbox"));
+}
+
 #[test]
 fn nanosecond_mtimes_of_files_folders_and_links_are_kept() {
     let sb = Sandbox::new();

@@ -692,6 +692,34 @@ fn fill_inodes(dir: &Path, free: u64) {
     }
 }
 
+/// On a `grpid` mount every folder hands its group to what is created in it, set-group-ID or
+/// not. Copies whose owner is Blit's own must still end with the source's group: in a folder of
+/// another group, in the subfolders Blit makes there, and for a single file.
+#[test]
+fn a_grpid_mount_does_not_give_its_groups_to_copies() {
+    let sb = Sandbox::new();
+    // Declared after the sandbox, so it is unmounted first.
+    let lfs = LoopFs::with_options(16, 256, "loop,grpid");
+    let src = sb.src();
+    src.file("f", b"f")
+        .file("d/g", b"g")
+        .file("d/e/h", b"h")
+        .chown_all(0, 0);
+    let dst = Tree::at(lfs.mnt());
+    dst.dir("inbox")
+        .chown("inbox", 0, 4321)
+        .dir("single")
+        .chown("single", 0, 4321);
+    assert_eq!(dst.meta("inbox").mode() & 0o2000, 0, "not set-group-ID");
+    expect_code(&run(args("copy", &[], src.root(), &dst.p("inbox"))), 0);
+    for p in ["f", "d", "d/g", "d/e", "d/e/h"] {
+        assert_eq!(dst.meta(Path::new("inbox").join(p)).gid(), 0, "{p}");
+    }
+    assert_trees_equal(src.root(), &dst.p("inbox"));
+    expect_code(&run(args("copy", &[], &src.p("f"), &dst.p("single"))), 0);
+    assert_eq!(dst.meta("single/f").gid(), 0, "a single file");
+}
+
 #[test]
 fn full_disk() {
     let mut rep = Report::new("full_disk");

@@ -90,7 +90,9 @@ struct Node<D> {
     src: Arc<D>,
     /// `None` in a dry run when the folder does not exist yet.
     dst: Option<Arc<Dir>>,
-    /// The destination folder passes its group to new files.
+    /// New entries in the destination folder may get a group other than ours: it is
+    /// set-group-ID, or its group is not ours (which a `grpid` mount passes on too). Then an
+    /// owner that looks like ours is still set explicitly.
     dst_setgid: bool,
 }
 
@@ -107,6 +109,9 @@ struct DirRecord {
     reason: Option<Reason>,
     /// The folder stood in the destination before the run.
     existed: bool,
+    /// Made by this run, with this owner and group (ours; a set-group-ID parent would have
+    /// given its group, so then unknown): a `chown` to the same is skipped.
+    made_as: Option<(u32, u32)>,
 }
 
 /// Worker time per activity of the sync phase, for `--stats`: walk, plan and copy overlap in
@@ -339,12 +344,31 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
     }
 
+    /// Whether new entries in the destination folder `d` may get a group other than ours.
+    fn gives_group(&self, d: &Entry) -> bool {
+        d.perm & 0o2000 != 0 || d.gid != self.creator.1
+    }
+
     /// The xattrs a destination entry should get, when xattrs are kept.
     fn xattrs_of(&self, dir: &S::Dir, name: &OsStr, a: &Entry) -> Result<Option<Xattrs>> {
+        self.wanted_xattrs(a, || self.src.inside(dir, name, a).xattrs())
+    }
+
+    /// As [`Self::xattrs_of`], with `read` reaching the source entry only when it must.
+    fn wanted_xattrs(
+        &self,
+        a: &Entry,
+        read: impl FnOnce() -> Result<Xattrs>,
+    ) -> Result<Option<Xattrs>> {
         if !self.opts.meta.xattrs {
             return Ok(None);
         }
-        self.src.inside(dir, name, a).xattrs().map(Some)
+        if !a.xattrs {
+            // The walk looked and saw none (roots, never looked at, say "maybe"): no need to
+            // read them again.
+            return Ok(Some(Xattrs::new()));
+        }
+        read().map(Some)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -417,6 +441,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                             entry: src_entry.clone(),
                             reason: None,
                             existed: false,
+                            made_as: None,
                         });
                         d
                     }
@@ -427,7 +452,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         let node = Node {
             src,
             dst,
-            dst_setgid: dst_entry.as_ref().is_some_and(|e| e.perm & 0o2000 != 0),
+            dst_setgid: dst_entry.as_ref().is_some_and(|e| self.gives_group(e)),
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.workers.max(1))
@@ -466,7 +491,8 @@ impl<'a, S: Source> Syncer<'a, S> {
             sname: &sname,
             dst: Some(&ddir),
             dname: &dname,
-            setgid: false,
+            // The folder it lands in was not looked at: assume nothing about the group it gives.
+            setgid: true,
         };
         match b {
             None => self.write(&pair, &a, None, Reason::New),
@@ -657,8 +683,10 @@ impl<'a, S: Source> Syncer<'a, S> {
         let parent_dst = node.dst.clone();
         let rel = a.rel.clone();
         let (dst_setgid, existing_dir) = match &b {
-            Some(b) if b.kind == Kind::Dir => (b.perm & 0o2000 != 0, true),
-            _ => (false, false),
+            Some(b) if b.kind == Kind::Dir => (self.gives_group(b), true),
+            // A folder made here got its group from its parent if the parent gives one (and
+            // with it, on Linux, the set-group-ID bit): it gives it on in turn.
+            _ => (node.dst_setgid, false),
         };
         if !existing_dir {
             // Create it (replacing a non-folder standing there), before anything inside.
@@ -689,6 +717,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 entry: a.clone(),
                 reason: None,
                 existed: false,
+                made_as: (!node.dst_setgid).then_some(self.creator),
             });
         }
         if existing_dir {
@@ -772,6 +801,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             entry: a.clone(),
             reason,
             existed: true,
+            made_as: None,
         });
     }
 
@@ -1429,11 +1459,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             return;
         }
         if !self.opts.dry_run {
-            let located = self
-                .src
-                .parent_of(rel)
-                .and_then(|s| self.dst_dirs.parent_of(rel).map(|d| (s, d)));
-            let r = located.and_then(|((sd, sn), (dd, dn))| {
+            let r = self.dst_dirs.parent_of(rel).and_then(|(dd, dn)| {
                 let at = At::new(&dd, &dn);
                 if d.existed && d.reason.is_none() {
                     // Matched when paired (xattrs included); what the run did inside may have
@@ -1447,8 +1473,17 @@ impl<'a, S: Source> Syncer<'a, S> {
                         _ => sys::apply_meta_at(at, &d.entry, self.opts.meta, None),
                     };
                 }
-                let xattrs = self.xattrs_of(&sd, &sn, &d.entry)?;
-                sys::apply_meta_at(at, &d.entry, self.opts.meta, xattrs.as_ref())
+                // The source folder is reached only if its xattrs must be read.
+                let xattrs = self.wanted_xattrs(&d.entry, || {
+                    let (sd, sn) = self.src.parent_of(rel)?;
+                    let read = self.src.inside(&sd, &sn, &d.entry).xattrs();
+                    read
+                })?;
+                let mut meta = self.opts.meta;
+                if d.made_as == Some((d.entry.uid, d.entry.gid)) {
+                    meta.owner = false;
+                }
+                sys::apply_meta_at(at, &d.entry, meta, xattrs.as_ref())
             });
             if let Err(e) = r {
                 self.fail(e);
@@ -1499,7 +1534,8 @@ struct Pair<'p, D> {
     sname: &'p OsStr,
     dst: Option<&'p Arc<Dir>>,
     dname: &'p OsStr,
-    /// The destination folder is setgid (new files inherit its group, so `chown` must run).
+    /// New files in the destination folder may get a group other than ours (see
+    /// `Node::dst_setgid`), so `chown` must run.
     setgid: bool,
 }
 

@@ -320,6 +320,11 @@ impl LoopFs {
     /// `size_mib` MiB with at most `inodes` inodes, no blocks reserved for root (blit runs as
     /// root, so reserved blocks would be usable and "full" would not be full).
     pub fn new(size_mib: u64, inodes: u32) -> LoopFs {
+        Self::with_options(size_mib, inodes, "loop")
+    }
+
+    /// As [`LoopFs::new`], mounted with `options` (which must include `loop`).
+    pub fn with_options(size_mib: u64, inodes: u32, options: &str) -> LoopFs {
         let dir = tempfile::Builder::new()
             .prefix("blit-loopfs-")
             .tempdir_in(std::env::temp_dir())
@@ -341,7 +346,7 @@ impl LoopFs {
             .arg(&img))
         .expect("mkfs.ext4 (install e2fsprogs)");
         sh(Command::new("mount")
-            .args(["-o", "loop"])
+            .args(["-o", options])
             .arg(&img)
             .arg(&fs.mnt))
         .expect("loop mount (needs root)");

@@ -760,6 +760,11 @@ pub fn xattrs_of(at: At<'_>) -> Result<Xattrs> {
 }
 
 fn sync_xattrs(want: &Xattrs, dst: At<'_>) -> Result<()> {
+    // The usual case, nothing wanted and nothing there, costs one size query relative to the
+    // folder instead of a listing through the whole path (a deep tree's folders paid ~15 µs).
+    if want.is_empty() && !has_xattrs(dst)? {
+        return Ok(());
+    }
     let have = xattrs_of(dst)?;
     let p = xattr_path(dst);
     for (name, _) in &have {
