@@ -704,6 +704,7 @@ fn a_grpid_mount_does_not_give_its_groups_to_copies() {
     src.file("f", b"f")
         .file("d/g", b"g")
         .file("d/e/h", b"h")
+        .symlink("d/l", "g")
         .chown_all(0, 0);
     let dst = Tree::at(lfs.mnt());
     dst.dir("inbox")
@@ -712,8 +713,9 @@ fn a_grpid_mount_does_not_give_its_groups_to_copies() {
         .chown("single", 0, 4321);
     assert_eq!(dst.meta("inbox").mode() & 0o2000, 0, "not set-group-ID");
     expect_code(&run(args("copy", &[], src.root(), &dst.p("inbox"))), 0);
-    for p in ["f", "d", "d/g", "d/e", "d/e/h"] {
-        assert_eq!(dst.meta(Path::new("inbox").join(p)).gid(), 0, "{p}");
+    for p in ["f", "d", "d/g", "d/e", "d/e/h", "d/l"] {
+        let md = fs::symlink_metadata(dst.p(Path::new("inbox").join(p))).unwrap();
+        assert_eq!(md.gid(), 0, "{p}");
     }
     assert_trees_equal(src.root(), &dst.p("inbox"));
     expect_code(&run(args("copy", &[], &src.p("f"), &dst.p("single"))), 0);

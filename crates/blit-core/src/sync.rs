@@ -996,17 +996,19 @@ impl<'a, S: Source> Syncer<'a, S> {
                 let target = self.src.inside(pair.src, pair.sname, a).link_target()?;
                 let dir_link = self.src.link_is_dir(pair.src, pair.sname, a);
                 let xattrs = self.xattrs_of(pair.src, pair.sname, a)?;
+                let meta = self.meta_for_new(pair, a);
                 self.place(dst, pair.dname, &a.rel, replaces_dir, |tmp| {
                     sys::symlink_at(&target, tmp, dir_link)?;
-                    sys::apply_meta_at(tmp, a, self.opts.meta, xattrs.as_ref())
+                    sys::apply_meta_at(tmp, a, meta, xattrs.as_ref())
                 })
                 .map(|()| (0, "symlink"))
             }
             _ => {
                 let xattrs = self.xattrs_of(pair.src, pair.sname, a)?;
+                let meta = self.meta_for_new(pair, a);
                 self.place(dst, pair.dname, &a.rel, replaces_dir, |tmp| {
                     sys::make_special_at(tmp, a)?;
-                    sys::apply_meta_at(tmp, a, self.opts.meta, xattrs.as_ref())
+                    sys::apply_meta_at(tmp, a, meta, xattrs.as_ref())
                 })
                 .map(|()| (0, "special"))
             }
@@ -1032,6 +1034,17 @@ impl<'a, S: Source> Syncer<'a, S> {
             self.delete_tree(dir, name, rel, true)?;
         }
         guard.commit(name)
+    }
+
+    /// What to set on an entry this run creates in `pair`'s folder: no `chown` when it is
+    /// certainly made with the owner and group it should have (ours, in a folder that gives no
+    /// other group), as for files.
+    fn meta_for_new(&self, pair: &Pair<'_, S::Dir>, a: &Entry) -> sys::MetaOpts {
+        let mut meta = self.opts.meta;
+        if !pair.setgid && self.creator == (a.uid, a.gid) {
+            meta.owner = false;
+        }
+        meta
     }
 
     fn copy_file(
