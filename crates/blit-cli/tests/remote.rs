@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::assert::Assert;
 use blit_core::remote::wire::{
-    self, Frame, Hello, Listed, Msg, PushJob, Rep, Req, Role, WireEntry, WireError,
+    self, Finished, Frame, Hello, Listed, Msg, PushJob, Rep, Req, Role, WireEntry, WireError,
 };
 use common::*;
 
@@ -1449,6 +1449,39 @@ fn raw_push(d: &Daemon, mode: u8, streams: u8) -> TcpStream {
     s
 }
 
+/// Plays the source side of a raw push: answers each of the daemon's requests with `answer`
+/// (which may send data frames first) until the daemon finishes. Returns its totals, or `None`
+/// if it hung up without finishing.
+fn serve_push(
+    s: &mut TcpStream,
+    mut answer: impl FnMut(&mut TcpStream, u32, Req) -> Rep,
+) -> Option<Finished> {
+    while let Some(frame) = wire::read_frame(s).expect("read from the daemon") {
+        let Frame::Msg(msg) = frame else {
+            panic!("the daemon sent file data on a push")
+        };
+        match *msg {
+            Msg::Req { id, req } => {
+                let rep = answer(s, id, req);
+                s.write_all(&wire::encode_msg(&Msg::Rep { id, rep }).unwrap())
+                    .unwrap();
+            }
+            Msg::Finished(f) => return Some(f),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Sends `data` as the file data of request `id`, from offset `at`.
+fn send_data(s: &mut TcpStream, id: u32, at: u64, data: &[u8]) {
+    for (i, chunk) in data.chunks(wire::DATA_CHUNK).enumerate() {
+        let mut f = wire::data_header(id, at + (i * wire::DATA_CHUNK) as u64, chunk.len()).to_vec();
+        f.extend_from_slice(chunk);
+        s.write_all(&f).unwrap();
+    }
+}
+
 /// A file that changes between its listing and its read is read again as it has become: the
 /// daemon asks for the entry anew (`Stat`), holds the next read to it, and stamps the copy with
 /// it. Never the listing's size (a shrunk file padded with zeros, a grown one refused) or times.
@@ -1467,60 +1500,39 @@ fn a_file_changed_while_read_is_copied_as_it_has_become() {
         now.mtime_nsec = 123;
         let mut s = raw_push(&d, 0, 1);
         let mut asked = Vec::new();
-        let mut finished = false;
-        while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
-            let Frame::Msg(msg) = frame else {
-                panic!("the daemon sent file data on a push")
-            };
-            let (id, req) = match *msg {
-                Msg::Req { id, req } => (id, req),
-                Msg::Finished(_) => {
-                    finished = true;
-                    break;
+        let finished = serve_push(&mut s, |s, id, req| match req {
+            Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
+                entries: vec![Listed::Ok(wire_entry(b"f.bin", 0, listed_len, 8))],
+                temps: Vec::new(),
+                last: true,
+            },
+            Req::Read { rel, expect, .. } if rel == b"f.bin" => {
+                let x = expect.expect("every read is held to an entry");
+                asked.push(format!("read {} {}", x.size, x.ino));
+                if x.ino == 8 {
+                    // What the listing saw is gone.
+                    Rep::Changed
+                } else {
+                    assert_eq!(
+                        (x.size, x.mtime_sec, x.mtime_nsec, x.ino),
+                        (now_len as u64, 1_700_000_000, 123, 9)
+                    );
+                    send_data(s, id, 0, &now_data);
+                    Rep::ReadDone(now_len as u64)
                 }
-                _ => continue,
-            };
-            let reply = match req {
-                Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
-                    entries: vec![Listed::Ok(wire_entry(b"f.bin", 0, listed_len, 8))],
+            }
+            Req::Stat { rel, .. } if rel == b"f.bin" => {
+                asked.push("stat".to_string());
+                Rep::Entries {
+                    entries: vec![Listed::Ok(now.clone())],
                     temps: Vec::new(),
                     last: true,
-                },
-                Req::Read { rel, expect, .. } if rel == b"f.bin" => {
-                    let x = expect.expect("every read is held to an entry");
-                    asked.push(format!("read {} {}", x.size, x.ino));
-                    if x.ino == 8 {
-                        // What the listing saw is gone.
-                        Rep::Changed
-                    } else {
-                        assert_eq!(
-                            (x.size, x.mtime_sec, x.mtime_nsec, x.ino),
-                            (now_len as u64, 1_700_000_000, 123, 9)
-                        );
-                        for (i, chunk) in now_data.chunks(wire::DATA_CHUNK).enumerate() {
-                            let off = (i * wire::DATA_CHUNK) as u64;
-                            let mut f = wire::data_header(id, off, chunk.len()).to_vec();
-                            f.extend_from_slice(chunk);
-                            s.write_all(&f).unwrap();
-                        }
-                        Rep::ReadDone(now_len as u64)
-                    }
                 }
-                Req::Stat { rel, .. } if rel == b"f.bin" => {
-                    asked.push("stat".to_string());
-                    Rep::Entries {
-                        entries: vec![Listed::Ok(now.clone())],
-                        temps: Vec::new(),
-                        last: true,
-                    }
-                }
-                other => panic!("round {round}: unexpected request {other:?}"),
-            };
-            s.write_all(&wire::encode_msg(&Msg::Rep { id, rep: reply }).unwrap())
-                .unwrap();
-        }
+            }
+            other => panic!("round {round}: unexpected request {other:?}"),
+        });
         assert!(
-            finished,
+            finished.is_some(),
             "round {round}: the daemon hung up without finishing"
         );
         assert_eq!(
@@ -1570,46 +1582,28 @@ fn a_push_client_cannot_name_entries_outside_the_module() {
     ];
     for (round, bad) in bad_names.iter().enumerate() {
         let mut s = raw_push(&d, 1, 1);
-        let mut finished = false;
-        while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
-            let Frame::Msg(msg) = frame else {
-                panic!("the daemon sent file data on a push")
-            };
-            let (id, req) = match *msg {
-                Msg::Req { id, req } => (id, req),
-                Msg::Finished(_) => {
-                    finished = true;
-                    break;
-                }
-                _ => continue,
-            };
-            let reply = match req {
-                Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
-                    entries: vec![
-                        Listed::Ok(wire_entry(bad, 0, 5, 2)),
-                        Listed::Ok(wire_entry(b"ok.txt", 0, 5, 3)),
-                    ],
-                    temps: vec![b"../../outside/victim".to_vec(), bad.to_vec()],
-                    last: true,
-                },
-                Req::Read { rel, .. } => {
-                    let mut f = wire::data_header(id, 0, 5).to_vec();
-                    f.extend_from_slice(if rel == b"ok.txt" { b"hello" } else { b"owned" });
-                    s.write_all(&f).unwrap();
-                    Rep::ReadDone(5)
-                }
-                other => Rep::Err(WireError {
-                    op: "open".into(),
-                    path: format!("{other:?}").into_bytes(),
-                    kind: 1,
-                    message: "no".into(),
-                }),
-            };
-            s.write_all(&wire::encode_msg(&Msg::Rep { id, rep: reply }).unwrap())
-                .unwrap();
-        }
+        let finished = serve_push(&mut s, |s, id, req| match req {
+            Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
+                entries: vec![
+                    Listed::Ok(wire_entry(bad, 0, 5, 2)),
+                    Listed::Ok(wire_entry(b"ok.txt", 0, 5, 3)),
+                ],
+                temps: vec![b"../../outside/victim".to_vec(), bad.to_vec()],
+                last: true,
+            },
+            Req::Read { rel, .. } => {
+                send_data(s, id, 0, if rel == b"ok.txt" { b"hello" } else { b"owned" });
+                Rep::ReadDone(5)
+            }
+            other => Rep::Err(WireError {
+                op: "open".into(),
+                path: format!("{other:?}").into_bytes(),
+                kind: 1,
+                message: "no".into(),
+            }),
+        });
         assert!(
-            finished,
+            finished.is_some(),
             "round {round}: the daemon hung up without finishing"
         );
         assert_trees_equal(&out_snap, outside.root());
@@ -2968,63 +2962,41 @@ fn a_lost_extra_connection_sends_the_file_again_on_the_main_one() {
             None => panic!("the daemon asked nothing on the extra connection"),
         }
     });
-    let send_data = |s: &mut TcpStream, id: u32, range: std::ops::Range<usize>| {
-        for (i, chunk) in data[range.clone()].chunks(wire::DATA_CHUNK).enumerate() {
-            let off = (range.start + i * wire::DATA_CHUNK) as u64;
-            let mut f = wire::data_header(id, off, chunk.len()).to_vec();
-            f.extend_from_slice(chunk);
-            s.write_all(&f).unwrap();
-        }
-    };
     let mut spare = Some(spare);
     let mut asked = Vec::new();
-    let mut finished = None;
-    while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
-        let Frame::Msg(msg) = frame else { continue };
-        let (id, req) = match *msg {
-            Msg::Req { id, req } => (id, req),
-            Msg::Finished(f) => {
-                finished = Some(f);
-                break;
-            }
-            _ => continue,
-        };
-        let reply = match req {
-            Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
+    let finished = serve_push(&mut s, |s, id, req| match req {
+        Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
+            entries: vec![Listed::Ok(wire_entry(b"big.bin", 0, len as u64, 8))],
+            temps: Vec::new(),
+            last: true,
+        },
+        Req::ReadRange { start, end, .. } => {
+            // Answered only once the other stripe's connection is gone.
+            let theirs = spare.take().expect("one stripe here").join().unwrap();
+            assert!(
+                matches!(theirs, Req::ReadRange { start: 0, .. }) || start == 0,
+                "the stripes do not start the file: {theirs:?}"
+            );
+            asked.push("stripe".to_string());
+            send_data(s, id, start, &data[start as usize..end as usize]);
+            Rep::ReadDone(end - start)
+        }
+        Req::Stat { .. } => {
+            asked.push("stat".to_string());
+            Rep::Entries {
                 entries: vec![Listed::Ok(wire_entry(b"big.bin", 0, len as u64, 8))],
                 temps: Vec::new(),
                 last: true,
-            },
-            Req::ReadRange { start, end, .. } => {
-                // Answered only once the other stripe's connection is gone.
-                let theirs = spare.take().expect("one stripe here").join().unwrap();
-                assert!(
-                    matches!(theirs, Req::ReadRange { start: 0, .. }) || start == 0,
-                    "the stripes do not start the file: {theirs:?}"
-                );
-                asked.push("stripe".to_string());
-                send_data(&mut s, id, start as usize..end as usize);
-                Rep::ReadDone(end - start)
             }
-            Req::Stat { .. } => {
-                asked.push("stat".to_string());
-                Rep::Entries {
-                    entries: vec![Listed::Ok(wire_entry(b"big.bin", 0, len as u64, 8))],
-                    temps: Vec::new(),
-                    last: true,
-                }
-            }
-            Req::Read { expect, .. } => {
-                asked.push("read".to_string());
-                assert_eq!(expect.map(|x| (x.size, x.ino)), Some((len as u64, 8)));
-                send_data(&mut s, id, 0..len);
-                Rep::ReadDone(len as u64)
-            }
-            other => panic!("unexpected request {other:?}"),
-        };
-        s.write_all(&wire::encode_msg(&Msg::Rep { id, rep: reply }).unwrap())
-            .unwrap();
-    }
+        }
+        Req::Read { expect, .. } => {
+            asked.push("read".to_string());
+            assert_eq!(expect.map(|x| (x.size, x.ino)), Some((len as u64, 8)));
+            send_data(s, id, 0, &data);
+            Rep::ReadDone(len as u64)
+        }
+        other => panic!("unexpected request {other:?}"),
+    });
     let f = finished.expect("the daemon hung up without finishing");
     assert_eq!(f.refused, None);
     assert_eq!(
@@ -3083,31 +3055,16 @@ fn extra_connections_need_the_push_sessions_secret() {
     );
 
     // Finish the push: an empty source folder.
-    let mut finished = false;
-    while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
-        let Frame::Msg(msg) = frame else { continue };
-        match *msg {
-            Msg::Req {
-                id,
-                req: Req::List { .. },
-            } => {
-                let rep = Rep::Entries {
-                    entries: Vec::new(),
-                    temps: Vec::new(),
-                    last: true,
-                };
-                s.write_all(&wire::encode_msg(&Msg::Rep { id, rep }).unwrap())
-                    .unwrap();
-            }
-            Msg::Finished(f) => {
-                assert_eq!(f.refused, None);
-                finished = true;
-                break;
-            }
-            _ => {}
-        }
-    }
-    assert!(finished, "the daemon hung up without finishing");
+    let finished = serve_push(&mut s, |_, _, req| match req {
+        Req::List { .. } => Rep::Entries {
+            entries: Vec::new(),
+            temps: Vec::new(),
+            last: true,
+        },
+        other => panic!("unexpected request {other:?}"),
+    });
+    let f = finished.expect("the daemon hung up without finishing");
+    assert_eq!(f.refused, None);
     s.shutdown(Shutdown::Write).unwrap();
     // The attached connections end with the push.
     for mut a in [a1, a2] {

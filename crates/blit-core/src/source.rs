@@ -138,17 +138,22 @@ pub fn list_local(
         if !keep(&entry.rel, entry.kind == Kind::Dir) {
             continue;
         }
-        let entry = if xattrs {
-            sys::has_xattrs(at).map(|has| Entry {
-                xattrs: has,
-                ..entry
-            })
-        } else {
-            Ok(entry)
-        };
+        let entry = with_xattr_probe(at, entry, xattrs);
         out.entries.push((name, entry));
     }
     Ok(out)
+}
+
+/// `entry` (of `at`), with whether it has xattrs when they are kept (`xattrs`): the walk's look
+/// at one entry after its `fstatat`.
+pub fn with_xattr_probe(at: At<'_>, entry: Entry, xattrs: bool) -> Result<Entry> {
+    if !xattrs {
+        return Ok(entry);
+    }
+    sys::has_xattrs(at).map(|has| Entry {
+        xattrs: has,
+        ..entry
+    })
 }
 
 impl Source for LocalSource {

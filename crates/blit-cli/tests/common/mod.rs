@@ -502,6 +502,26 @@ pub fn striped_files(a: &Assert) -> u64 {
         .sum()
 }
 
+/// Files, nested folders and a symlink, all root's (Blit's own owner in the tests), for the
+/// tests of folders that hand their group on; returns the entries' relative paths.
+pub fn roots_tree(t: &Tree) -> [&'static str; 6] {
+    t.file("f", b"f")
+        .file("d/g", b"g")
+        .file("d/e/h", b"h")
+        .symlink("d/l", "g")
+        .chown_all(0, 0);
+    ["f", "d", "d/g", "d/e", "d/e/h", "d/l"]
+}
+
+/// Panics unless each of `rels` under `root` (links not followed) is owned by root:root.
+pub fn assert_roots(root: &Path, rels: &[&str]) {
+    use std::os::unix::fs::MetadataExt;
+    for rel in rels {
+        let md = fs::symlink_metadata(root.join(rel)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (0, 0), "{rel}");
+    }
+}
+
 /// Bytes a JSON summary says were created or updated.
 pub fn bytes_moved(j: &serde_json::Value) -> u64 {
     j["actions"]["create"]["bytes"].as_u64().unwrap()

@@ -108,10 +108,7 @@ impl Tree {
         let looked = wire_rel(rel).and_then(|r| {
             let (dir, name) = self.dirs.parent_of(&r)?;
             let at = At::new(&dir, &name);
-            let mut e = sys::stat_at(at, r)?;
-            if xattrs {
-                e.xattrs = sys::has_xattrs(at)?;
-            }
+            let e = source::with_xattr_probe(at, sys::stat_at(at, r)?, xattrs)?;
             describe(&dir, &name, &e, xattrs)
         });
         match looked {
