@@ -104,3 +104,39 @@ impl DirCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cached handle is shared: listing it a second time (another request for the same folder)
+    /// must see every name again, not the end the first listing left it at; an empty answer
+    /// would read as an empty folder, and a mirror would delete to match.
+    #[test]
+    fn a_cached_folder_lists_every_name_each_time() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("sub")).unwrap();
+        for i in 0..300 {
+            std::fs::write(root.path().join("sub").join(format!("f{i:03}")), b"x").unwrap();
+        }
+        let cache = DirCache::new(root.path().to_path_buf());
+        let names = |d: &Dir| {
+            let mut n: Vec<_> = d
+                .read_names()
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            n.sort();
+            n
+        };
+        let first = names(&cache.dir(Path::new("sub")).unwrap());
+        let again = names(&cache.dir(Path::new("sub")).unwrap());
+        assert_eq!(first.len(), 300);
+        assert_eq!(first, again);
+        // The handle also still reaches its entries after being listed.
+        let (dir, name) = cache.parent_of(Path::new("sub/f007")).unwrap();
+        assert_eq!(name, "f007");
+        assert_eq!(names(&dir), first);
+    }
+}

@@ -89,11 +89,22 @@ fn push_name(out: &mut Vec<(OsString, Option<Kind>)>, name: &[u8], t: FileType) 
     }
 }
 
+/// Reads through a descriptor of its own (`.` opened relative to the folder's), as
+/// `rustix::fs::Dir` does elsewhere: a handle shared from a cache may have been read to its end
+/// already, and would list nothing, which a mirror would take for an empty folder. Closing it
+/// at once also frees the kernel's per-reader state (ext4 keeps a sorted copy of a hashed
+/// folder's names) in the worker that listed the folder, not all at the end of the run.
 #[cfg(target_os = "linux")]
 fn read_names_into(dir: &Dir, out: &mut Vec<(OsString, Option<Kind>)>) -> io::Result<()> {
     use rustix::fs::RawDir;
+    let own = rustix::fs::openat(
+        &dir.fd,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut buf: Vec<u8> = Vec::with_capacity(32 * 1024);
-    let mut iter = RawDir::new(&dir.fd, buf.spare_capacity_mut());
+    let mut iter = RawDir::new(&own, buf.spare_capacity_mut());
     while let Some(entry) = iter.next() {
         let entry = entry?;
         push_name(out, entry.file_name().to_bytes(), entry.file_type());
