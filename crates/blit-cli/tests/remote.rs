@@ -15,7 +15,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -3097,4 +3097,77 @@ fn a_client_speaking_only_an_older_version_is_told_so() {
     // The daemon still serves current clients.
     let (_s, answer) = raw_hello(&d, pull_hello("m", b""));
     assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
+}
+
+/// Plays a hostile daemon for one connection: takes the client's hello and welcomes it with
+/// `welcome`, then answers every request with `answer` until the client hangs up.
+fn fake_daemon(
+    welcome: Msg,
+    mut answer: impl FnMut(&mut TcpStream, u32, Req) -> Option<Rep> + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(REMOTE_TIMEOUT)).unwrap();
+        let (version, _) = wire::read_client_preamble(&mut s).unwrap();
+        wire::write_server_preamble(&mut s, version, false).unwrap();
+        let Ok(Some(Frame::Msg(_hello))) = wire::read_frame(&mut s) else {
+            return;
+        };
+        s.write_all(&wire::encode_msg(&welcome).unwrap()).unwrap();
+        while let Ok(Some(Frame::Msg(m))) = wire::read_frame(&mut s) {
+            if let Msg::Req { id, req } = *m {
+                if let Some(rep) = answer(&mut s, id, req) {
+                    let _ = s.write_all(&wire::encode_msg(&Msg::Rep { id, rep }).unwrap());
+                }
+            }
+        }
+    });
+    (port, t)
+}
+
+/// A pull writes only beneath its destination, whatever the daemon names the root it serves:
+/// a single file's name is the daemon's word, and one with `..` or a separator is refused
+/// before anything is made.
+#[test]
+fn a_hostile_daemon_cannot_name_a_pulled_file_outside_the_destination() {
+    let sb = Sandbox::new();
+    let dst = sb.dst();
+    dst.mkroot();
+    let outside = sb.join("escaped");
+    let absolute = outside.join("abs");
+    for name in [
+        b"../escaped".to_vec(),
+        b"..".to_vec(),
+        b"".to_vec(),
+        b"x/../../escaped".to_vec(),
+        absolute.as_os_str().as_encoded_bytes().to_vec(),
+    ] {
+        let root = wire_entry(&name, 0, 5, 9);
+        let (port, t) = fake_daemon(Msg::Welcome(Some(root)), |s, id, req| match req {
+            Req::Read { .. } => {
+                send_data(s, id, 0, b"owned");
+                Some(Rep::ReadDone(5))
+            }
+            _ => None,
+        });
+        let a = finish_remote({
+            let mut c = blit();
+            c.args(["copy", "--no-tls", "--no-progress"])
+                .arg(format!("blit://127.0.0.1:{port}/m/f"))
+                .arg(dst.slash())
+                .env_remove("BLIT_TOKEN")
+                .env("BLIT_KNOWN_HOSTS", known_hosts());
+            c
+        });
+        let out = a.get_output();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "name {name:?} accepted: {stderr}");
+        assert!(stderr.contains("invalid name"), "name {name:?}: {stderr}");
+        assert!(!outside.exists(), "name {name:?} wrote outside the destination");
+        let made: Vec<_> = std::fs::read_dir(dst.root()).unwrap().collect();
+        assert!(made.is_empty(), "name {name:?} made {made:?}");
+        t.join().unwrap();
+    }
 }

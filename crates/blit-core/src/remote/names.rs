@@ -41,10 +41,23 @@ pub fn from_wire(raw: Vec<u8>) -> io::Result<OsString> {
     }
     #[cfg(not(unix))]
     {
-        String::from_utf8(raw)
-            .map(OsString::from)
-            .map_err(|_| not_unicode("a name the peer sent"))
+        let s = String::from_utf8(raw).map_err(|_| not_unicode("a name the peer sent"))?;
+        windows_name(&s)?;
+        Ok(OsString::from(s))
     }
+}
+
+/// A name Windows can hold as one component. `\` would be a separator here (a Unix peer's
+/// `..\x` would climb out of the destination) and `:` names a drive or a stream.
+#[cfg(not(unix))]
+fn windows_name(s: &str) -> io::Result<()> {
+    if s.contains(['\\', ':', '<', '>', '"', '|', '?', '*']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the name {s:?} cannot be made on Windows"),
+        ));
+    }
+    Ok(())
 }
 
 /// [`from_wire`], or on failure the error and the name with invalid bytes replaced, to report
@@ -57,10 +70,14 @@ pub fn from_wire_or_lossy(raw: Vec<u8>) -> Result<OsString, (io::Error, OsString
     }
     #[cfg(not(unix))]
     {
-        String::from_utf8(raw).map(OsString::from).map_err(|e| {
+        let s = String::from_utf8(raw).map_err(|e| {
             let shown = String::from_utf8_lossy(e.as_bytes()).into_owned();
             (not_unicode("a name the peer sent"), OsString::from(shown))
-        })
+        })?;
+        match windows_name(&s) {
+            Ok(()) => Ok(OsString::from(s)),
+            Err(e) => Err((e, OsString::from(s.replace(['\\', ':'], "_")))),
+        }
     }
 }
 

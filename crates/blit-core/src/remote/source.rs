@@ -78,8 +78,12 @@ pub struct RemoteDir(Option<PathBuf>);
 
 impl RemoteSource {
     pub fn new(peer: Arc<Peer>, root: &WireEntry, shown: String) -> Result<Self> {
-        let root_name =
-            names::from_wire(root.name.clone()).map_err(|e| Error::io(Op::Stat, &shown, e))?;
+        // The root's name is the daemon's word, like every listed name: a pull of a single file
+        // writes it beneath the destination, so a name with a separator or `..` would send the
+        // copy elsewhere.
+        let root_name = check_wire_name(&root.name)
+            .and_then(|()| names::from_wire(root.name.clone()))
+            .map_err(|e| Error::io(Op::Stat, &shown, e))?;
         let entry = to_entry(PathBuf::new(), root).map_err(|e| Error::io(Op::Stat, &shown, e))?;
         Ok(RemoteSource {
             peer,
