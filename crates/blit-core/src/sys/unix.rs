@@ -614,15 +614,7 @@ pub fn apply_meta_at(
         sync_xattrs(want, dst)?;
     }
     if meta.kind != Kind::Symlink {
-        // The entry was seen as a non-link and renamed into place by us; `fchmodat` has no
-        // portable no-follow mode, but the folder descriptor pins where the name is looked up.
-        rustix::fs::chmodat(
-            fd,
-            dst.name,
-            Mode::from_raw_mode(meta.perm as _),
-            AtFlags::empty(),
-        )
-        .map_err(|e| Error::io(Op::Chmod, dst.path(), e.into()))?;
+        chmod_at(dst, meta.perm)?;
     }
     set_mtime_at(dst, meta)
 }
@@ -895,15 +887,70 @@ pub fn rmdir_at(at: At<'_>) -> Result<bool> {
     }
 }
 
-/// Sets permission bits only (no other metadata).
+/// Sets permission bits only (no other metadata), never through a symlink: an entry swapped
+/// for a link during the run (by another user, or another session of a daemon running as root)
+/// must not hand the source's mode to whatever the link points at. A link found there fails.
 pub fn chmod_at(at: At<'_>, perm: u32) -> Result<()> {
+    chmod_nofollow(at, perm).map_err(|e| Error::io(Op::Chmod, at.path(), e))
+}
+
+#[cfg(target_os = "linux")]
+fn chmod_nofollow(at: At<'_>, perm: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // `fchmodat2` (Linux 6.6) takes `AT_SYMLINK_NOFOLLOW`; plain `fchmodat` ignores it.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        const SYS_FCHMODAT2: libc::c_long = 452;
+        static MISSING: AtomicBool = AtomicBool::new(false);
+        if !MISSING.load(Ordering::Relaxed) {
+            let name = std::ffi::CString::new(at.name.as_bytes()).map_err(io::Error::other)?;
+            // SAFETY: a valid folder descriptor and a NUL-terminated name.
+            let r = unsafe {
+                libc::syscall(
+                    SYS_FCHMODAT2,
+                    at.dir.fd().as_raw_fd(),
+                    name.as_ptr(),
+                    (perm & 0o7777) as libc::c_uint,
+                    libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                )
+            };
+            if r == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOSYS) {
+                return Err(e);
+            }
+            MISSING.store(true, Ordering::Relaxed);
+        }
+    }
+    // Older kernels: pin the entry without following it, refuse a link, and change the pinned
+    // inode through its `/proc` name.
+    let pinned = rustix::fs::openat(
+        &at.dir.fd,
+        at.name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&pinned)?.st_mode) == FileType::Symlink {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    let path = format!("/proc/self/fd/{}", pinned.as_raw_fd());
+    rustix::fs::chmod(path.as_str(), Mode::from_raw_mode(perm as _))?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn chmod_nofollow(at: At<'_>, perm: u32) -> io::Result<()> {
     rustix::fs::chmodat(
         &at.dir.fd,
         at.name,
         Mode::from_raw_mode(perm as _),
-        AtFlags::empty(),
-    )
-    .map_err(|e| Error::io(Op::Chmod, at.path(), e.into()))
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
 }
 
 /// Owner-only until its contents are in; the real mode is set last, so a read-only source
@@ -953,5 +1000,42 @@ pub fn raise_fd_limit() {
                 },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A folder swapped for a symlink after it was looked at: restoring the folder's metadata
+    /// must fail on the link, and leave what the link points at untouched.
+    #[test]
+    fn metadata_is_never_applied_through_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        std::fs::write(&target, b"secret").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::create_dir(t.path().join("real")).unwrap();
+        let dir = Dir::open(t.path()).unwrap();
+        // The folder's metadata, as the walk saw it.
+        let mut meta = stat_at(At::new(&dir, OsStr::new("real")), PathBuf::from("d")).unwrap();
+        meta.perm = 0o777;
+        std::fs::remove_dir(t.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(&target, t.path().join("real")).unwrap();
+        let at = At::new(&dir, OsStr::new("real"));
+        let opts = MetaOpts {
+            owner: false,
+            xattrs: false,
+        };
+        assert!(apply_meta_at(at, &meta, opts, None).is_err());
+        assert!(chmod_at(at, 0o777).is_err());
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        // A real entry is changed as asked.
+        std::fs::create_dir(t.path().join("plain")).unwrap();
+        chmod_at(At::new(&dir, OsStr::new("plain")), 0o751).unwrap();
+        let mode = std::fs::metadata(t.path().join("plain")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o751);
     }
 }
