@@ -3171,3 +3171,57 @@ fn a_hostile_daemon_cannot_name_a_pulled_file_outside_the_destination() {
         t.join().unwrap();
     }
 }
+
+/// `move` across machines removes a source only if it is still what was copied: a file written
+/// to after its copy (its size or time no longer those the copy carries) stays where it is.
+#[test]
+fn a_moved_file_changed_after_its_copy_is_not_removed() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.mkroot();
+    let d = Daemon::serve_plain(&[("m", m.root())]);
+    for changed in [false, true] {
+        let copied = wire_entry(b"f", 0, 5, 8);
+        let mut now = copied.clone();
+        if changed {
+            now.size = 9;
+            now.mtime_sec += 1;
+        }
+        let mut s = raw_push(&d, 2, 1);
+        let mut asked = Vec::new();
+        let finished = serve_push(&mut s, |s, id, req| match req {
+            Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
+                entries: vec![Listed::Ok(copied.clone())],
+                temps: Vec::new(),
+                last: true,
+            },
+            Req::Read { rel, .. } if rel == b"f" => {
+                send_data(s, id, 0, b"hello");
+                Rep::ReadDone(5)
+            }
+            Req::Stat { rel, .. } if rel == b"f" => {
+                asked.push("stat");
+                Rep::Entries {
+                    entries: vec![Listed::Ok(now.clone())],
+                    temps: Vec::new(),
+                    last: true,
+                }
+            }
+            Req::Remove(rel) if rel == b"f" => {
+                asked.push("remove");
+                Rep::Removed(true)
+            }
+            Req::RemoveDir(_) => Rep::Removed(false),
+            other => panic!("unexpected request {other:?}"),
+        });
+        assert!(finished.is_some(), "the daemon hung up without finishing");
+        let want: &[&str] = if changed {
+            &["stat"]
+        } else {
+            &["stat", "remove"]
+        };
+        assert_eq!(asked, want, "changed after the copy: {changed}");
+        assert_eq!(m.read("landing/f"), b"hello");
+        m.remove("landing");
+    }
+}

@@ -68,6 +68,8 @@ pub trait Source: Sync {
     /// `move` by renaming into `to`; `None` when the source cannot be renamed there at all
     /// (another machine): the entry is then copied and released later.
     fn rename_into(&self, dir: &Self::Dir, name: &OsStr, to: At<'_>) -> Option<io::Result<()>>;
+    /// An entry as it is now (not followed if a link), named `rel` in the result.
+    fn stat(&self, dir: &Self::Dir, name: &OsStr, rel: &Path) -> Result<Entry>;
     /// `move`: removes a released source entry.
     fn remove(&self, dir: &Self::Dir, name: &OsStr) -> Result<()>;
     /// `move`: removes an emptied source folder; `false` when it still holds something.
@@ -168,6 +170,10 @@ impl Source for LocalSource {
 
     fn open_root(&self) -> Result<Dir> {
         Dir::open(self.dirs.root())
+    }
+
+    fn stat(&self, dir: &Dir, name: &OsStr, rel: &Path) -> Result<Entry> {
+        sys::stat_at(At::new(dir, name), rel.to_path_buf())
     }
 
     fn open_child(&self, dir: &Dir, name: &OsStr) -> Result<Dir> {

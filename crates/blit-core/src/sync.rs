@@ -1392,14 +1392,34 @@ impl<'a, S: Source> Syncer<'a, S> {
             if !ok {
                 continue;
             }
-            let removed = self
-                .src
-                .parent_of(&rel)
-                .and_then(|(d, n)| self.src.remove(&d, &n));
+            let removed = self.src.parent_of(&rel).and_then(|(d, n)| {
+                self.still_as_copied(&d, &n, &rel)?;
+                self.src.remove(&d, &n)
+            });
             if let Err(e) = removed {
                 self.fail(e);
             }
         }
+    }
+
+    /// A released source is removed only if it is still what its copy holds: written to after
+    /// it was copied (the copy carries the size and time it had then), it stays, and says so.
+    fn still_as_copied(&self, dir: &S::Dir, name: &OsStr, rel: &Path) -> Result<()> {
+        let now = self.src.stat(dir, name, rel)?;
+        let copy = self
+            .dst_dirs
+            .parent_of(rel)
+            .and_then(|(d, n)| sys::stat_at(At::new(&d, &n), rel.to_path_buf()))?;
+        let same = now.kind == copy.kind
+            && (now.kind != Kind::File || (now.size == copy.size && now.mtime == copy.mtime));
+        if same {
+            return Ok(());
+        }
+        Err(Error::io(
+            Op::Delete,
+            self.src.path(dir, name),
+            std::io::Error::other("changed after it was copied; the source is kept"),
+        ))
     }
 
     fn delete_extras(&self, pool: Option<&rayon::ThreadPool>) {

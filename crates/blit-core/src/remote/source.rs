@@ -217,6 +217,12 @@ impl RemoteSource {
 
     /// The file at `rel` as it is now, or `None` if it is no longer a regular file.
     fn restat(&self, rel: &Path, was: &Entry, xattrs: bool) -> Result<Option<Entry>> {
+        let now = self.stat_rel(rel, &was.rel, xattrs)?;
+        Ok((now.kind == Kind::File).then_some(now))
+    }
+
+    /// The entry at `rel` (of the served tree) as it is now, named `named` in the result.
+    fn stat_rel(&self, rel: &Path, named: &Path, xattrs: bool) -> Result<Entry> {
         let req = Req::Stat {
             rel: rel_bytes(rel),
             xattrs,
@@ -237,8 +243,7 @@ impl RemoteSource {
             Incoming::Rep(Rep::Err(e)) => return Err(self.wire_error(e)),
             _ => return Err(self.lost(Op::Stat, rel, unexpected())),
         };
-        let now = to_entry(was.rel.clone(), &w).map_err(|e| self.lost(Op::Stat, rel, e))?;
-        Ok((now.kind == Kind::File).then_some(now))
+        to_entry(named.to_path_buf(), &w).map_err(|e| self.lost(Op::Stat, rel, e))
     }
 
     fn list_request(&self, rel: &Path, xattrs: bool) -> io::Result<Replies> {
@@ -728,6 +733,10 @@ impl Source for RemoteSource {
 
     fn rename_into(&self, _: &RemoteDir, _: &OsStr, _: At<'_>) -> Option<io::Result<()>> {
         None
+    }
+
+    fn stat(&self, dir: &RemoteDir, name: &OsStr, rel: &Path) -> Result<Entry> {
+        self.stat_rel(&Self::rel_of(dir, name), rel, false)
     }
 
     fn remove(&self, dir: &RemoteDir, name: &OsStr) -> Result<()> {
