@@ -439,6 +439,30 @@ fn copy_refuses_to_replace_a_non_empty_folder_with_a_file() {
     assert_entry_equal(&sb.src().p("ok.txt"), &sb.dst().p("ok.txt"), "ok.txt");
 }
 
+/// The same holds for the later names of a hard-link group, which are linked at the end of the
+/// run rather than written with the other files: for `copy` and `move` alike.
+#[test]
+fn a_hard_link_never_replaces_a_non_empty_folder_unless_mirroring() {
+    for verb in ["copy", "move"] {
+        let sb = Sandbox::new();
+        sb.src().file("h1", b"linked").hardlink("h2", "h1");
+        sb.dst().file("h2/precious", b"keep me");
+        let a = run([verb.as_ref(), sb.src().root(), sb.dst().root()]);
+        expect_code(&a, 1);
+        assert!(stderr_of(&a).contains("h2"), "{verb}: {}", stderr_of(&a));
+        assert_eq!(sb.dst().read("h2/precious"), b"keep me", "{verb}");
+        assert_eq!(sb.dst().read("h1"), b"linked", "{verb}");
+        // A move keeps the source of the entry that could not land.
+        assert!(sb.src().exists("h2"), "{verb}");
+    }
+    let sb = Sandbox::new();
+    sb.src().file("h1", b"linked").hardlink("h2", "h1");
+    sb.dst().file("h2/extra", b"goes");
+    let a = run(["mirror".as_ref(), sb.src().root(), sb.dst().root()]);
+    expect_code(&a, 0);
+    assert_eq!(sb.dst().ino("h1"), sb.dst().ino("h2"));
+}
+
 #[test]
 fn copy_replaces_entries_whose_type_changed() {
     let sb = Sandbox::new();

@@ -926,23 +926,9 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
         let Some(dst) = pair.dst else { return };
         let replaces_dir = b.is_some_and(|b| b.kind == Kind::Dir);
-        if replaces_dir && self.opts.mode != SyncMode::Mirror {
-            // `copy` and `move` never delete: an empty folder may go, a full one may not.
-            match sys::rmdir_at(At::new(dst, pair.dname)) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return self.fail_src(
-                        &a.rel,
-                        Error::io(
-                            Op::Delete,
-                            dst.path().join(pair.dname),
-                            std::io::Error::other(
-                                "a non-empty folder stands where the source has a file; copy never deletes (use mirror)",
-                            ),
-                        ),
-                    )
-                }
-                Err(e) => return self.fail_src(&a.rel, e),
+        if replaces_dir {
+            if let Err(e) = self.make_way(dst, pair.dname) {
+                return self.fail_src(&a.rel, e);
             }
         }
         match self.put(pair, dst, a, replaces_dir, b.is_none()) {
@@ -960,6 +946,21 @@ impl<'a, S: Source> Syncer<'a, S> {
             }
             Err(e) => self.fail_src(&a.rel, naming_the_file(e, &dst.path().join(pair.dname))),
         }
+    }
+
+    /// `copy` and `move` never delete: a folder standing where the source has something else
+    /// may go only if it is empty. (`mirror` clears it when the entry is put in place.)
+    fn make_way(&self, dst: &Dir, name: &OsStr) -> Result<()> {
+        if self.opts.mode == SyncMode::Mirror || sys::rmdir_at(At::new(dst, name))? {
+            return Ok(());
+        }
+        Err(Error::io(
+            Op::Delete,
+            dst.path().join(name),
+            std::io::Error::other(
+                "a non-empty folder stands where the source has a file; copy never deletes (use mirror)",
+            ),
+        ))
     }
 
     fn mark_written(&self, a: &Entry) {
@@ -1288,6 +1289,9 @@ impl<'a, S: Source> Syncer<'a, S> {
             return Ok(());
         }
         let replaces_dir = b.is_some_and(|b| b.kind == Kind::Dir);
+        if replaces_dir {
+            self.make_way(&ddir, &dname)?;
+        }
         let (sdir, sname) = self.src.parent_of(&a.rel)?;
         if self.is_move() && !self.cross_device.load(Ordering::Relaxed) {
             if replaces_dir {
