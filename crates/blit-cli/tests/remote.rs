@@ -3225,3 +3225,39 @@ fn a_moved_file_changed_after_its_copy_is_not_removed() {
         m.remove("landing");
     }
 }
+
+/// A fifo in a module (pushed there by a client, say) never hangs the daemon: reading it,
+/// hashing it or pulling it as a root each get an answer, and the session goes on. An open for
+/// reading would otherwise wait for a writer that never comes, holding a session slot forever.
+#[test]
+fn a_fifo_in_the_module_never_hangs_a_session() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.file("ok.txt", b"fine").fifo("p");
+    let d = Daemon::serve_plain(&[("m", m.root())]);
+    let (mut s, answer) = raw_hello(&d, pull_hello("m", b""));
+    assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
+    let read = Req::Read {
+        rel: b"p".to_vec(),
+        expect: None,
+        have: Vec::new(),
+    };
+    let (data, rep) = raw_request(&mut s, 1, read);
+    assert!(data.is_empty());
+    assert!(matches!(rep, Rep::Changed | Rep::Err(_)), "{rep:?}");
+    let (_, rep) = raw_request(&mut s, 2, Req::Hash(b"p".to_vec()));
+    assert!(matches!(rep, Rep::Err(_)), "{rep:?}");
+    let ok = Req::Read {
+        rel: b"ok.txt".to_vec(),
+        expect: None,
+        have: Vec::new(),
+    };
+    let (data, rep) = raw_request(&mut s, 3, ok);
+    assert_eq!((data.as_slice(), rep), (&b"fine"[..], Rep::ReadDone(4)));
+    // The fifo as the root of a pull: described, not opened.
+    let (_s2, answer) = raw_hello(&d, pull_hello("m", b"p"));
+    let Msg::Welcome(Some(root)) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(root.kind, wire::kind_code(blit_core::entry::Kind::Fifo));
+}

@@ -178,6 +178,14 @@ pub fn full(
 /// BLAKE3 of a file's content, read without following a symlink.
 pub fn hash_at(at: At<'_>) -> Result<blake3::Hash, Error> {
     let file = sys::open_source(at)?;
+    // A device or fifo in its place would be read without end.
+    if sys::stat_fd(&file, at)?.kind != Kind::File {
+        return Err(Error::io(
+            Op::Checksum,
+            at.path(),
+            std::io::Error::other("not a regular file"),
+        ));
+    }
     let mut hasher = blake3::Hasher::new();
     hasher
         .update_reader(file)

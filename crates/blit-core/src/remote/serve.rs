@@ -477,7 +477,13 @@ pub fn path_xattrs(path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     use xattr::FileExt;
     // Through an open descriptor: the path may be a `/proc/self/fd/N` link, whose own
     // attributes (what the path-based calls would read) are not the entry's.
-    let f = File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Not blocking: a fifo's open would wait for a writer.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for name in f.list_xattr().ok()? {
         if let Ok(Some(v)) = f.get_xattr(&name) {

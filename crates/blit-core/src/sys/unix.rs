@@ -177,10 +177,13 @@ fn fstat(f: &File, at: At<'_>) -> Result<Entry> {
     Ok(entry_from_stat(PathBuf::new(), &st))
 }
 
-/// Opens a source file for reading; `NOFOLLOW` so a symlink swapped in since the walk is refused.
+/// Opens a source file for reading; `NOFOLLOW` so a symlink swapped in since the walk is refused,
+/// and `NONBLOCK` so a fifo swapped in (or named by a peer) cannot hang the open waiting for a
+/// writer; it has no effect on regular files, and callers check the kind they opened.
 pub fn open_source(at: At<'_>) -> Result<File> {
     #[allow(unused_mut)]
-    let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     #[cfg(target_os = "linux")]
     if is_root() {
         // Reading for a copy is not a use of the file; keep atime as it was.
