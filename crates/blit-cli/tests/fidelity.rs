@@ -226,6 +226,13 @@ fn a_setgid_destination_folder_does_not_give_its_group_to_copies() {
     expect_code(&run(["copy".as_ref(), src.root(), inbox.as_path()]), 0);
     assert_roots(&inbox, &rels);
     assert_trees_equal(src.root(), &inbox);
+    // A destination root made by the run inside such a folder inherits its group and bit.
+    // (The copy above gave `inbox` the source root's owner and mode, so another folder.)
+    dst.dir("drop").chown("drop", 0, 4321).chmod("drop", 0o2775);
+    let fresh = dst.p("drop/new/deeper");
+    expect_code(&run(["copy".as_ref(), src.root(), fresh.as_path()]), 0);
+    assert_roots(&fresh, &rels);
+    assert_trees_equal(src.root(), &fresh);
 }
 
 #[test]

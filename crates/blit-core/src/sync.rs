@@ -421,6 +421,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
 
         // The root folder itself.
+        let mut dst_setgid = dst_entry.as_ref().is_some_and(|e| self.gives_group(e));
         let dst = match (dst, &dst_entry) {
             (Some(d), Some(de)) => {
                 self.record_dir_pair(&src_entry, de, &src, &d);
@@ -436,6 +437,12 @@ impl<'a, S: Source> Syncer<'a, S> {
                 };
                 match made {
                     Ok(d) => {
+                        // Made where its parent may hand it a group (set-group-ID, `grpid`):
+                        // what goes in it is judged by what it got.
+                        dst_setgid = match std::fs::metadata(dst_root) {
+                            Ok(md) => self.gives_group(&Entry::from_metadata(PathBuf::new(), &md)),
+                            Err(_) => true,
+                        };
                         self.emit(Action::Create, Kind::Dir, Path::new(""), "new", 0);
                         self.dirs.lock().unwrap().push(DirRecord {
                             entry: src_entry.clone(),
@@ -452,7 +459,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         let node = Node {
             src,
             dst,
-            dst_setgid: dst_entry.as_ref().is_some_and(|e| self.gives_group(e)),
+            dst_setgid,
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.workers.max(1))
