@@ -3261,3 +3261,37 @@ fn a_fifo_in_the_module_never_hangs_a_session() {
     };
     assert_eq!(root.kind, wire::kind_code(blit_core::entry::Kind::Fifo));
 }
+
+/// `Stat` of a pulled folder's root describes that folder, and never says where the module
+/// lives on the daemon's machine.
+#[test]
+fn stat_of_a_served_root_folder_describes_it_and_hides_its_location() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.file("d/f", b"x").chmod("d", 0o751).set_mtime("d", 1_500_000_000, 5);
+    let d = Daemon::serve_plain(&[("m", m.root())]);
+    for (path, want_mode) in [(&b""[..], None), (&b"d"[..], Some(0o751))] {
+        let (mut s, answer) = raw_hello(&d, pull_hello("m", path));
+        assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
+        let stat = Req::Stat {
+            rel: Vec::new(),
+            xattrs: true,
+        };
+        let (_, rep) = raw_request(&mut s, 1, stat);
+        let Rep::Entries { entries, .. } = &rep else {
+            panic!("{rep:?}")
+        };
+        let [Listed::Ok(w)] = entries.as_slice() else {
+            panic!("{rep:?}")
+        };
+        assert_eq!(w.kind, wire::kind_code(blit_core::entry::Kind::Dir), "{w:?}");
+        assert_eq!(w.link, None);
+        if let Some(mode) = want_mode {
+            assert_eq!(w.perm & 0o7777, mode);
+            assert_eq!((w.mtime_sec, w.mtime_nsec), (1_500_000_000, 5));
+        }
+        let shown = format!("{rep:?}");
+        let location = m.root().to_string_lossy().into_owned();
+        assert!(!shown.contains(&location), "{shown}");
+    }
+}

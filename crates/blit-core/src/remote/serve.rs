@@ -106,6 +106,9 @@ impl Tree {
 
     fn stat(&self, rel: &[u8], xattrs: bool) -> Rep {
         let looked = wire_rel(rel).and_then(|r| {
+            if let Some(w) = self.root_folder(&r, xattrs) {
+                return Ok(w);
+            }
             let (dir, name) = self.dirs.parent_of(&r)?;
             let at = At::new(&dir, &name);
             let e = source::with_xattr_probe(at, sys::stat_at(at, r)?, xattrs)?;
@@ -119,6 +122,25 @@ impl Tree {
             },
             Err(e) => Rep::Err(to_wire(&e, rel)),
         }
+    }
+
+    /// The root, when it is a folder, described through its own path: a daemon serves it as
+    /// `/proc/self/fd/N`, whose "parent folder and name" would be `/proc/self/fd` and a link
+    /// whose target is the module's real location, not for a client to learn.
+    fn root_folder(&self, rel: &Path, xattrs: bool) -> Option<WireEntry> {
+        if !rel.as_os_str().is_empty() {
+            return None;
+        }
+        let md = std::fs::metadata(self.dirs.root()).ok()?;
+        if !md.is_dir() {
+            return None;
+        }
+        let name = self.dirs.root().file_name().unwrap_or_default();
+        let mut w = to_wire_entry(name, &Entry::from_metadata(PathBuf::new(), &md));
+        if xattrs {
+            w.xattrs = path_xattrs(self.dirs.root());
+        }
+        Some(w)
     }
 
     fn list(&self, peer: &Peer, id: u32, rel: &[u8], xattrs: bool) -> io::Result<()> {
