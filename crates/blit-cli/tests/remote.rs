@@ -3099,32 +3099,48 @@ fn a_client_speaking_only_an_older_version_is_told_so() {
     assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
 }
 
-/// Plays a hostile daemon for one connection: takes the client's hello and welcomes it with
-/// `welcome`, then answers every request with `answer` until the client hangs up.
+/// Plays a hostile daemon for `conns` connections, one after the other: takes each hello and
+/// welcomes it with `welcome`, then answers every request with `answer` until the client hangs
+/// up. Later connections are refused.
 fn fake_daemon(
+    conns: usize,
     welcome: Msg,
     mut answer: impl FnMut(&mut TcpStream, u32, Req) -> Option<Rep> + Send + 'static,
 ) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let t = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(REMOTE_TIMEOUT)).unwrap();
-        let (version, _) = wire::read_client_preamble(&mut s).unwrap();
-        wire::write_server_preamble(&mut s, version, false).unwrap();
-        let Ok(Some(Frame::Msg(_hello))) = wire::read_frame(&mut s) else {
-            return;
-        };
-        s.write_all(&wire::encode_msg(&welcome).unwrap()).unwrap();
-        while let Ok(Some(Frame::Msg(m))) = wire::read_frame(&mut s) {
-            if let Msg::Req { id, req } = *m {
-                if let Some(rep) = answer(&mut s, id, req) {
-                    let _ = s.write_all(&wire::encode_msg(&Msg::Rep { id, rep }).unwrap());
+        for _ in 0..conns {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(REMOTE_TIMEOUT)).unwrap();
+            let (version, _) = wire::read_client_preamble(&mut s).unwrap();
+            wire::write_server_preamble(&mut s, version, false).unwrap();
+            let Ok(Some(Frame::Msg(_hello))) = wire::read_frame(&mut s) else {
+                return;
+            };
+            s.write_all(&wire::encode_msg(&welcome).unwrap()).unwrap();
+            while let Ok(Some(Frame::Msg(m))) = wire::read_frame(&mut s) {
+                if let Msg::Req { id, req } = *m {
+                    if let Some(rep) = answer(&mut s, id, req) {
+                        let _ = s.write_all(&wire::encode_msg(&Msg::Rep { id, rep }).unwrap());
+                    }
                 }
             }
         }
     });
     (port, t)
+}
+
+/// A blit command aimed at a fake daemon (`m{path}` on it, then `after`): plain TCP, no token.
+fn fake_client(args: &[&str], port: u16, path: &str, after: &[&OsStr]) -> Assert {
+    let mut c = blit();
+    c.args(args)
+        .arg("--no-tls")
+        .arg(format!("blit://127.0.0.1:{port}/m{path}"))
+        .args(after)
+        .env_remove("BLIT_TOKEN")
+        .env("BLIT_KNOWN_HOSTS", known_hosts());
+    finish_remote(c)
 }
 
 /// A pull writes only beneath its destination, whatever the daemon names the root it serves:
@@ -3145,27 +3161,26 @@ fn a_hostile_daemon_cannot_name_a_pulled_file_outside_the_destination() {
         absolute.as_os_str().as_encoded_bytes().to_vec(),
     ] {
         let root = wire_entry(&name, 0, 5, 9);
-        let (port, t) = fake_daemon(Msg::Welcome(Some(root)), |s, id, req| match req {
+        let (port, t) = fake_daemon(1, Msg::Welcome(Some(root)), |s, id, req| match req {
             Req::Read { .. } => {
                 send_data(s, id, 0, b"owned");
                 Some(Rep::ReadDone(5))
             }
             _ => None,
         });
-        let a = finish_remote({
-            let mut c = blit();
-            c.args(["copy", "--no-tls", "--no-progress"])
-                .arg(format!("blit://127.0.0.1:{port}/m/f"))
-                .arg(dst.slash())
-                .env_remove("BLIT_TOKEN")
-                .env("BLIT_KNOWN_HOSTS", known_hosts());
-            c
-        });
+        let a = fake_client(&["copy", "--no-progress"], port, "/f", &[&dst.slash()]);
         let out = a.get_output();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "name {name:?} accepted: {stderr}");
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "name {name:?} accepted: {stderr}"
+        );
         assert!(stderr.contains("invalid name"), "name {name:?}: {stderr}");
-        assert!(!outside.exists(), "name {name:?} wrote outside the destination");
+        assert!(
+            !outside.exists(),
+            "name {name:?} wrote outside the destination"
+        );
         let made: Vec<_> = std::fs::read_dir(dst.root()).unwrap().collect();
         assert!(made.is_empty(), "name {name:?} made {made:?}");
         t.join().unwrap();
@@ -3268,7 +3283,9 @@ fn a_fifo_in_the_module_never_hangs_a_session() {
 fn stat_of_a_served_root_folder_describes_it_and_hides_its_location() {
     let sb = Sandbox::new();
     let m = sb.tree("mod");
-    m.file("d/f", b"x").chmod("d", 0o751).set_mtime("d", 1_500_000_000, 5);
+    m.file("d/f", b"x")
+        .chmod("d", 0o751)
+        .set_mtime("d", 1_500_000_000, 5);
     let d = Daemon::serve_plain(&[("m", m.root())]);
     for (path, want_mode) in [(&b""[..], None), (&b"d"[..], Some(0o751))] {
         let (mut s, answer) = raw_hello(&d, pull_hello("m", path));
@@ -3284,7 +3301,11 @@ fn stat_of_a_served_root_folder_describes_it_and_hides_its_location() {
         let [Listed::Ok(w)] = entries.as_slice() else {
             panic!("{rep:?}")
         };
-        assert_eq!(w.kind, wire::kind_code(blit_core::entry::Kind::Dir), "{w:?}");
+        assert_eq!(
+            w.kind,
+            wire::kind_code(blit_core::entry::Kind::Dir),
+            "{w:?}"
+        );
         assert_eq!(w.link, None);
         if let Some(mode) = want_mode {
             assert_eq!(w.perm & 0o7777, mode);
@@ -3294,4 +3315,21 @@ fn stat_of_a_served_root_folder_describes_it_and_hides_its_location() {
         let location = m.root().to_string_lossy().into_owned();
         assert!(!shown.contains(&location), "{shown}");
     }
+}
+
+/// `blit ls` pages through a big folder; a daemon whose pages never move past the last name is
+/// an error, not an endless loop.
+#[test]
+fn ls_refuses_a_listing_that_does_not_advance() {
+    let page = Msg::Admin(wire::AdminRep::Entries {
+        entries: vec![(b"a".to_vec(), wire_entry(b"a", 0, 1, 2))],
+        more: true,
+    });
+    let (port, t) = fake_daemon(2, page, |_, _, _| None);
+    let a = fake_client(&["ls"], port, "/", &[]);
+    let out = a.get_output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("does not advance"), "{stderr}");
+    t.join().unwrap();
 }

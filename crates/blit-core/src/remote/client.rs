@@ -440,9 +440,23 @@ pub fn admin(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRep
     let mut all = Vec::new();
     let mut after = None;
     loop {
-        match admin_once(url, AdminReq::List { after }, access)? {
+        match admin_once(
+            url,
+            AdminReq::List {
+                after: after.clone(),
+            },
+            access,
+        )? {
             AdminRep::Entries { entries, more } => {
-                after = entries.last().map(|(n, _)| n.clone());
+                let last = entries.last().map(|(n, _)| n.clone());
+                // Pages follow the names' order: one that does not move past the last name
+                // would be asked for again and again.
+                if more && last.is_some() && last <= after {
+                    return Err(Error::Refused(format!(
+                        "{url}: the daemon's listing does not advance"
+                    )));
+                }
+                after = last;
                 all.extend(entries);
                 if !more || after.is_none() {
                     return Ok(AdminRep::Entries {

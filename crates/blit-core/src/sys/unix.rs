@@ -1038,7 +1038,10 @@ mod tests {
         // A real entry is changed as asked.
         std::fs::create_dir(t.path().join("plain")).unwrap();
         chmod_at(At::new(&dir, OsStr::new("plain")), 0o751).unwrap();
-        let mode = std::fs::metadata(t.path().join("plain")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(t.path().join("plain"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o751);
     }
 }
