@@ -1793,6 +1793,41 @@ fn attacks() -> Vec<(&'static str, Attack)> {
             }),
         ),
         (
+            "an opening dribbled a byte at a time (its deadline closes it)",
+            Box::new(|d| {
+                let mut s = raw_connect(d);
+                s.set_read_timeout(Some(Duration::from_millis(400)))
+                    .unwrap();
+                let mut bytes = Vec::new();
+                wire::write_client_preamble(&mut bytes, false).unwrap();
+                // Then the start of a hello (a 1 MiB message frame) that never ends.
+                bytes.extend_from_slice(&[0, 0, 0x10, 0, 0]);
+                bytes.resize(4096, 7);
+                let start = Instant::now();
+                let mut buf = [0u8; 64];
+                for b in &bytes {
+                    // Every byte comes well within the 2 s a read may wait.
+                    if s.write_all(&[*b]).is_err() {
+                        break;
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    assert!(
+                        start.elapsed() < Duration::from_secs(8),
+                        "a dribbled opening held its connection past its deadline"
+                    );
+                }
+            }),
+        ),
+        (
             "silence (the idle timeout closes it)",
             Box::new(|d| {
                 let mut s = raw_connect(d);

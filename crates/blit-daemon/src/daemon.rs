@@ -68,7 +68,7 @@ pub fn run() -> anyhow::Result<()> {
         None => println!("blit-daemon listening on {addr} (plain TCP, no TLS)"),
     }
     let settings = Arc::new(cfg.settings);
-    let active = Arc::new(AtomicUsize::new(0));
+    let counts = Arc::new(Counts::default());
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
@@ -77,32 +77,52 @@ pub fn run() -> anyhow::Result<()> {
                 continue;
             }
         };
-        let (settings, active) = (Arc::clone(&settings), Arc::clone(&active));
+        let (settings, counts) = (Arc::clone(&settings), Arc::clone(&counts));
         let max = cfg.max_connections;
-        std::thread::spawn(move || serve(stream, &settings, &active, max));
+        let spawned = std::thread::Builder::new()
+            .name("session".into())
+            .spawn(move || serve(stream, &settings, &counts, max));
+        if let Err(e) = spawned {
+            // Out of threads: this connection is dropped; the daemon goes on.
+            eprintln!("blit-daemon: cannot start a session: {e}");
+        }
     }
     Ok(())
 }
 
+/// Sessions running, and connections being told the daemon is busy.
+#[derive(Default)]
+struct Counts {
+    active: AtomicUsize,
+    refusing: AtomicUsize,
+}
+
+/// At most this many busy connections are answered at once; past it they are closed unanswered,
+/// so a flood of connections cannot make the daemon start threads without end.
+const MAX_REFUSING: usize = 16;
+
 fn serve(
     stream: TcpStream,
     settings: &blit_core::remote::server::Settings,
-    active: &AtomicUsize,
+    counts: &Counts,
     max: usize,
 ) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
-    if active.fetch_add(1, Ordering::SeqCst) >= max {
-        active.fetch_sub(1, Ordering::SeqCst);
-        let _ = blit_core::remote::server::refuse_busy(stream, settings);
-        eprintln!("blit-daemon: {peer}: refused, {max} sessions already open");
+    if counts.active.fetch_add(1, Ordering::SeqCst) >= max {
+        counts.active.fetch_sub(1, Ordering::SeqCst);
+        if counts.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING {
+            let _ = blit_core::remote::server::refuse_busy(stream, settings);
+            eprintln!("blit-daemon: {peer}: refused, {max} sessions already open");
+        }
+        counts.refusing.fetch_sub(1, Ordering::SeqCst);
         return;
     }
     if let Err(e) = blit_core::remote::server::session(stream, settings) {
         eprintln!("blit-daemon: {peer}: {e}");
     }
-    active.fetch_sub(1, Ordering::SeqCst);
+    counts.active.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// An open, writable module reachable from the network lets anyone write there.

@@ -117,6 +117,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// told about everything else).
 pub fn session(stream: TcpStream, settings: &Settings) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
+    let deadline = opening_deadline(&stream, settings)?;
     let Some(mut chan) = opening(stream, settings)? else {
         return Ok(());
     };
@@ -124,6 +125,7 @@ pub fn session(stream: TcpStream, settings: &Settings) -> io::Result<()> {
         Msg::Hello(h) => h,
         _ => return refuse(&mut chan, "expected a hello"),
     };
+    drop(deadline);
     chan.stream()
         .set_read_timeout(Some(settings.idle_timeout))?;
     if let Role::Admin(AdminReq::ListModules) = &hello.role {
@@ -159,6 +161,7 @@ pub fn session(stream: TcpStream, settings: &Settings) -> io::Result<()> {
 
 /// Answers a client the daemon has no room for, so it hears why instead of a reset.
 pub fn refuse_busy(stream: TcpStream, settings: &Settings) -> io::Result<()> {
+    let _deadline = opening_deadline(&stream, settings)?;
     let Some(mut chan) = opening(stream, settings)? else {
         return Ok(());
     };
@@ -167,6 +170,24 @@ pub fn refuse_busy(stream: TcpStream, settings: &Settings) -> io::Result<()> {
         &mut chan,
         "the daemon is busy (too many sessions); try again later",
     )
+}
+
+/// Cuts the connection if its opening (preamble, TLS, hello) is not over when the time allowed
+/// for it runs out, unless the guard returned is dropped first. The per-read timeout alone let a
+/// client sending a byte every few seconds hold a session slot for ever, before showing any
+/// token.
+fn opening_deadline(stream: &TcpStream, settings: &Settings) -> io::Result<mpsc::Sender<()>> {
+    let cut = stream.try_clone()?;
+    let allowed = settings.idle_timeout.min(HELLO_TIMEOUT);
+    let (guard, done) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("opening deadline".into())
+        .spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(allowed) {
+                let _ = cut.shutdown(std::net::Shutdown::Both);
+            }
+        })?;
+    Ok(guard)
 }
 
 /// Preamble both ways, then TLS when on. `None` when the two sides cannot agree (no common
