@@ -333,3 +333,33 @@ fn many_small_files_in_many_folders() {
     mirror(&sb);
     assert_trees_equal(t.root(), sb.dst().root());
 }
+
+/// A destination named through a symlink to a folder means that folder: the source root's
+/// time, mode and xattrs land on it, not on the link, run after run.
+#[test]
+fn a_destination_root_named_by_a_link_gets_the_source_roots_metadata() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("f", b"x")
+        .chmod("", 0o750)
+        .set_xattr("", "user.k", b"v")
+        .set_mtime("", 946_684_800, 7);
+    let real = sb.tree("real");
+    real.mkroot();
+    let link = sb.join("link");
+    std::os::unix::fs::symlink(real.root(), &link).unwrap();
+    for _ in 0..2 {
+        expect_code(&run(["copy".as_ref(), src.root(), link.as_path()]), 0);
+        assert_eq!(real.mtime(""), (946_684_800, 7));
+        assert_eq!(real.mode(""), 0o750);
+        assert_eq!(
+            xattr::get(real.root(), "user.k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_trees_equal(src.root(), real.root());
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+}

@@ -3368,3 +3368,42 @@ fn ls_refuses_a_listing_that_does_not_advance() {
     assert!(stderr.contains("does not advance"), "{stderr}");
     t.join().unwrap();
 }
+
+/// A push's destination is checked beneath the module when the push starts; a symlink put at
+/// its name afterwards (by another session, say) while the engine waits for the source's first
+/// listing must not lead the writes out of the module.
+#[test]
+fn a_link_swapped_in_for_a_push_destination_is_not_followed() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.mkroot();
+    let outside = sb.tree("outside");
+    outside.mkroot();
+    let d = Daemon::serve_plain(&[("m", m.root())]);
+    let mut s = raw_push(&d, 1, 1);
+    let (landing, target) = (m.p("landing"), outside.root().to_path_buf());
+    let finished = serve_push(&mut s, |s, id, req| match req {
+        Req::List { rel, .. } if rel.is_empty() => {
+            if !landing.exists() {
+                std::os::unix::fs::symlink(&target, &landing).unwrap();
+            }
+            Rep::Entries {
+                entries: vec![Listed::Ok(wire_entry(b"planted", 0, 5, 8))],
+                temps: Vec::new(),
+                last: true,
+            }
+        }
+        Req::Read { .. } => {
+            send_data(s, id, 0, b"owned");
+            Rep::ReadDone(5)
+        }
+        other => panic!("unexpected request {other:?}"),
+    });
+    assert!(finished.is_some(), "the daemon hung up without finishing");
+    let leaked: Vec<_> = std::fs::read_dir(outside.root()).unwrap().collect();
+    assert!(leaked.is_empty(), "written outside the module: {leaked:?}");
+    assert!(std::fs::symlink_metadata(m.p("landing"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

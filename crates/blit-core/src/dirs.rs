@@ -17,6 +17,9 @@ const MAX_CACHED: usize = 4096;
 
 pub struct DirCache {
     root: PathBuf,
+    /// The root's handle as the run opened it, kept through every clearing of `map`: the root is
+    /// never looked up by path again.
+    pinned: OnceLock<Arc<Dir>>,
     map: Mutex<HashMap<PathBuf, Arc<Dir>>>,
     /// The folder holding the root itself (used when the root is a file).
     outer: OnceLock<Arc<Dir>>,
@@ -26,6 +29,7 @@ impl DirCache {
     pub fn new(root: PathBuf) -> Self {
         DirCache {
             root,
+            pinned: OnceLock::new(),
             map: Mutex::new(HashMap::new()),
             outer: OnceLock::new(),
         }
@@ -33,6 +37,11 @@ impl DirCache {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Keeps `root` as the root's handle for the rest of the run.
+    pub fn pin_root(&self, root: Arc<Dir>) {
+        let _ = self.pinned.set(root);
     }
 
     /// The handle of the folder at `rel` (`""` is the root).
@@ -43,6 +52,13 @@ impl DirCache {
         }
         if map.len() >= MAX_CACHED {
             map.clear();
+        }
+        if let Some(root) = self.pinned.get() {
+            map.entry(PathBuf::new())
+                .or_insert_with(|| Arc::clone(root));
+            if rel.as_os_str().is_empty() {
+                return Ok(Arc::clone(root));
+            }
         }
         // Start from the deepest folder already open, then open the rest one name at a time.
         let mut base: Option<(PathBuf, Arc<Dir>)> = None;
@@ -72,6 +88,16 @@ impl DirCache {
             dir = child;
         }
         Ok(dir)
+    }
+
+    /// Where a folder's own metadata is set: the root through its pinned handle as `.` (the root
+    /// may be a link to the folder meant, and its parent's view of that name is the link), any
+    /// other folder through its parent.
+    pub fn finish_at(&self, rel: &Path) -> Result<(Arc<Dir>, OsString)> {
+        match self.pinned.get() {
+            Some(root) if rel.as_os_str().is_empty() => Ok((Arc::clone(root), ".".into())),
+            _ => self.parent_of(rel),
+        }
     }
 
     /// The folder holding the entry `rel`, and the entry's name in it. For the root itself that

@@ -168,6 +168,7 @@ impl Job {
             force: self.opts.force,
             cancel: self.opts.cancel.clone(),
             resume: self.opts.resume,
+            root_nofollow: false,
         }
     }
 

@@ -62,6 +62,9 @@ pub struct SyncOptions {
     pub cancel: CancelToken,
     /// Continue large files from what an interrupted run left (remote sources only).
     pub resume: bool,
+    /// Never follow a symlink at the destination root's own name (a daemon's push: the name was
+    /// checked beneath the module, and another session could swap a link in).
+    pub root_nofollow: bool,
 }
 
 /// What a run produced.
@@ -379,7 +382,12 @@ impl<'a, S: Source> Syncer<'a, S> {
         src_entry.xattrs = self.opts.rules.xattrs;
         let src = Arc::new(self.src.open_root()?);
         let src_list = self.list_src(&src, Path::new(""));
-        let dst_md = match std::fs::metadata(dst_root) {
+        let looked = if self.opts.root_nofollow {
+            std::fs::symlink_metadata(dst_root)
+        } else {
+            std::fs::metadata(dst_root)
+        };
+        let dst_md = match looked {
             Ok(md) => Some(md),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(Op::Stat, dst_root, e)),
@@ -393,10 +401,20 @@ impl<'a, S: Source> Syncer<'a, S> {
             }
             Some(md) => {
                 let root_entry = Entry::from_metadata(PathBuf::new(), &md);
-                if let Ok((outer, name)) = self.dst_dirs.parent_of(Path::new("")) {
-                    self.open_up(At::new(&outer, &name), &root_entry);
-                }
-                let d = Arc::new(Dir::open(dst_root)?);
+                // Changed through its own handle: the root may be a link to the folder the
+                // user means, which its parent's handle and name would not follow.
+                let d = match self.open_dst_root(dst_root) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        // Perhaps unreadable even to its owner: opened up by name, then again.
+                        let Ok((outer, name)) = self.dst_dirs.parent_of(Path::new("")) else {
+                            return Err(e);
+                        };
+                        self.open_up(At::new(&outer, &name), &root_entry);
+                        self.open_dst_root(dst_root)?
+                    }
+                };
+                self.open_up(At::new(&d, OsStr::new(".")), &root_entry);
                 let list = self.list(&d, Path::new(""))?;
                 let mut e = Entry::from_metadata(PathBuf::new(), &md);
                 e.xattrs = self.opts.rules.xattrs;
@@ -433,7 +451,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 } else {
                     std::fs::create_dir_all(dst_root)
                         .map_err(|e| Error::io(Op::Mkdir, dst_root, e))
-                        .and_then(|()| Dir::open(dst_root).map(|d| Some(Arc::new(d))))
+                        .and_then(|()| self.open_dst_root(dst_root).map(Some))
                 };
                 match made {
                     Ok(d) => {
@@ -471,6 +489,18 @@ impl<'a, S: Source> Syncer<'a, S> {
             Err(e) => self.fail(e),
         });
         Ok(())
+    }
+
+    /// The destination root's handle, which every later look at the root goes through: a path
+    /// looked up again could meet a link swapped in meanwhile.
+    fn open_dst_root(&self, dst_root: &Path) -> Result<Arc<Dir>> {
+        let d = Arc::new(if self.opts.root_nofollow {
+            Dir::open_nofollow(dst_root)?
+        } else {
+            Dir::open(dst_root)?
+        });
+        self.dst_dirs.pin_root(Arc::clone(&d));
+        Ok(d)
     }
 
     /// SRC is a file: one entry, whose destination is a file path (its folder exists or is made
@@ -1503,7 +1533,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             return;
         }
         if !self.opts.dry_run {
-            let r = self.dst_dirs.parent_of(rel).and_then(|(dd, dn)| {
+            let r = self.dst_dirs.finish_at(rel).and_then(|(dd, dn)| {
                 let at = At::new(&dd, &dn);
                 if d.existed && d.reason.is_none() {
                     // Matched when paired (xattrs included); what the run did inside may have

@@ -26,7 +26,7 @@ use crate::entry::{Entry, Kind};
 use crate::error::Error;
 use crate::job::{Job, Mode, Options};
 use crate::report::{Event, Observer};
-use crate::sync;
+use crate::sync::{self, SyncOptions};
 
 /// A folder the daemon serves under a name.
 #[derive(Clone, Debug)]
@@ -531,7 +531,10 @@ fn run_push(
     let source = RemoteSource::new(Arc::clone(peer), &push.src, push.src_shown.clone())?
         .with_stream_set(Arc::clone(streams), *expected);
     let filter = job.filter(src_is_dir)?;
-    let opts = job.sync_options();
+    let opts = SyncOptions {
+        root_nofollow: true,
+        ..job.sync_options()
+    };
     // The client's Ctrl-C closes the connection; stop then, as a local run stops on Ctrl-C.
     let cancel = opts.cancel.clone();
     let watch = Arc::clone(peer);

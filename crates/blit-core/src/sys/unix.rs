@@ -56,6 +56,17 @@ impl Dir {
         })
     }
 
+    /// Opens a tree's root without following a symlink at its last name (a daemon's push: the
+    /// name was checked beneath the module, and may not be swapped for a link since).
+    pub fn open_nofollow(path: &Path) -> Result<Dir> {
+        let fd = rustix::fs::open(path, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
+            .at(Op::Open, path)?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Opens a subfolder; fails (rather than following) if `name` is now a symlink.
     pub fn open_child(&self, name: &OsStr) -> Result<Dir> {
         let path = self.path.join(name);

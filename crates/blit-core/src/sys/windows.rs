@@ -58,6 +58,19 @@ impl Dir {
         })
     }
 
+    /// A root that is not itself a link or junction.
+    pub fn open_nofollow(path: &Path) -> Result<Dir> {
+        let md = std::fs::symlink_metadata(path).at(Op::Open, path)?;
+        if md.file_type().is_symlink() {
+            return Err(Error::io(
+                Op::Open,
+                path,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a folder (a link?)"),
+            ));
+        }
+        Dir::open(path)
+    }
+
     /// Refuses (rather than follows) a link or junction standing where a folder was.
     pub fn open_child(&self, name: &OsStr) -> Result<Dir> {
         let path = self.path.join(name);
