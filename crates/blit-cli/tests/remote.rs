@@ -3407,3 +3407,48 @@ fn a_link_swapped_in_for_a_push_destination_is_not_followed() {
         .file_type()
         .is_symlink());
 }
+
+/// The daemon's resident memory, from /proc.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+/// A client that sends requests without ever reading the replies is stopped being read once
+/// the daemon has a bounded number waiting: its requests wait in its own socket, not in the
+/// daemon's memory.
+#[test]
+fn a_request_flood_without_reading_replies_keeps_the_daemon_bounded() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    m.file("f", b"x");
+    let mut d = Daemon::serve_plain(&[("m", m.root())]);
+    let before = rss_mib(d.pid());
+    let (mut s, answer) = raw_hello(&d, pull_hello("m", b""));
+    assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut batch = Vec::new();
+    for id in 0..4096u32 {
+        let req = Req::Hash(b"no-such-file".to_vec());
+        batch.extend(wire::encode_msg(&Msg::Req { id, req }).unwrap());
+    }
+    // Up to 2 million requests (about 40 MiB); a daemon reading them all would hold each.
+    let mut sent = 0;
+    while sent < 2_000_000 && s.write_all(&batch).is_ok() {
+        sent += 4096;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_mib(d.pid());
+    assert!(
+        after < before + 120,
+        "daemon grew from {before} to {after} MiB after {sent} requests"
+    );
+    drop(s);
+    d.assert_healthy();
+}

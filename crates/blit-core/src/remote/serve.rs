@@ -347,17 +347,23 @@ impl Tree {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Requests waiting for a worker, at most. Past it the connection's reader waits for room, so a
+/// peer that sends requests without reading the replies stops being read (its socket fills)
+/// instead of queueing without end in this process. Far above what the engine keeps in flight
+/// (64 listings and 1,024 small files ahead, plus one request per worker).
+const QUEUED_REQUESTS: usize = 4096;
+
 /// Threads that wait for requests blocked on a channel. Not rayon: its idle workers spin (yield
 /// in a loop) looking for work, which on a small machine takes the CPU from the threads moving
 /// the data; these sleep until a request comes.
 struct Pool {
-    tx: Option<std::sync::mpsc::Sender<Job>>,
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Pool {
     fn new(n: usize) -> io::Result<Pool> {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUED_REQUESTS);
         let rx = Arc::new(std::sync::Mutex::new(rx));
         let mut threads = Vec::with_capacity(n);
         for _ in 0..n {

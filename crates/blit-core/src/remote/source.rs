@@ -28,6 +28,11 @@ const PREFETCH: usize = 64;
 /// bytes in flight.
 const AHEAD_FILE_MAX: u64 = 256 << 10;
 const AHEAD_BYTES: u64 = 64 << 20;
+/// And at most this many (empty files weigh nothing against the bytes).
+const AHEAD_FILES: usize = 1024;
+/// The most entries one folder's listing may hold: a peer that never ends a listing would
+/// otherwise grow this process's memory without bound.
+const MAX_LISTED: usize = 8_000_000;
 /// A stripe of a large file is at least this long, so the per-stripe cost (a request, an
 /// `open` and two `fstat`s at the sender, a thread here) stays negligible next to its data.
 const STRIPE_MIN: u64 = 16 << 20;
@@ -636,6 +641,10 @@ impl Source for RemoteSource {
             if last {
                 break;
             }
+            if out.entries.len() > MAX_LISTED {
+                let why = format!("the listing holds more than {MAX_LISTED} entries");
+                return Err(self.lost(Op::ReadDir, rel, io::Error::other(why)));
+            }
         }
         // Ask for the subfolders now, so their listings travel while this one is merged; those
         // beyond the window wait their turn and are asked as listings are taken.
@@ -774,6 +783,9 @@ impl Source for RemoteSource {
     fn prefetch(&self, dir: &RemoteDir, files: &[&Entry]) {
         let mut ahead = self.ahead.lock().unwrap();
         for e in files {
+            if ahead.files.len() >= AHEAD_FILES {
+                break;
+            }
             if e.size > AHEAD_FILE_MAX || ahead.bytes + e.size > AHEAD_BYTES {
                 continue;
             }

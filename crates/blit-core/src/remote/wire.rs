@@ -407,6 +407,14 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
             if len < 12 {
                 return Err(invalid("data frame too short"));
             }
+            // Senders cut data at DATA_CHUNK; bigger frames would multiply what a peer can
+            // park in the queues of its requests.
+            if len - 12 > DATA_CHUNK {
+                return Err(invalid(format!(
+                    "data frame of {} bytes exceeds the limit of {DATA_CHUNK}",
+                    len - 12
+                )));
+            }
             let mut h = [0u8; 12];
             r.read_exact(&mut h)?;
             let id = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
@@ -542,6 +550,13 @@ mod tests {
         assert!(read_frame(&mut &garbage[..]).is_err());
         let bad_type = [0u8, 0, 0, 0, 9];
         assert!(read_frame(&mut &bad_type[..]).is_err());
+        // Data beyond DATA_CHUNK in one frame is refused before its bytes are read.
+        let mut fat = data_header(1, 0, DATA_CHUNK + 1).to_vec();
+        fat.resize(fat.len() + DATA_CHUNK + 1, 0);
+        assert!(read_frame(&mut &fat[..]).is_err());
+        let mut full = data_header(1, 0, DATA_CHUNK).to_vec();
+        full.resize(full.len() + DATA_CHUNK, 0);
+        assert!(read_frame(&mut &full[..]).is_ok());
         assert!(read_frame(&mut &[][..]).unwrap().is_none());
     }
 
