@@ -363,3 +363,41 @@ fn a_destination_root_named_by_a_link_gets_the_source_roots_metadata() {
             .is_symlink());
     }
 }
+
+/// A default ACL on a destination folder replaces the umask for what is created in it (the new
+/// file's mode is masked by the ACL): modes must still come out as the source's, in the folder
+/// itself, in one the run makes inside it, and in an existing one that has its own.
+#[test]
+fn a_default_acl_on_the_destination_does_not_change_copied_modes() {
+    // u::rwx g::r-x o::--- as the kernel stores it (version 2, then tag, perm, id per entry).
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 0)] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(u32::MAX.to_le_bytes());
+    }
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("f", b"f")
+        .chmod("f", 0o644)
+        .file("x", b"x")
+        .chmod("x", 0o755)
+        .file("new/g", b"g")
+        .chmod("new/g", 0o604)
+        .file("old/h", b"h")
+        .chmod("old/h", 0o664);
+    let dst = sb.dst();
+    dst.mkroot().dir("old");
+    xattr::set(dst.root(), "system.posix_acl_default", &acl).unwrap();
+    xattr::set(dst.p("old"), "system.posix_acl_default", &acl).unwrap();
+    expect_code(&run(["copy".as_ref(), src.root(), dst.root()]), 0);
+    for (rel, mode) in [
+        ("f", 0o644),
+        ("x", 0o755),
+        ("new/g", 0o604),
+        ("old/h", 0o664),
+    ] {
+        assert_eq!(dst.mode(rel), mode, "{rel}");
+        assert_eq!(dst.read(rel), src.read(rel), "{rel}");
+    }
+}

@@ -97,6 +97,9 @@ struct Node<D> {
     /// set-group-ID, or its group is not ours (which a `grpid` mount passes on too). Then an
     /// owner that looks like ours is still set explicitly.
     dst_setgid: bool,
+    /// The destination folder has a default ACL (or was made inside one), which replaces the
+    /// umask for what is created in it: no mode is certain to be kept, so it is always set.
+    dst_acl: bool,
 }
 
 /// Later names of a hard-link group wait for the end, when the first name is surely written.
@@ -347,6 +350,15 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
     }
 
+    /// Whether the destination folder `at` has a default ACL. `b` is the walk's entry for it,
+    /// whose xattr probe (when xattrs are kept) already tells a folder without any.
+    fn default_acl(&self, at: At<'_>, b: Option<&Entry>) -> bool {
+        if self.opts.rules.xattrs && b.is_some_and(|b| !b.xattrs) {
+            return false;
+        }
+        sys::has_default_acl(at)
+    }
+
     /// Whether new entries in the destination folder `d` may get a group other than ours.
     fn gives_group(&self, d: &Entry) -> bool {
         d.perm & 0o2000 != 0 || d.gid != self.creator.1
@@ -474,10 +486,15 @@ impl<'a, S: Source> Syncer<'a, S> {
                 }
             }
         };
+        let dst_acl = match &dst {
+            Some(d) => self.default_acl(At::new(d, OsStr::new(".")), None),
+            None => false,
+        };
         let node = Node {
             src,
             dst,
             dst_setgid,
+            dst_acl,
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.workers.max(1))
@@ -528,8 +545,9 @@ impl<'a, S: Source> Syncer<'a, S> {
             sname: &sname,
             dst: Some(&ddir),
             dname: &dname,
-            // The folder it lands in was not looked at: assume nothing about the group it gives.
+            // The folder it lands in was not looked at: assume nothing about what it gives.
             setgid: true,
+            acl: true,
         };
         match b {
             None => self.write(&pair, &a, None, Reason::New),
@@ -652,7 +670,8 @@ impl<'a, S: Source> Syncer<'a, S> {
                         return;
                     }
                 }
-                let (src, dst, setgid) = (Arc::clone(&node.src), node.dst.clone(), node.dst_setgid);
+                let (src, dst) = (Arc::clone(&node.src), node.dst.clone());
+                let (setgid, acl) = (node.dst_setgid, node.dst_acl);
                 s.spawn(move |_| {
                     if self.cancelled() {
                         return;
@@ -664,6 +683,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                         dst: dst.as_ref(),
                         dname: &name,
                         setgid,
+                        acl,
                     };
                     match b {
                         None => self.write(&pair, &a, None, Reason::New),
@@ -719,11 +739,16 @@ impl<'a, S: Source> Syncer<'a, S> {
         let child_src = Arc::clone(&node.src);
         let parent_dst = node.dst.clone();
         let rel = a.rel.clone();
-        let (dst_setgid, existing_dir) = match &b {
-            Some(b) if b.kind == Kind::Dir => (self.gives_group(b), true),
+        let (dst_setgid, dst_acl, existing_dir) = match (&b, &parent_dst) {
+            (Some(b), Some(pd)) if b.kind == Kind::Dir => (
+                self.gives_group(b),
+                self.default_acl(At::new(pd, &name), Some(b)),
+                true,
+            ),
             // A folder made here got its group from its parent if the parent gives one (and
-            // with it, on Linux, the set-group-ID bit): it gives it on in turn.
-            _ => (node.dst_setgid, false),
+            // with it, on Linux, the set-group-ID bit), and its parent's default ACL: it gives
+            // them on in turn.
+            _ => (node.dst_setgid, node.dst_acl, false),
         };
         if !existing_dir {
             // Create it (replacing a non-folder standing there), before anything inside.
@@ -801,6 +826,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 src,
                 dst,
                 dst_setgid,
+                dst_acl,
             };
             self.merge(s, &node, src_list, dst_list);
         });
@@ -1113,7 +1139,9 @@ impl<'a, S: Source> Syncer<'a, S> {
                 // nor when resuming, which needs the data under a name that survives a crash).
                 final_name: (fresh && !self.opts.verify && !resume).then_some(pair.dname),
                 meta: self.opts.meta,
-                umask: self.opts.umask,
+                // Under a default ACL the umask does not apply and no mode is certain to be
+                // kept: a umask masking every bit makes the copy always set the mode.
+                umask: if pair.acl { 0o7777 } else { self.opts.umask },
                 default_owner,
                 fsync: self.opts.fsync || self.is_move(),
                 fast: &self.fast,
@@ -1314,6 +1342,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                             dst: Some(&ddir),
                             dname: &dname,
                             setgid: false,
+                            acl: false,
                         };
                         self.move_unchanged(&pair, a);
                     }
@@ -1374,6 +1403,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                         dst: Some(&ddir),
                         dname: &dname,
                         setgid: true,
+                        acl: true,
                     };
                     self.unchanged.fetch_sub(1, Ordering::Relaxed);
                     self.write(&pair, &a, Some(&b), Reason::Unlink);
@@ -1611,6 +1641,8 @@ struct Pair<'p, D> {
     /// New files in the destination folder may get a group other than ours (see
     /// `Node::dst_setgid`), so `chown` must run.
     setgid: bool,
+    /// See `Node::dst_acl`.
+    acl: bool,
 }
 
 /// A temporary in a destination folder, removed on drop unless renamed into place, so an error or

@@ -715,6 +715,25 @@ pub fn has_xattrs(at: At<'_>) -> Result<bool> {
     }
 }
 
+/// Whether a folder has a default ACL, which then replaces the umask for what is created in it.
+/// Only Linux's POSIX ACLs work that way; failures read as "no".
+pub fn has_default_acl(at: At<'_>) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let mut buf = [0u8; 256];
+        match rustix::fs::lgetxattr(xattr_path(at), "system.posix_acl_default", &mut buf[..]) {
+            Ok(n) => n > 0,
+            // Longer than the buffer: there is one.
+            Err(e) => e == rustix::io::Errno::RANGE,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = at;
+        false
+    }
+}
+
 /// `listxattrat(2)` (Linux 6.13): the size of an entry's xattr list, looked up relative to its
 /// folder, which costs one name lookup instead of a whole path's. `None` where the kernel lacks
 /// it (remembered, so the probe happens once).

@@ -115,6 +115,11 @@ pub fn stat_at(at: At<'_>, rel: PathBuf) -> Result<Entry> {
         .at(Op::Stat, &p)
 }
 
+/// No POSIX default ACLs here.
+pub fn has_default_acl(_at: At<'_>) -> bool {
+    false
+}
+
 /// Windows has no extended attributes in the POSIX sense.
 pub fn has_xattrs(_at: At<'_>) -> Result<bool> {
     Ok(false)
