@@ -715,6 +715,35 @@ fn a_grpid_mount_does_not_give_its_groups_to_copies() {
     assert_eq!(dst.meta("single/f").gid(), 0, "a single file");
 }
 
+/// Where a filesystem's listings carry no entry types (ext4 without `filetype`), `--max-delete`
+/// still counts what deleting a folder would remove, every entry inside it included.
+#[test]
+fn max_delete_counts_folders_where_listings_carry_no_types() {
+    let sb = Sandbox::new();
+    // Declared after the sandbox, so it is unmounted first.
+    let lfs = LoopFs::with_features(16, 256, &["-O", "^filetype"], "loop");
+    let src = sb.src();
+    src.file("keep", b"k");
+    let dst = Tree::at(lfs.mnt());
+    dst.file("keep", b"k");
+    for i in 0..5 {
+        dst.file(format!("extra/sub/f{i}"), b"x");
+    }
+    let a = run(args(
+        "mirror",
+        &["--max-delete", "3"],
+        src.root(),
+        dst.root(),
+    ));
+    assert_ne!(code_of(&a), 0, "{}", stderr_of(&a));
+    for i in 0..5 {
+        assert!(
+            dst.exists(format!("extra/sub/f{i}")),
+            "f{i} deleted past --max-delete"
+        );
+    }
+}
+
 #[test]
 fn full_disk() {
     let mut rep = Report::new("full_disk");

@@ -1247,7 +1247,12 @@ impl<'a, S: Source> Syncer<'a, S> {
         let mut n = 1;
         for (child, hint) in sub.read_names().unwrap_or_default() {
             let child_rel = rel.join(&child);
-            let is_dir = hint == Some(Kind::Dir);
+            let is_dir = match hint {
+                Some(kind) => kind == Kind::Dir,
+                // The listing did not say (a filesystem without entry types): look.
+                None => sys::stat_at(At::new(&sub, &child), child_rel.clone())
+                    .is_ok_and(|e| e.kind == Kind::Dir),
+            };
             if self.filter.excludes(&child_rel, is_dir) || (!is_dir && tempname::is_temp(&child)) {
                 continue;
             }

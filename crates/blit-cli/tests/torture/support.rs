@@ -325,6 +325,11 @@ impl LoopFs {
 
     /// As [`LoopFs::new`], mounted with `options` (which must include `loop`).
     pub fn with_options(size_mib: u64, inodes: u32, options: &str) -> LoopFs {
+        Self::with_features(size_mib, inodes, &[], options)
+    }
+
+    /// As [`LoopFs::with_options`], made with extra `mkfs.ext4` arguments (`-O ^filetype`…).
+    pub fn with_features(size_mib: u64, inodes: u32, mkfs: &[&str], options: &str) -> LoopFs {
         let dir = tempfile::Builder::new()
             .prefix("blit-loopfs-")
             .tempdir_in(std::env::temp_dir())
@@ -343,6 +348,7 @@ impl LoopFs {
         };
         sh(Command::new("mkfs.ext4")
             .args(["-q", "-F", "-m", "0", "-N", &inodes.to_string()])
+            .args(mkfs)
             .arg(&img))
         .expect("mkfs.ext4 (install e2fsprogs)");
         sh(Command::new("mount")
