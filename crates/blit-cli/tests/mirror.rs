@@ -235,3 +235,30 @@ fn newer_destination_file_is_replaced_by_the_source_version() {
     expect_code(&run(args("mirror", &[], &sb)), 0);
     assert_trees_equal(sb.src().root(), sb.dst().root());
 }
+
+/// A hard-linked copy whose destination inode has a name outside the tree: a change of mode in
+/// the source group reaches the group's copies, never that other name.
+#[test]
+fn a_mode_change_in_a_link_group_never_reaches_names_outside_the_tree() {
+    let sb = Sandbox::new();
+    sb.src()
+        .file("h1", b"linked")
+        .hardlink("h2", "h1")
+        .chmod("h1", 0o644);
+    expect_code(&run(args("mirror", &[], &sb)), 0);
+    let outside = sb.join("outside-name");
+    std::fs::hard_link(sb.dst().p("h1"), &outside).unwrap();
+    sb.src().chmod("h1", 0o600);
+    expect_code(&run(args("mirror", &[], &sb)), 0);
+    assert_eq!(sb.dst().mode("h1"), 0o600);
+    assert_eq!(sb.dst().ino("h1"), sb.dst().ino("h2"));
+    assert_trees_equal(sb.src().root(), sb.dst().root());
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(&outside).unwrap();
+    assert_eq!(
+        md.permissions().mode() & 0o7777,
+        0o644,
+        "the outside name changed"
+    );
+    assert_eq!(std::fs::read(&outside).unwrap(), b"linked");
+}
