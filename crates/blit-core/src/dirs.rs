@@ -93,9 +93,12 @@ impl DirCache {
     /// Where a folder's own metadata is set: the root through its pinned handle as `.` (the root
     /// may be a link to the folder meant, and its parent's view of that name is the link), any
     /// other folder through its parent.
+    /// (Unix only: Windows folders are reached by path, which refuses a trailing `.`.)
     pub fn finish_at(&self, rel: &Path) -> Result<(Arc<Dir>, OsString)> {
         match self.pinned.get() {
-            Some(root) if rel.as_os_str().is_empty() => Ok((Arc::clone(root), ".".into())),
+            Some(root) if cfg!(unix) && rel.as_os_str().is_empty() => {
+                Ok((Arc::clone(root), ".".into()))
+            }
             _ => self.parent_of(rel),
         }
     }

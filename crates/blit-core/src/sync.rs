@@ -426,7 +426,9 @@ impl<'a, S: Source> Syncer<'a, S> {
                         self.open_dst_root(dst_root)?
                     }
                 };
-                self.open_up(At::new(&d, OsStr::new(".")), &root_entry);
+                if let Ok((dd, dn)) = self.dst_dirs.finish_at(Path::new("")) {
+                    self.open_up(At::new(&dd, &dn), &root_entry);
+                }
                 let list = self.list(&d, Path::new(""))?;
                 let mut e = Entry::from_metadata(PathBuf::new(), &md);
                 e.xattrs = self.opts.rules.xattrs;
@@ -486,9 +488,9 @@ impl<'a, S: Source> Syncer<'a, S> {
                 }
             }
         };
-        let dst_acl = match &dst {
-            Some(d) => self.default_acl(At::new(d, OsStr::new(".")), None),
-            None => false,
+        let dst_acl = match self.dst_dirs.finish_at(Path::new("")) {
+            Ok((dd, dn)) if dst.is_some() => self.default_acl(At::new(&dd, &dn), None),
+            _ => false,
         };
         let node = Node {
             src,
