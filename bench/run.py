@@ -74,6 +74,17 @@ def blit_bin():
     return os.path.join(REPO, "target", "release", "blit")
 
 
+def noop_floor_bin():
+    """bench/noop-floor.c built into target/ (None without a C compiler): the no-op's kernel
+    floor, each tree's looks on its own thread, with no tool's overhead."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None
+    out = os.path.join(REPO, "target", "noop-floor")
+    r = subprocess.run([cc, "-O2", "-pthread", "-o", out, os.path.join(HERE, "noop-floor.c")])
+    return out if r.returncode == 0 else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Datasets (deterministic, built once and kept between runs)
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +297,17 @@ DUTY_PAIRS = [("blit", "rsync -aX --delete (duty of blit)"),
               ("blit --no-xattrs (duty of rsync -a)", "rsync -a --delete")]
 
 
-def mirror_tools(blit, duty=False):
+FLOOR_XA = "kernel floor of blit's duty (lstat + xattr probe, 2 threads)"
+FLOOR_LS = "kernel floor of rsync -a's duty (lstat, 2 threads)"
+
+
+# How close each duty comes to what the kernel alone needs, and how low the kernel alone could
+# take the ratio the target names.
+FLOOR_PAIRS = [("blit", FLOOR_XA), ("blit --no-xattrs (duty of rsync -a)", FLOOR_LS),
+               (FLOOR_XA, "rsync -a --delete")]
+
+
+def mirror_tools(blit, duty=False, floor=False):
     """`duty`: also the same-duty pairs, outside the ratio against the best peer. Blit keeps
     xattrs by default and `rsync -a` does not; `blit --no-xattrs` does what `rsync -a` does, and
     `rsync -aX` what Blit does."""
@@ -301,6 +322,10 @@ def mirror_tools(blit, duty=False):
                       lambda s, d: ["rsync", "-aX", "--delete", s + "/", d + "/"]))
     if have("rclone"):
         t.append(("rclone sync", lambda s, d: ["rclone", "sync", "--links", s, d]))
+    floor = noop_floor_bin() if floor else None
+    if floor:
+        t.append((FLOOR_XA, lambda s, d: [floor, "xattrs", s, d]))
+        t.append((FLOOR_LS, lambda s, d: [floor, "lstat", s, d]))
     return t
 
 
@@ -373,7 +398,7 @@ class Bench:
         self.record(label, results)
 
     def noop_mirror(self, label, src, rounds, duty=False):
-        tools = mirror_tools(self.blit, duty)
+        tools = mirror_tools(self.blit, duty, floor=duty)
         dst = os.path.join(self.data, "dst", os.path.basename(src) + "-replica")
         if not os.path.exists(dst):
             sh([self.blit, "mirror", "-q", "--no-progress", src, dst], check=True)
@@ -429,10 +454,13 @@ class Bench:
         for a, b in DUTY_PAIRS:
             if a in med and b in med:
                 print(f"  same duty: {a} / {b}: {med[a][0] / med[b][0]:.2f}")
-        floor = [(k, v) for k, v in med.items() if "floor" in k]
+        floor = [(k, v) for k, v in med.items() if "floor" in k and "kernel" not in k]
         for k, v in floor:
             if "blit" in med:
                 print(f"  blit / {k}: {med['blit'][0] / v[0]:.2f}")
+        for a, b in FLOOR_PAIRS:
+            if a in med and b in med:
+                print(f"  {a} / {b}: {med[a][0] / med[b][0]:.2f}")
         self.rows.append((label, med, best, ratio))
 
     def cleanup(self):
@@ -463,6 +491,9 @@ class Bench:
         for a, b in DUTY_PAIRS:
             if a in med and b in med:
                 rows.append(f"| {label} | same duty: {a} / {b} | {med[a][0] / med[b][0]:.2f} | | | |")
+        for a, b in FLOOR_PAIRS:
+            if a in med and b in med:
+                rows.append(f"| {label} | floor: {a} / {b} | {med[a][0] / med[b][0]:.2f} | | | |")
         return rows
 
     def write(self, out):

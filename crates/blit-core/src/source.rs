@@ -130,7 +130,11 @@ pub fn list_local(
             continue;
         }
         let at = At::new(dir, &name);
-        let entry = match sys::stat_at(at, rel.join(&name)) {
+        // `rel.join(name)` would allocate, then grow: one allocation of the final size instead.
+        let mut child = PathBuf::with_capacity(rel.as_os_str().len() + 1 + name.len());
+        child.push(rel);
+        child.push(&name);
+        let entry = match sys::stat_at(at, child) {
             Ok(e) => e,
             Err(e) => {
                 out.entries.push((name, Err(e)));

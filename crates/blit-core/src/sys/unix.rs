@@ -742,28 +742,32 @@ fn listxattr_size_at(at: At<'_>) -> Option<io::Result<usize>> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         use std::os::fd::AsRawFd;
-        use std::os::unix::ffi::OsStrExt;
         use std::sync::atomic::{AtomicBool, Ordering};
         const SYS_LISTXATTRAT: libc::c_long = 465;
         static MISSING: AtomicBool = AtomicBool::new(false);
         if MISSING.load(Ordering::Relaxed) {
             return None;
         }
-        let name = match std::ffi::CString::new(at.name.as_bytes()) {
-            Ok(c) => c,
-            Err(e) => return Some(Err(io::Error::other(e))),
-        };
-        // SAFETY: a valid folder descriptor and NUL-terminated name; a null buffer of size 0
-        // asks only for the size.
-        let r = unsafe {
-            libc::syscall(
-                SYS_LISTXATTRAT,
-                at.dir.fd().as_raw_fd(),
-                name.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
-                std::ptr::null_mut::<libc::c_char>(),
-                0usize,
-            )
+        use rustix::path::Arg;
+        // The name made C-terminated on the stack (rustix's small-path buffer): this runs for
+        // every entry of both trees.
+        let called = at.name.into_with_c_str(|name| {
+            // SAFETY: a valid folder descriptor and NUL-terminated name; a null buffer of size
+            // 0 asks only for the size.
+            Ok(unsafe {
+                libc::syscall(
+                    SYS_LISTXATTRAT,
+                    at.dir.fd().as_raw_fd(),
+                    name.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                    std::ptr::null_mut::<libc::c_char>(),
+                    0usize,
+                )
+            })
+        });
+        let r = match called {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e.into())),
         };
         if r >= 0 {
             return Some(Ok(r as usize));
