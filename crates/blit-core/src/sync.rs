@@ -471,10 +471,11 @@ impl<'a, S: Source> Syncer<'a, S> {
                     Ok(d) => {
                         // Made where its parent may hand it a group (set-group-ID, `grpid`):
                         // what goes in it is judged by what it got.
-                        dst_setgid = match std::fs::metadata(dst_root) {
-                            Ok(md) => self.gives_group(&Entry::from_metadata(PathBuf::new(), &md)),
-                            Err(_) => true,
-                        };
+                        let made = self
+                            .dst_dirs
+                            .finish_at(Path::new(""))
+                            .and_then(|(dd, dn)| sys::stat_at(At::new(&dd, &dn), PathBuf::new()));
+                        dst_setgid = made.map_or(true, |e| self.gives_group(&e));
                         self.emit(Action::Create, Kind::Dir, Path::new(""), "new", 0);
                         self.dirs.lock().unwrap().push(DirRecord {
                             entry: src_entry.clone(),
