@@ -744,6 +744,28 @@ fn max_delete_counts_folders_where_listings_carry_no_types() {
     }
 }
 
+/// `move` onto a filesystem that keeps coarser times (ext4 with 128-byte inodes: whole seconds)
+/// still removes its sources: whether a source changed after its copy is judged by the source
+/// itself, not by the copy's rounded time.
+#[test]
+fn move_onto_coarse_timestamps_removes_its_sources() {
+    let sb = Sandbox::new();
+    // Declared after the sandbox, so it is unmounted first.
+    let lfs = LoopFs::with_features(16, 256, &["-I", "128"], "loop");
+    let src = sb.src();
+    src.file("a", b"alpha")
+        .file("d/b", b"beta")
+        .set_mtime("a", 1_600_000_000, 123_456_789)
+        .set_mtime("d/b", 1_600_000_001, 987_654_321);
+    let dst = Tree::at(lfs.mnt().join("dst"));
+    let a = run(args("move", &[], src.root(), dst.root()));
+    expect_code(&a, 0);
+    assert!(!src.exists(""), "sources kept: {}", stderr_of(&a));
+    assert_eq!(dst.read("a"), b"alpha");
+    assert_eq!(dst.read("d/b"), b"beta");
+    assert_eq!(dst.mtime("a").0, 1_600_000_000);
+}
+
 #[test]
 fn full_disk() {
     let mut rep = Report::new("full_disk");

@@ -31,7 +31,7 @@ use std::time::Instant;
 use crate::cancel::CancelToken;
 use crate::decide::{self, Decision, MetaDiff, Reason, Rules};
 use crate::dirs::DirCache;
-use crate::entry::{Entry, Kind};
+use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::report::{Action, Actions, Event, Observer, Stats};
@@ -109,6 +109,25 @@ struct Group {
     followers: Vec<(Entry, Option<Entry>)>,
 }
 
+/// A `move`'s source to remove at the end, once its copy is flushed.
+struct Release {
+    rel: PathBuf,
+    /// The copy is a file written by this run, to flush first.
+    flush: bool,
+    /// A file's size, mtime and inode when it was copied: it is removed only if still so.
+    seen: Option<(u64, MTime, u64)>,
+}
+
+impl Release {
+    fn of(a: &Entry, flush: bool) -> Release {
+        Release {
+            rel: a.rel.clone(),
+            flush,
+            seen: (a.kind == Kind::File).then_some((a.size, a.mtime, a.ino)),
+        }
+    }
+}
+
 /// A folder whose metadata is restored at the end.
 struct DirRecord {
     entry: Entry,
@@ -180,7 +199,7 @@ struct Syncer<'a, S: Source> {
     shared: Mutex<Vec<(Entry, Entry)>>,
     /// `move`: sources to remove at the end (copied across filesystems, or already right);
     /// `true` when the destination still needs a flush.
-    release: Mutex<Vec<(PathBuf, bool)>>,
+    release: Mutex<Vec<Release>>,
     failed_src: Mutex<HashSet<PathBuf>>,
     cross_device: AtomicBool,
 }
@@ -961,7 +980,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         self.release
             .lock()
             .unwrap()
-            .push((a.rel.clone(), a.kind == Kind::File));
+            .push(Release::of(a, a.kind == Kind::File));
     }
 
     /// `move` within one filesystem: one rename carries the content and every piece of metadata.
@@ -1087,7 +1106,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             }
         }?;
         if self.is_move() {
-            self.release.lock().unwrap().push((a.rel.clone(), false));
+            self.release.lock().unwrap().push(Release::of(a, false));
         }
         Ok(result)
     }
@@ -1387,7 +1406,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             sys::hard_link_at(At::new(&ldir, &lname), tmp)
         })?;
         if self.is_move() {
-            self.release.lock().unwrap().push((a.rel.clone(), false));
+            self.release.lock().unwrap().push(Release::of(a, false));
         }
         self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
         Ok(())
@@ -1435,26 +1454,27 @@ impl<'a, S: Source> Syncer<'a, S> {
         let release = std::mem::take(&mut *self.release.lock().unwrap());
         let failed = self.failed_src.lock().unwrap().clone();
         let mut ready = Vec::new();
-        for (rel, needs_flush) in release {
-            if failed.contains(&rel) {
+        for r in release {
+            let rel = &r.rel;
+            if failed.contains(rel) {
                 continue;
             }
-            if needs_flush {
+            if r.flush {
                 let flushed = self
                     .dst_dirs
-                    .parent_of(&rel)
+                    .parent_of(rel)
                     .and_then(|(d, n)| sys::fsync_at(At::new(&d, &n)));
                 if let Err(e) = flushed {
                     self.fail(e);
                     continue;
                 }
             }
-            ready.push(rel);
+            ready.push(r);
         }
         // Each destination folder that gained a name is flushed once (for a single-file run,
         // the folder holding the root).
         let mut flushed: HashMap<PathBuf, bool> = HashMap::new();
-        for rel in ready {
+        for Release { rel, seen, .. } in ready {
             let parent = parent_rel(&rel);
             let ok = match flushed.get(&parent) {
                 Some(ok) => *ok,
@@ -1478,7 +1498,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 continue;
             }
             let removed = self.src.parent_of(&rel).and_then(|(d, n)| {
-                self.still_as_copied(&d, &n, &rel)?;
+                self.still_as_copied(&d, &n, &rel, seen)?;
                 self.src.remove(&d, &n)
             });
             if let Err(e) = removed {
@@ -1487,23 +1507,27 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
     }
 
-    /// A released source is removed only if it is still what its copy holds: written to after
-    /// it was copied (the copy carries the size and time it had then), it stays, and says so.
-    fn still_as_copied(&self, dir: &S::Dir, name: &OsStr, rel: &Path) -> Result<()> {
+    /// A released source file is removed only if it is still as it was seen when copied (size,
+    /// mtime, inode): one written to meanwhile stays, and says so. Compared with the source's
+    /// own earlier look, not with the copy, whose times another filesystem may have rounded.
+    fn still_as_copied(
+        &self,
+        dir: &S::Dir,
+        name: &OsStr,
+        rel: &Path,
+        seen: Option<(u64, MTime, u64)>,
+    ) -> Result<()> {
+        let Some(seen) = seen else {
+            return Ok(());
+        };
         let now = self.src.stat(dir, name, rel)?;
-        let copy = self
-            .dst_dirs
-            .parent_of(rel)
-            .and_then(|(d, n)| sys::stat_at(At::new(&d, &n), rel.to_path_buf()))?;
-        let same = now.kind == copy.kind
-            && (now.kind != Kind::File || (now.size == copy.size && now.mtime == copy.mtime));
-        if same {
+        if now.kind == Kind::File && (now.size, now.mtime, now.ino) == seen {
             return Ok(());
         }
         Err(Error::io(
             Op::Delete,
             self.src.path(dir, name),
-            std::io::Error::other("changed after it was copied; the source is kept"),
+            std::io::Error::other("changed during or after its copy; the source is kept"),
         ))
     }
 
