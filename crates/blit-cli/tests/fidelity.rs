@@ -369,12 +369,20 @@ fn a_destination_root_named_by_a_link_gets_the_source_roots_metadata() {
 /// itself, in one the run makes inside it, and in an existing one that has its own.
 #[test]
 fn a_default_acl_on_the_destination_does_not_change_copied_modes() {
-    // u::rwx g::r-x o::--- as the kernel stores it (version 2, then tag, perm, id per entry).
+    // u::rwx u:1234:r-x g::r-x m::r-x o::--- as the kernel stores it (version 2, then tag,
+    // perm, id per entry). The named user makes what new files inherit a real access ACL.
     let mut acl = 2u32.to_le_bytes().to_vec();
-    for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 0)] {
+    let entries = [
+        (0x01u16, 7u16, u32::MAX),
+        (0x02, 5, 1234),
+        (0x04, 5, u32::MAX),
+        (0x10, 5, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ];
+    for (tag, perm, id) in entries {
         acl.extend(tag.to_le_bytes());
         acl.extend(perm.to_le_bytes());
-        acl.extend(u32::MAX.to_le_bytes());
+        acl.extend(id.to_le_bytes());
     }
     let sb = Sandbox::new();
     let src = sb.src();
@@ -385,19 +393,38 @@ fn a_default_acl_on_the_destination_does_not_change_copied_modes() {
         .file("new/g", b"g")
         .chmod("new/g", 0o604)
         .file("old/h", b"h")
-        .chmod("old/h", 0o664);
+        .chmod("old/h", 0o664)
+        .file("old/l1", b"linked")
+        .hardlink("old/l2", "old/l1")
+        .chmod("old/l1", 0o640);
     let dst = sb.dst();
     dst.mkroot().dir("old");
     xattr::set(dst.root(), "system.posix_acl_default", &acl).unwrap();
     xattr::set(dst.p("old"), "system.posix_acl_default", &acl).unwrap();
     expect_code(&run(["copy".as_ref(), src.root(), dst.root()]), 0);
-    for (rel, mode) in [
+    let files = [
         ("f", 0o644),
         ("x", 0o755),
         ("new/g", 0o604),
         ("old/h", 0o664),
-    ] {
+        ("old/l1", 0o640),
+        ("old/l2", 0o640),
+    ];
+    for (rel, mode) in files {
         assert_eq!(dst.mode(rel), mode, "{rel}");
         assert_eq!(dst.read(rel), src.read(rel), "{rel}");
+        // No access ACL the source lacks: the next run has nothing to change.
+        let inherited = xattr::get(dst.p(rel), "system.posix_acl_access").unwrap();
+        assert_eq!(inherited, None, "{rel}");
     }
+    let ino = dst.ino("old/l1");
+    for _ in 0..2 {
+        let a = run(["copy".as_ref(), "--json".as_ref(), src.root(), dst.root()]);
+        expect_code(&a, 0);
+        let j = json_of(&a);
+        assert_eq!(bytes_moved(&j), 0, "{j}");
+        assert_eq!(j["actions"]["metadata"]["count"], 0, "{j}");
+    }
+    assert_eq!(dst.ino("old/l1"), ino);
+    assert_eq!(dst.ino("old/l2"), ino);
 }

@@ -1167,9 +1167,8 @@ impl<'a, S: Source> Syncer<'a, S> {
                 // nor when resuming, which needs the data under a name that survives a crash).
                 final_name: (fresh && !self.opts.verify && !resume).then_some(pair.dname),
                 meta: self.opts.meta,
-                // Under a default ACL the umask does not apply and no mode is certain to be
-                // kept: a umask masking every bit makes the copy always set the mode.
-                umask: if pair.acl { 0o7777 } else { self.opts.umask },
+                umask: self.opts.umask,
+                under_acl: pair.acl,
                 default_owner,
                 fsync: self.opts.fsync || self.is_move(),
                 fast: &self.fast,

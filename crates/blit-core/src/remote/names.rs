@@ -47,6 +47,21 @@ pub fn from_wire(raw: Vec<u8>) -> io::Result<OsString> {
     }
 }
 
+/// An extended attribute's name from the wire: not a path component, so characters a Windows
+/// file name may not hold (`:` in Samba's stream names) are no reason to refuse it.
+pub fn attr_from_wire(raw: Vec<u8>) -> io::Result<OsString> {
+    #[cfg(unix)]
+    {
+        from_wire(raw)
+    }
+    #[cfg(not(unix))]
+    {
+        String::from_utf8(raw)
+            .map(OsString::from)
+            .map_err(|_| not_unicode("an attribute name the peer sent"))
+    }
+}
+
 /// A name Windows can hold as one component. `\` would be a separator here (a Unix peer's
 /// `..\x` would climb out of the destination) and `:` names a drive or a stream.
 #[cfg(not(unix))]

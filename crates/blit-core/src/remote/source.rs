@@ -471,7 +471,7 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
     let xattrs: Option<Xattrs> = match &w.xattrs {
         Some(x) => Some(
             x.iter()
-                .map(|(n, v)| Ok((names::from_wire(n.clone())?, v.clone())))
+                .map(|(n, v)| Ok((names::attr_from_wire(n.clone())?, v.clone())))
                 .collect::<io::Result<_>>()?,
         ),
         None => None,

@@ -91,6 +91,10 @@ pub struct Output<'a> {
     pub meta: MetaOpts,
     /// The process umask, to know when a file can be created with its final mode.
     pub umask: u32,
+    /// Created under a default ACL, which replaces the umask and hands the file an access ACL:
+    /// its mode is always set, and an inherited access ACL the source lacks is removed (when
+    /// xattrs are kept), so the next run finds nothing to change.
+    pub under_acl: bool,
     /// Owner and group a new file gets here (the process's, unless the folder is setgid).
     pub default_owner: Option<(u32, u32)>,
     /// Flush the temporary to disk before returning.

@@ -200,7 +200,16 @@ pub fn open_source(at: At<'_>) -> Result<File> {
         // Reading for a copy is not a use of the file; keep atime as it was.
         flags |= OFlags::NOATIME;
     }
-    rustix::fs::openat(&at.dir.fd, at.name, flags, Mode::empty())
+    let opened = match rustix::fs::openat(&at.dir.fd, at.name, flags, Mode::empty()) {
+        // A regular file under another's write lease (Samba's oplocks, an NFS delegation):
+        // non-blocking, the open would fail instead of waiting for the lease to be given back.
+        // (A fifo opened to read never answers this.)
+        Err(rustix::io::Errno::AGAIN) => {
+            rustix::fs::openat(&at.dir.fd, at.name, flags - OFlags::NONBLOCK, Mode::empty())
+        }
+        other => other,
+    };
+    opened
         .map(File::from)
         .map_err(|e| Error::io(Op::Open, at.path(), e.into()))
 }
@@ -278,6 +287,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
     // masked by the umask, and writable for the xattrs still to come): one `fchmod` less per file.
     let final_mode = before.perm & 0o7000 == 0
         && before.perm & req.out.umask == 0
+        && !req.out.under_acl
         && (!req.src_xattrs || before.perm & 0o200 != 0 || req.out.meta.owner);
     let mode = if final_mode { before.perm } else { 0o600 };
     let (mut out, anon) = create_output(&req.out, mode)?;
@@ -299,7 +309,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
 /// An empty file has no content to read: it is made from the walk's `lstat` alone, without
 /// opening the source (a source that grew since has another size, which the next run sees).
 fn make_empty(req: &CopyRequest<'_>, e: &Entry) -> Result<CopyOutcome> {
-    let final_mode = e.perm & 0o7000 == 0 && e.perm & req.out.umask == 0;
+    let final_mode = e.perm & 0o7000 == 0 && e.perm & req.out.umask == 0 && !req.out.under_acl;
     let mode = if final_mode { e.perm } else { 0o600 };
     if let Some(placed) = make_empty_in_place(req, e, mode, final_mode)? {
         return Ok(placed);
@@ -495,6 +505,9 @@ fn changed_since(st: &rustix::fs::Stat, started: std::time::SystemTime) -> bool 
 }
 
 /// Restores metadata on a freshly written file through its descriptor.
+/// Where POSIX ACLs keep a file's access ACL.
+const ACCESS_ACL: &str = "system.posix_acl_access";
+
 fn apply_file_meta(
     dst: &File,
     o: &Output<'_>,
@@ -512,6 +525,7 @@ fn apply_file_meta(
         .map_err(|e| Error::io(Op::Chown, dst_at.path(), e.into()))?;
     }
     // The walk saw no xattrs on this source: skip the listing (one syscall per file).
+    let mut acl_kept = false;
     match xattrs {
         _ if !opts.xattrs => {}
         XattrFrom::None => {}
@@ -519,14 +533,23 @@ fn apply_file_meta(
             let names = src.list_xattr().at(Op::Xattr, &src_at.path())?;
             for name in names {
                 if let Some(value) = src.get_xattr(&name).at(Op::Xattr, &src_at.path())? {
+                    acl_kept |= name == ACCESS_ACL;
                     dst.set_xattr(&name, &value).at(Op::Xattr, &dst_at.path())?;
                 }
             }
         }
         XattrFrom::Values(values) => {
             for (name, value) in values {
+                acl_kept |= name == ACCESS_ACL;
                 dst.set_xattr(name, value).at(Op::Xattr, &dst_at.path())?;
             }
+        }
+    }
+    if o.under_acl && opts.xattrs && !acl_kept {
+        match dst.remove_xattr(ACCESS_ACL) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(e) => return Err(Error::io(Op::Xattr, dst_at.path(), e)),
         }
     }
     if !mode_set {
@@ -572,6 +595,7 @@ pub fn receive_to_temp(
     let final_mode = !o.resume
         && meta.perm & 0o7000 == 0
         && meta.perm & o.umask == 0
+        && !o.under_acl
         && (xattrs.is_none() || meta.perm & 0o200 != 0 || o.meta.owner);
     let (out, anon) = if o.resume {
         (open_partial(o.tmp)?, false)
@@ -685,6 +709,10 @@ fn xattr_path(at: At<'_>) -> PathBuf {
 /// The path for read-only xattr queries: the full path resolves faster than the `/proc` form,
 /// and reading cannot be redirected into harm; only near `PATH_MAX` is the `/proc` form needed.
 fn read_path(at: At<'_>) -> PathBuf {
+    if at.name == "." {
+        // A pinned root, reached through its own handle: its path is not looked up again.
+        return xattr_path(at);
+    }
     let full = at.path();
     if full.as_os_str().len() < 3800 {
         full
