@@ -926,13 +926,12 @@ impl<'a, S: Source> Syncer<'a, S> {
             Err(e) => return self.fail_src(&a.rel, e),
         };
         let shared_dst = shared_dst(a, b);
-        // A linked destination inode may have names beyond the source's group (outside the
-        // tree, even): a metadata change in place would reach them, so the copy is rewritten
-        // and the group linked to it anew.
-        let linked_dst = a.kind == Kind::File && b.kind == Kind::File && a.nlink > 1 && b.nlink > 1;
         match decision {
             Decision::Write(r) => self.write(pair, a, Some(b), r),
-            Decision::Meta(_) if shared_dst || linked_dst => {
+            // A destination file with other names (beyond the source's group, outside the tree
+            // even) would pass a metadata change in place on to them: it is rewritten instead,
+            // and a group linked to it anew.
+            Decision::Meta(_) if b.kind == Kind::File && b.nlink > 1 => {
                 self.write(pair, a, Some(b), Reason::Unlink)
             }
             Decision::Meta(m) => self.update_meta(pair, a, m),
