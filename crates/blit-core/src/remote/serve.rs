@@ -136,11 +136,7 @@ impl Tree {
             return None;
         }
         let name = self.dirs.root().file_name().unwrap_or_default();
-        let mut w = to_wire_entry(name, &Entry::from_metadata(PathBuf::new(), &md));
-        if xattrs {
-            w.xattrs = path_xattrs(self.dirs.root());
-        }
-        Some(w)
+        Some(describe_root(self.dirs.root(), name, &md, xattrs))
     }
 
     fn list(&self, peer: &Peer, id: u32, rel: &[u8], xattrs: bool) -> io::Result<()> {
@@ -473,6 +469,16 @@ fn listed_size(l: &Listed) -> usize {
         }
         Listed::Err(n, e) => 64 + n.len() + e.path.len() + e.message.len(),
     }
+}
+
+/// A served root as the wire describes it, looked at through `path` (which it was resolved to),
+/// named `name`, with its xattr values when asked.
+pub fn describe_root(path: &Path, name: &OsStr, md: &std::fs::Metadata, xattrs: bool) -> WireEntry {
+    let mut w = to_wire_entry(name, &Entry::from_metadata(PathBuf::new(), md));
+    if xattrs {
+        w.xattrs = path_xattrs(path);
+    }
+    w
 }
 
 /// An entry as the wire describes it, with its link target and xattr values read now.

@@ -22,7 +22,7 @@ use super::wire::{
     self, AdminRep, AdminReq, Finished, Hello, ModuleInfo, Msg, PushJob, Req, Role, WireEntry,
     WireError, WireEvent,
 };
-use crate::entry::{Entry, Kind};
+use crate::entry::Kind;
 use crate::error::Error;
 use crate::job::{Job, Mode, Options};
 use crate::report::{Event, Observer};
@@ -300,9 +300,7 @@ fn served_root(module: &Module, rel: &Path) -> io::Result<Served> {
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| OsString::from(&module.name));
-    let entry = Entry::from_metadata(PathBuf::new(), &md);
-    let mut wire = serve::to_wire_entry(&name, &entry);
-    wire.xattrs = serve::path_xattrs(&fd_path(&fd));
+    let wire = serve::describe_root(&fd_path(&fd), &name, &md, true);
     let parent = match rel.parent() {
         Some(p) if !rel.as_os_str().is_empty() => Some(beneath::open(&root, p)?),
         _ => None,
