@@ -18,6 +18,9 @@
 //   tmpname plain, but created under a temporary name and renamed into place (rsync's way of
 //           never showing a half-written file), for comparison with tmpfile
 //   walk    plain + fstatat + listxattrat: the cost of the walk's looks, alone
+//   blitdir Blit's duties, but files created by name inside a folder that itself has a
+//           temporary name until its files are complete (then renamed into place): the
+//           promise kept per folder instead of per file
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
@@ -42,7 +45,8 @@ static void die(const char *what, const char *name) {
 static void copy_one(const char *seq, int sdir, int ddir, const char *name) {
     struct stat st;
     int tmpfile = strcmp(seq, "blit") == 0 || strcmp(seq, "tmpfile") == 0;
-    if (strcmp(seq, "blit") == 0 || strcmp(seq, "walk") == 0) {
+    int blitlike = strcmp(seq, "blit") == 0 || strcmp(seq, "blitdir") == 0;
+    if (blitlike || strcmp(seq, "walk") == 0) {
         if (fstatat(sdir, name, &st, AT_SYMLINK_NOFOLLOW) < 0) die("fstatat", name);
         if (syscall(SYS_listxattrat, sdir, name, AT_SYMLINK_NOFOLLOW, NULL, 0) < 0)
             die("listxattrat", name);
@@ -61,7 +65,7 @@ static void copy_one(const char *seq, int sdir, int ddir, const char *name) {
         out = openat(ddir, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (out < 0) die("create", name);
     if (copy_file_range(in, NULL, out, NULL, 1 << 30, 0) < 0) die("copy_file_range", name);
-    if (strcmp(seq, "times") == 0 || strcmp(seq, "blit") == 0) {
+    if (strcmp(seq, "times") == 0 || blitlike) {
         if (fstat(in, &st) < 0) die("fstat", name);
         struct timespec ts[2] = {{0, UTIME_OMIT}, st.st_mtim};
         if (futimens(out, ts) < 0) die("futimens", name);
@@ -79,8 +83,9 @@ static long files, others;
 // owes them (Blit: times, set on folders after their contents), so trees like the mixed one
 // can be measured too.
 static void copy_tree(const char *seq, int sdir, int ddir) {
-    int times = strcmp(seq, "times") == 0 || strcmp(seq, "blit") == 0;
-    int look = strcmp(seq, "blit") == 0 || strcmp(seq, "walk") == 0;
+    int dirtmp = strcmp(seq, "blitdir") == 0;
+    int times = strcmp(seq, "times") == 0 || strcmp(seq, "blit") == 0 || dirtmp;
+    int look = strcmp(seq, "blit") == 0 || strcmp(seq, "walk") == 0 || dirtmp;
     DIR *d = fdopendir(dup(sdir));
     if (!d) die("fdopendir", ".");
     struct dirent *e;
@@ -98,11 +103,15 @@ static void copy_tree(const char *seq, int sdir, int ddir) {
         others++;
         struct timespec ts[2] = {st.st_atim, st.st_mtim};
         if (S_ISDIR(st.st_mode)) {
-            if (mkdirat(ddir, e->d_name, 0700) < 0) die("mkdirat", e->d_name);
+            char tmp[300];
+            snprintf(tmp, sizeof tmp, ".blit-tmp.%s", e->d_name);
+            const char *made = dirtmp ? tmp : e->d_name;
+            if (mkdirat(ddir, made, 0700) < 0) die("mkdirat", e->d_name);
             int s2 = openat(sdir, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            int d2 = openat(ddir, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int d2 = openat(ddir, made, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (s2 < 0 || d2 < 0) die("open folder", e->d_name);
             copy_tree(seq, s2, d2);
+            if (dirtmp && renameat(ddir, tmp, ddir, e->d_name) < 0) die("renameat", e->d_name);
             if (fchmod(d2, st.st_mode & 07777) < 0) die("fchmod", e->d_name);
             if (times && futimens(d2, ts) < 0) die("futimens", e->d_name);
             close(s2);
@@ -122,7 +131,7 @@ static void copy_tree(const char *seq, int sdir, int ddir) {
 
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: %s plain|times|tmpfile|tmpname|walk|blit SRC DST\n", argv[0]);
+        fprintf(stderr, "usage: %s plain|times|tmpfile|tmpname|walk|blit|blitdir SRC DST\n", argv[0]);
         return 2;
     }
     const char *seq = argv[1];

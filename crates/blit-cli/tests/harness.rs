@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::*;
 
 /// Two identical trees built independently (snapshot) with one field then broken in `b`.
@@ -150,6 +152,11 @@ fn temp_name_recognition_matches_the_contract() {
     assert!(!is_temp_name(".~blit-.tmp".as_ref()));
     assert!(!is_temp_name("blit-1.tmp".as_ref()));
     assert!(!is_temp_name(".~blit-1.tm".as_ref()));
+    assert!(is_temp_dir_name(".~blit-1f2e-3.dir".as_ref()));
+    assert!(!is_temp_dir_name(".~blit-1f2e-3.tmp".as_ref()));
+    assert!(in_temporary(Path::new("a/.~blit-1-2.dir/b/c")));
+    assert!(in_temporary(Path::new("a/.~blit-1-2.tmp")));
+    assert!(!in_temporary(Path::new("a/b/c")));
 }
 
 #[test]

@@ -1932,7 +1932,7 @@ fn random_file(path: &Path, len: u64) {
 /// final name is complete.
 fn assert_no_partial_files(src: &Tree, dst: &Tree) {
     for rel in dst.rel_paths() {
-        if rel.file_name().is_some_and(is_temp_name) {
+        if in_temporary(&rel) {
             continue;
         }
         assert!(src.exists(&rel), "{rel:?} is not in the source");

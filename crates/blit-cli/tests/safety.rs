@@ -5,7 +5,7 @@
 mod common;
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
@@ -59,7 +59,7 @@ fn writing_unnamed_file_in(pid: u32, dst: &Path) -> bool {
 fn assert_no_partial_files(src: &Path, dst: &Path) {
     let (s, d) = (Tree::at(src), Tree::at(dst));
     for rel in d.rel_paths() {
-        if rel.file_name().is_some_and(is_temp_name) {
+        if in_temporary(&rel) {
             continue;
         }
         assert!(
@@ -327,5 +327,91 @@ fn sigint_during_a_cross_filesystem_move_keeps_the_source() {
             !dst.exists(rel) || whole(&dst, rel, want),
             "{rel} partial in destination"
         );
+    }
+}
+
+/// A folder the run makes is filled under a temporary name and named only once its files are
+/// complete: while a large file in it is still being written, the folder's final name does not
+/// exist, and what shows is the temporary.
+#[test]
+fn a_new_folder_appears_under_its_name_only_when_its_files_are_complete() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("sub/big.bin", noise(BIG, 0x5b));
+    for i in 0..5 {
+        src.file(format!("sub/{i}"), noise(100 + i, i as u64));
+    }
+    let dst = sb.dst();
+    dst.mkroot();
+    let mut child = spawn(args("copy", &[], src.root(), dst.root()));
+    let mut seen = Vec::new();
+    let caught = wait_for(Duration::from_secs(30), || {
+        seen = std::fs::read_dir(dst.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        seen.iter().any(|n| is_temp_dir_name(n)) || child.try_wait().unwrap().is_some()
+    });
+    let running = child.try_wait().unwrap().is_none();
+    assert!(
+        caught && running,
+        "blit finished before its folder was seen"
+    );
+    assert!(
+        !seen.iter().any(|n| n == "sub"),
+        "the folder showed under its final name while being filled: {seen:?}"
+    );
+    expect_code_of_child(child, 0);
+    assert_trees_equal(src.root(), dst.root());
+    assert!(temps_under(dst.root()).is_empty());
+}
+
+fn expect_code_of_child(child: Child, code: i32) {
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What a killed run left of a folder it was filling (under its temporary name) is the run's
+/// own: the next run removes it with everything in it, never following a link inside out of
+/// the destination. A source holding such a folder does not pass it on. A dry run changes
+/// nothing.
+#[test]
+fn a_folder_a_killed_run_was_filling_is_removed_by_the_next_run() {
+    let sb = Sandbox::new();
+    let (src, dst, outside) = (sb.src(), sb.dst(), sb.tree("outside"));
+    src.file("a/f", "data").file("top", "x");
+    src.file(
+        ".~blit-5-5.dir/stray",
+        "of an interrupted run into the source",
+    );
+    outside.file("keep/precious", "not blit's");
+    let left = ".~blit-77-1.dir";
+    dst.file(format!("{left}/f"), "par")
+        .file(format!("{left}/g/h"), "partial")
+        .symlink(format!("{left}/out"), outside.p("keep"))
+        .chmod(format!("{left}/g"), 0o500);
+
+    expect_code(
+        &run(args("copy", &["--dry-run"], src.root(), dst.root())),
+        0,
+    );
+    assert!(dst.exists(left), "a dry run removed a leftover");
+
+    expect_code(&run(args("copy", &[], src.root(), dst.root())), 0);
+    assert!(!dst.exists(left), "the leftover folder survived");
+    assert_eq!(outside.read("keep/precious"), b"not blit's");
+    let rels: Vec<PathBuf> = ["", "a", "a/f", "top"].iter().map(PathBuf::from).collect();
+    assert_eq!(
+        dst.rel_paths(),
+        rels,
+        "a source's leftover was copied, or more"
+    );
+    for rel in &rels[1..] {
+        assert_entry_equal(&src.p(rel), &dst.p(rel), &rel.to_string_lossy());
     }
 }

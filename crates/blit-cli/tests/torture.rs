@@ -363,8 +363,13 @@ fn check_final_names(
 ) -> (u64, Vec<PathBuf>) {
     let (mut partial, mut temps) = (0, Vec::new());
     for rel in dst.rel_paths() {
-        if rel.file_name().is_some_and(is_temp) {
-            temps.push(rel);
+        if in_temporary(&rel) {
+            // A temporary file, or a folder still being filled (counted once, its contents
+            // not: nothing in it is under its final path).
+            let inside = rel.parent().is_some_and(|p| p.iter().any(is_temp_dir_name));
+            if !inside {
+                temps.push(rel);
+            }
             continue;
         }
         let Ok(m) = fs::symlink_metadata(dst.p(&rel)) else {

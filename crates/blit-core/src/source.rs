@@ -18,7 +18,8 @@ use crate::sys::{self, At, CopyOutcome, CopyRequest, Dir, Output};
 use crate::tempname;
 
 /// One folder's names as the source lists them: each with its entry, or why it could not be
-/// stat'ed; temporaries of an interrupted run set aside.
+/// stat'ed; temporaries of an interrupted run (files, and folders still being filled) set
+/// aside.
 #[derive(Default)]
 pub struct Listed {
     pub entries: Vec<(OsString, Result<Entry>)>,
@@ -125,7 +126,12 @@ pub fn list_local(
         temps: Vec::new(),
     };
     for (name, hint) in names {
-        if hint != Some(Kind::Dir) && tempname::is_temp(&name) {
+        let temp = match hint {
+            Some(Kind::Dir) => tempname::is_temp_dir(&name),
+            None => tempname::is_temp(&name) || tempname::is_temp_dir(&name),
+            Some(_) => tempname::is_temp(&name),
+        };
+        if temp {
             out.temps.push(name);
             continue;
         }

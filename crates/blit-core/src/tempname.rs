@@ -2,6 +2,10 @@
 //! folder and renamed over its final name only when complete, so a crash can leave a temporary
 //! behind but never a half-written file under a real name. The next run recognises these names,
 //! never treats them as data, and removes them.
+//!
+//! A folder the run makes is likewise made as `.~blit-<pid>-<n>.dir` and renamed into place
+//! once the files inside it are complete (see `sync::Fresh`); the next run removes such a folder
+//! with all it holds.
 
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +13,7 @@ use std::sync::OnceLock;
 
 const PREFIX: &str = ".~blit-";
 const SUFFIX: &str = ".tmp";
+const DIR_SUFFIX: &str = ".dir";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -18,6 +23,15 @@ pub fn next() -> OsString {
     let pid = *PID.get_or_init(std::process::id);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{PREFIX}{pid:x}-{n:x}{SUFFIX}").into()
+}
+
+/// A fresh temporary name for a folder being filled, unique within this process.
+pub fn next_dir() -> OsString {
+    let mut name = next().into_encoded_bytes();
+    name.truncate(name.len() - SUFFIX.len());
+    name.extend_from_slice(DIR_SUFFIX.as_bytes());
+    // SAFETY: ASCII spliced into ASCII.
+    unsafe { OsString::from_encoded_bytes_unchecked(name) }
 }
 
 /// The fixed temporary of a file being received with `--resume`: the same name on every run (pid
@@ -38,13 +52,22 @@ pub fn is_partial(name: &OsStr) -> bool {
 
 /// True for names made by [`next`] or [`partial`] (by this or an earlier run).
 pub fn is_temp(name: &OsStr) -> bool {
+    shaped(name, SUFFIX)
+}
+
+/// True for names made by [`next_dir`] (by this or an earlier run).
+pub fn is_temp_dir(name: &OsStr) -> bool {
+    shaped(name, DIR_SUFFIX)
+}
+
+fn shaped(name: &OsStr, suffix: &str) -> bool {
     let Some(s) = name.to_str() else {
         return false;
     };
-    s.len() > PREFIX.len() + SUFFIX.len()
+    s.len() > PREFIX.len() + suffix.len()
         && s.starts_with(PREFIX)
-        && s.ends_with(SUFFIX)
-        && s[PREFIX.len()..s.len() - SUFFIX.len()]
+        && s.ends_with(suffix)
+        && s[PREFIX.len()..s.len() - suffix.len()]
             .bytes()
             .all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
@@ -64,5 +87,8 @@ mod tests {
         let p = partial(OsStr::new("big.iso"));
         assert!(is_temp(&p) && is_partial(&p) && !is_partial(&a));
         assert_eq!(p, partial(OsStr::new("big.iso")));
+        let d = next_dir();
+        assert!(is_temp_dir(&d) && !is_temp(&d) && !is_temp_dir(&a));
+        assert!(!is_temp_dir(OsStr::new(".~blit-photos.dir")));
     }
 }

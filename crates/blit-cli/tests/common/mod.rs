@@ -345,18 +345,31 @@ pub fn is_temp_name(name: &OsStr) -> bool {
     b.len() > ".~blit-.tmp".len() && b.starts_with(b".~blit-") && b.ends_with(b".tmp")
 }
 
-/// Every temporary file of blit's anywhere under `root` (relative paths). Safe to call while blit
-/// is running: entries that vanish during the walk are skipped.
+/// True for the temporary names of folders blit is still filling (`.~blit-<something>.dir`).
+pub fn is_temp_dir_name(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b.len() > ".~blit-.dir".len() && b.starts_with(b".~blit-") && b.ends_with(b".dir")
+}
+
+/// True when `rel` is one of blit's temporaries or lies inside a folder still being filled:
+/// nothing there is under its final path.
+pub fn in_temporary(rel: &Path) -> bool {
+    rel.file_name().is_some_and(is_temp_name) || rel.iter().any(is_temp_dir_name)
+}
+
+/// Every temporary of blit's anywhere under `root` (relative paths): files, and folders still
+/// being filled (not looked into). Safe to call while blit is running: entries that vanish
+/// during the walk are skipped.
 pub fn temps_under(root: &Path) -> Vec<PathBuf> {
     fn walk(abs: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
         let Ok(rd) = fs::read_dir(abs) else { return };
         for e in rd.flatten() {
             let name = e.file_name();
             let r = rel.join(&name);
-            if is_temp_name(&name) {
+            if is_temp_name(&name) || is_temp_dir_name(&name) {
                 out.push(r.clone());
             }
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
+            if e.file_type().is_ok_and(|t| t.is_dir()) && !is_temp_dir_name(&name) {
                 walk(&abs.join(&name), &r, out);
             }
         }

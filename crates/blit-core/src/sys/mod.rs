@@ -88,6 +88,10 @@ pub struct Output<'a> {
     /// The final name, when nothing stands there: the copy may then put the file in place itself
     /// (reported as `placed`).
     pub final_name: Option<&'a OsStr>,
+    /// The folder is one this run made and has not yet named (see `sync::Fresh`): nothing in it
+    /// can be seen under its final path, so a new file may be written under its final name
+    /// directly, with no unnamed or temporary file and no link or rename to name it.
+    pub direct: bool,
     pub meta: MetaOpts,
     /// The process umask, to know when a file can be created with its final mode.
     pub umask: u32,

@@ -276,7 +276,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         return finish_copy(
             req,
             &input,
-            (out, false),
+            (out, Made::Temp),
             &before,
             before.size,
             Method::Clone,
@@ -290,7 +290,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         && !req.out.under_acl
         && (!req.src_xattrs || before.perm & 0o200 != 0 || req.out.meta.owner);
     let mode = if final_mode { before.perm } else { 0o600 };
-    let (mut out, anon) = create_output(&req.out, mode)?;
+    let (mut out, made) = create_output(&req.out, mode)?;
     let (n, method) = match copy_data(
         &mut input,
         &mut out,
@@ -303,7 +303,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         Err(_) if req.out.cancel.is_cancelled() => return Err(Error::Cancelled),
         Err(e) => return Err(Error::io(Op::Copy, req.out.tmp.path(), e)),
     };
-    finish_copy(req, &input, (out, anon), &before, n, method, final_mode)
+    finish_copy(req, &input, (out, made), &before, n, method, final_mode)
 }
 
 /// An empty file has no content to read: it is made from the walk's `lstat` alone, without
@@ -314,7 +314,7 @@ fn make_empty(req: &CopyRequest<'_>, e: &Entry) -> Result<CopyOutcome> {
     if let Some(placed) = make_empty_in_place(req, e, mode, final_mode)? {
         return Ok(placed);
     }
-    let (out, anon) = create_output(&req.out, mode)?;
+    let (out, made) = create_output(&req.out, mode)?;
     apply_file_meta(&out, &req.out, XattrFrom::None, e, final_mode)?;
     if req.out.fsync {
         out.sync_all().at(Op::Sync, &req.out.tmp.path())?;
@@ -322,7 +322,7 @@ fn make_empty(req: &CopyRequest<'_>, e: &Entry) -> Result<CopyOutcome> {
     Ok(CopyOutcome::Done {
         bytes: 0,
         method: Method::Empty,
-        placed: publish(&out, anon, &req.out)?,
+        placed: publish(&out, made, &req.out)?,
     })
 }
 
@@ -370,10 +370,49 @@ fn make_empty_in_place(
     }))
 }
 
-/// Opens what the copy writes into: for a new file on Linux, an unnamed inode (`O_TMPFILE`) that
-/// gets its final name only when complete (so no temporary ever shows, even after a crash, and
-/// one directory update is saved); otherwise a named temporary. `true` for the unnamed kind.
-fn create_output(o: &Output<'_>, mode: u32) -> Result<(File, bool)> {
+/// How the file a copy writes into was made, which decides how it gets its final name.
+enum Made<'a> {
+    /// Unnamed (`O_TMPFILE`): linked in when complete.
+    #[cfg(target_os = "linux")]
+    Unnamed,
+    /// At the named temporary, which the caller renames (or removes).
+    Temp,
+    /// Under its final name inside a folder not yet named (`Output::direct`): already in
+    /// place once complete, and removed again if the copy fails.
+    Direct(RemoveOnDrop<'a>),
+}
+
+/// A file created under its final name is removed again unless the copy completes, so a failed
+/// or changed copy leaves nothing behind and a retry can create the name anew.
+struct RemoveOnDrop<'a>(Option<At<'a>>);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(at) = self.0 {
+            let _ = rustix::fs::unlinkat(&at.dir.fd, at.name, AtFlags::empty());
+        }
+    }
+}
+
+/// Opens what the copy writes into: in a folder not yet named, the file under its final name;
+/// for another new file on Linux, an unnamed inode (`O_TMPFILE`) that gets its final name only
+/// when complete (so no temporary ever shows, even after a crash, and one directory update is
+/// saved); otherwise a named temporary.
+fn create_output<'a>(o: &Output<'a>, mode: u32) -> Result<(File, Made<'a>)> {
+    if let Some(name) = o.final_name.filter(|_| o.direct) {
+        let at = At::new(o.tmp.dir, name);
+        match rustix::fs::openat(
+            &o.tmp.dir.fd,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode as _),
+        ) {
+            Ok(fd) => return Ok((File::from(fd), Made::Direct(RemoveOnDrop(Some(at))))),
+            // Taken meanwhile: not ours to remove; the usual way puts the copy over it.
+            Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(Error::io(Op::Create, at.path(), e.into())),
+        }
+    }
     #[cfg(target_os = "linux")]
     if o.final_name.is_some() && !o.fast.no_tmpfile.load(std::sync::atomic::Ordering::Relaxed) {
         use rustix::io::Errno;
@@ -383,7 +422,7 @@ fn create_output(o: &Output<'_>, mode: u32) -> Result<(File, bool)> {
             OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode as _),
         ) {
-            Ok(fd) => return Ok((File::from(fd), true)),
+            Ok(fd) => return Ok((File::from(fd), Made::Unnamed)),
             Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => o
                 .fast
                 .no_tmpfile
@@ -391,31 +430,36 @@ fn create_output(o: &Output<'_>, mode: u32) -> Result<(File, bool)> {
             Err(e) => return Err(Error::io(Op::Create, o.tmp.dir.path(), e.into())),
         }
     }
-    Ok((create_temp(o.tmp, mode)?, false))
+    Ok((create_temp(o.tmp, mode)?, Made::Temp))
 }
 
-/// Without unnamed files, the copy is always at its named temporary.
-#[cfg(not(target_os = "linux"))]
-fn publish(_out: &File, _anon: bool, _o: &Output<'_>) -> Result<bool> {
-    Ok(false)
-}
-
-/// Names a finished unnamed file. `Ok(true)`: it now stands under its final name. `Ok(false)`:
-/// something appeared there meanwhile, so it was named as the temporary instead, for the caller
-/// to rename over it as usual. A named temporary is always left to the caller.
-#[cfg(target_os = "linux")]
-fn publish(out: &File, anon: bool, o: &Output<'_>) -> Result<bool> {
-    let Some(name) = o.final_name.filter(|_| anon) else {
-        return Ok(false);
-    };
-    match link_fd(out, o.tmp.dir, name) {
-        Ok(()) => Ok(true),
-        Err(rustix::io::Errno::EXIST) => {
-            link_fd(out, o.tmp.dir, o.tmp.name)
-                .map_err(|e| Error::io(Op::Link, o.tmp.path(), e.into()))?;
-            Ok(false)
+/// Names a finished file. `Ok(true)`: it now stands under its final name. `Ok(false)`: it is at
+/// the temporary, for the caller to rename over the final name as usual (an unnamed file is
+/// named so when something appeared at its final name meanwhile).
+fn publish(out: &File, made: Made<'_>, o: &Output<'_>) -> Result<bool> {
+    // Only the unnamed kind (Linux) needs the file and the names.
+    let _ = (out, o);
+    match made {
+        Made::Temp => Ok(false),
+        Made::Direct(mut remove) => {
+            remove.0 = None;
+            Ok(true)
         }
-        Err(e) => Err(Error::io(Op::Link, o.tmp.dir.path().join(name), e.into())),
+        #[cfg(target_os = "linux")]
+        Made::Unnamed => {
+            let Some(name) = o.final_name else {
+                return Ok(false);
+            };
+            match link_fd(out, o.tmp.dir, name) {
+                Ok(()) => Ok(true),
+                Err(rustix::io::Errno::EXIST) => {
+                    link_fd(out, o.tmp.dir, o.tmp.name)
+                        .map_err(|e| Error::io(Op::Link, o.tmp.path(), e.into()))?;
+                    Ok(false)
+                }
+                Err(e) => Err(Error::io(Op::Link, o.tmp.dir.path().join(name), e.into())),
+            }
+        }
     }
 }
 
@@ -442,7 +486,7 @@ fn link_fd(f: &File, dir: &Dir, name: &OsStr) -> rustix::io::Result<()> {
 fn finish_copy(
     req: &CopyRequest<'_>,
     input: &File,
-    (out, anon): (File, bool),
+    (out, made): (File, Made<'_>),
     before: &Entry,
     n: u64,
     method: Method,
@@ -482,7 +526,7 @@ fn finish_copy(
     Ok(CopyOutcome::Done {
         bytes: n,
         method,
-        placed: publish(&out, anon, &req.out)?,
+        placed: publish(&out, made, &req.out)?,
     })
 }
 
@@ -597,8 +641,8 @@ pub fn receive_to_temp(
         && meta.perm & o.umask == 0
         && !o.under_acl
         && (xattrs.is_none() || meta.perm & 0o200 != 0 || o.meta.owner);
-    let (out, anon) = if o.resume {
-        (open_partial(o.tmp)?, false)
+    let (out, made) = if o.resume {
+        (open_partial(o.tmp)?, Made::Temp)
     } else {
         create_output(o, if final_mode { meta.perm } else { 0o600 })?
     };
@@ -606,7 +650,7 @@ pub fn receive_to_temp(
         Fed::Done(n) => n,
         Fed::Changed => {
             drop(out);
-            if !anon {
+            if matches!(made, Made::Temp) {
                 let _ = unlink_at(o.tmp);
             }
             return Ok(CopyOutcome::Changed);
@@ -625,7 +669,7 @@ pub fn receive_to_temp(
     Ok(CopyOutcome::Done {
         bytes: n,
         method: Method::Network,
-        placed: publish(&out, anon, o)?,
+        placed: publish(&out, made, o)?,
     })
 }
 
@@ -938,6 +982,36 @@ pub fn try_rename_at(from: At<'_>, to: At<'_>) -> io::Result<()> {
     rustix::fs::renameat(&from.dir.fd, from.name, &to.dir.fd, to.name).map_err(Into::into)
 }
 
+/// Folders are filled under a temporary name and then renamed into place (`sync::Fresh`):
+/// renaming a folder while descriptors into it are open is fine here.
+pub const FRESH_FOLDERS: bool = true;
+
+/// Names a folder this run filled under a temporary name, never over something that appeared
+/// at the final name meanwhile (a plain rename would silently replace an empty folder there).
+pub fn publish_dir(from: At<'_>, to: At<'_>) -> Result<()> {
+    let fail = |e: rustix::io::Errno| Error::io(Op::Rename, to.path(), e.into());
+    #[cfg(any(target_os = "linux", target_vendor = "apple"))]
+    match rustix::fs::renameat_with(
+        &from.dir.fd,
+        from.name,
+        &to.dir.fd,
+        to.name,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Ok(()) => return Ok(()),
+        // A filesystem without the flag: looked at first instead, which only a race defeats.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+        Err(e) => return Err(fail(e)),
+    }
+    match rustix::fs::statat(&to.dir.fd, to.name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => Err(fail(rustix::io::Errno::EXIST)),
+        Err(rustix::io::Errno::NOENT) => {
+            rustix::fs::renameat(&from.dir.fd, from.name, &to.dir.fd, to.name).map_err(fail)
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
 pub fn unlink_at(at: At<'_>) -> Result<()> {
     rustix::fs::unlinkat(&at.dir.fd, at.name, AtFlags::empty())
         .map_err(|e| Error::io(Op::Delete, at.path(), e.into()))
@@ -1072,6 +1146,28 @@ pub fn raise_fd_limit() {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A filled folder is named only where nothing stands: an (empty) folder that appeared at
+    /// the final name meanwhile is neither replaced nor merged, and the filled one stays put.
+    #[test]
+    fn a_filled_folder_never_replaces_what_appeared_at_its_name() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join(".~blit-1-1.dir")).unwrap();
+        std::fs::write(t.path().join(".~blit-1-1.dir/f"), b"copied").unwrap();
+        std::fs::create_dir(t.path().join("name")).unwrap();
+        let dir = Dir::open(t.path()).unwrap();
+        let (from, to) = (
+            At::new(&dir, OsStr::new(".~blit-1-1.dir")),
+            At::new(&dir, OsStr::new("name")),
+        );
+        let e = publish_dir(from, to).unwrap_err();
+        assert!(e.to_string().contains("name"), "{e}");
+        assert!(t.path().join(".~blit-1-1.dir/f").exists());
+        assert_eq!(std::fs::read_dir(t.path().join("name")).unwrap().count(), 0);
+        std::fs::remove_dir(t.path().join("name")).unwrap();
+        publish_dir(from, to).unwrap();
+        assert_eq!(std::fs::read(t.path().join("name/f")).unwrap(), b"copied");
+    }
 
     /// A folder swapped for a symlink after it was looked at: restoring the folder's metadata
     /// must fail on the link, and leave what the link points at untouched.

@@ -534,6 +534,23 @@ fn retry_read_only<T>(path: &Path, f: impl Fn() -> io::Result<T>) -> io::Result<
     }
 }
 
+/// Off: Windows refuses to rename a folder while handles into it are open, which the engine
+/// holds while it fills subfolders, so every new file gets its own temporary instead.
+pub const FRESH_FOLDERS: bool = false;
+
+/// Renames a filled folder into place; a folder standing there already makes it fail.
+pub fn publish_dir(from: At<'_>, to: At<'_>) -> Result<()> {
+    let to_path = to.path();
+    if std::fs::symlink_metadata(&to_path).is_ok() {
+        return Err(Error::io(
+            Op::Rename,
+            to_path,
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        ));
+    }
+    std::fs::rename(from.path(), &to_path).at(Op::Rename, &to_path)
+}
+
 pub fn rename_at(from: At<'_>, to: At<'_>) -> Result<()> {
     try_rename_at(from, to).at(Op::Rename, &to.path())
 }
