@@ -1286,6 +1286,10 @@ fn mutate(
     m
 }
 
+/// The changing file of `source_changes_during_copy`, inside a folder so that a run into an
+/// empty destination makes that folder.
+const BIG: &str = "in/big.bin";
+
 #[test]
 fn source_changes_during_copy() {
     let mut rep = Report::new("source_changes_during_copy");
@@ -1301,7 +1305,7 @@ fn source_changes_during_copy() {
         src.file(format!("s/{i}"), noise(1000 + i, i as u64));
     }
     // How long an undisturbed mirror of the file takes, to place changes at random moments in it.
-    src.file("big.bin", noise(big_len as usize, rng.next_u64()));
+    src.file(BIG, noise(big_len as usize, rng.next_u64()));
     let mut t_run = f64::MAX;
     for _ in 0..2 {
         if dst.exists("") {
@@ -1319,21 +1323,25 @@ fn source_changes_during_copy() {
     for run_no in 0..runs {
         let ctx = format!("run {run_no}");
         // The file as it is now (or a new one) is this run's first version.
-        let drifted = !src.exists("big.bin")
-            || !(big_len / 2..=big_len * 2).contains(&src.meta("big.bin").len());
+        let drifted = !src.exists(BIG)
+            || !(big_len / 2..=big_len * 2).contains(&src.meta(BIG).len());
         if drifted {
-            src.file("big.bin", noise(big_len as usize, rng.next_u64()));
+            src.file(BIG, noise(big_len as usize, rng.next_u64()));
         }
-        stamp(&src, "big.bin", &mut rng);
-        let base = src.read("big.bin");
-        // Half the runs start from an empty destination (a new file is written unnamed), half
-        // from the last run's copy (an update goes through a named temporary); that copy, a
-        // complete version checked in its own run, is the other acceptable outcome.
-        let previous = if dst.exists("big.bin") && rng.chance(0.5) {
-            let m = dst.meta("big.bin");
-            Some((size_mtime(&m), hash_file(&dst.p("big.bin")).unwrap()))
+        stamp(&src, BIG, &mut rng);
+        let base = src.read(BIG);
+        // Half the runs start without the file in the destination, half from the last run's
+        // copy (an update goes through a named temporary); that copy, a complete version
+        // checked in its own run, is the other acceptable outcome. Without it, either the
+        // destination is empty (the file is written under its name in a folder still under a
+        // temporary name) or only the file is gone (written unnamed, linked in).
+        let previous = if dst.exists(BIG) && rng.chance(0.5) {
+            let m = dst.meta(BIG);
+            Some((size_mtime(&m), hash_file(&dst.p(BIG)).unwrap()))
         } else {
-            if dst.exists("") {
+            if dst.exists(BIG) && rng.chance(0.5) {
+                dst.remove(BIG);
+            } else if dst.exists("") {
                 dst.remove("");
             }
             None
@@ -1350,7 +1358,7 @@ fn source_changes_during_copy() {
         let child = spawn(args("mirror", &["-q"], src.root(), dst.root()));
         let mutator = {
             let (p, pid, s, st, r) = (
-                src.p("big.bin"),
+                src.p(BIG),
                 child.id(),
                 stage.clone(),
                 Arc::clone(&stop),
@@ -1376,10 +1384,10 @@ fn source_changes_during_copy() {
         if !matches!(code, Some(0) | Some(1)) {
             rep.problem(format!("{ctx}: exit {code:?}:\n{err}"));
         }
-        let verdict: &'static str = match fs::symlink_metadata(dst.p("big.bin")) {
+        let verdict: &'static str = match fs::symlink_metadata(dst.p(BIG)) {
             Ok(m) => {
                 let claim = size_mtime(&m);
-                let got = dst.read("big.bin");
+                let got = dst.read(BIG);
                 let matches: Vec<usize> = (0..muts.states.len())
                     .filter(|&k| muts.states[k] == Some(claim))
                     .collect();
