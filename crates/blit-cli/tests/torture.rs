@@ -1323,8 +1323,8 @@ fn source_changes_during_copy() {
     for run_no in 0..runs {
         let ctx = format!("run {run_no}");
         // The file as it is now (or a new one) is this run's first version.
-        let drifted = !src.exists(BIG)
-            || !(big_len / 2..=big_len * 2).contains(&src.meta(BIG).len());
+        let drifted =
+            !src.exists(BIG) || !(big_len / 2..=big_len * 2).contains(&src.meta(BIG).len());
         if drifted {
             src.file(BIG, noise(big_len as usize, rng.next_u64()));
         }
