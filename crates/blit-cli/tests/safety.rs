@@ -35,7 +35,9 @@ fn big_source(sb: &Sandbox) {
 fn wait_for_temp(child: &mut Child, dst: &Path) -> bool {
     let pid = child.id();
     wait_for(Duration::from_secs(30), || {
-        !temps_under(dst).is_empty()
+        temps_under(dst)
+            .iter()
+            .any(|t| t.file_name().is_some_and(is_temp_name))
             || writing_unnamed_file_in(pid, dst)
             || child.try_wait().unwrap().is_some()
     }) && child.try_wait().unwrap().is_none()
@@ -361,6 +363,16 @@ fn a_new_folder_appears_under_its_name_only_when_its_files_are_complete() {
         !seen.iter().any(|n| n == "sub"),
         "the folder showed under its final name while being filled: {seen:?}"
     );
+    // The moment it shows, its large file is whole.
+    assert!(
+        wait_for(Duration::from_secs(60), || dst.exists("sub")),
+        "the folder never appeared"
+    );
+    let len = std::fs::metadata(dst.p("sub/big.bin")).map_or(0, |m| m.len());
+    assert_eq!(
+        len, BIG as u64,
+        "the folder was named before its files were complete"
+    );
     expect_code_of_child(child, 0);
     assert_trees_equal(src.root(), dst.root());
     assert!(temps_under(dst.root()).is_empty());
@@ -393,8 +405,9 @@ fn a_folder_a_killed_run_was_filling_is_removed_by_the_next_run() {
     let left = ".~blit-77-1.dir";
     dst.file(format!("{left}/f"), "par")
         .file(format!("{left}/g/h"), "partial")
-        .symlink(format!("{left}/out"), outside.p("keep"))
-        .chmod(format!("{left}/g"), 0o500);
+        .symlink(format!("{left}/out"), outside.p("keep"));
+    // Only a folder is a leftover by that name: a file so named is data.
+    src.file(".~blit-9-9.dir", "a file");
 
     expect_code(
         &run(args("copy", &["--dry-run"], src.root(), dst.root())),
@@ -405,7 +418,10 @@ fn a_folder_a_killed_run_was_filling_is_removed_by_the_next_run() {
     expect_code(&run(args("copy", &[], src.root(), dst.root())), 0);
     assert!(!dst.exists(left), "the leftover folder survived");
     assert_eq!(outside.read("keep/precious"), b"not blit's");
-    let rels: Vec<PathBuf> = ["", "a", "a/f", "top"].iter().map(PathBuf::from).collect();
+    let rels: Vec<PathBuf> = ["", ".~blit-9-9.dir", "a", "a/f", "top"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
     assert_eq!(
         dst.rel_paths(),
         rels,
@@ -414,4 +430,44 @@ fn a_folder_a_killed_run_was_filling_is_removed_by_the_next_run() {
     for rel in &rels[1..] {
         assert_entry_equal(&src.p(rel), &dst.p(rel), &rel.to_string_lossy());
     }
+}
+
+/// Another run (or another session of a daemon) that finds a folder this run is still filling
+/// leaves it alone: the folder's lock tells it from a killed run's leftover. Without that, the
+/// second run removed the files written so far and the first named the folder without them.
+#[test]
+fn a_second_run_leaves_a_folder_another_run_is_filling_alone() {
+    let sb = Sandbox::new();
+    let (src, other, dst) = (sb.src(), sb.tree("other"), sb.dst());
+    src.file("sub/big.bin", noise(BIG, 0x5c));
+    for i in 0..5 {
+        src.file(format!("sub/{i}"), noise(100 + i, i as u64));
+    }
+    other.file("o/x", "other run");
+    dst.mkroot();
+    let mut child = spawn(args("copy", &[], src.root(), dst.root()));
+    let caught = wait_for(Duration::from_secs(30), || {
+        temps_under(dst.root())
+            .iter()
+            .any(|t| is_temp_dir_name(t.as_os_str()))
+            || child.try_wait().unwrap().is_some()
+    });
+    assert!(
+        caught && child.try_wait().unwrap().is_none(),
+        "blit finished before its folder was seen"
+    );
+    expect_code(&run(args("copy", &[], other.root(), dst.root())), 0);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first run ended before the second was done"
+    );
+    expect_code_of_child(child, 0);
+    assert_entry_equal(&src.p("sub"), &dst.p("sub"), "sub");
+    assert!(same_content(&src.p("sub/big.bin"), &dst.p("sub/big.bin")));
+    for i in 0..5 {
+        let rel = format!("sub/{i}");
+        assert!(same_content(&src.p(&rel), &dst.p(&rel)), "{rel}");
+    }
+    assert_eq!(dst.read("o/x"), b"other run");
+    assert!(temps_under(dst.root()).is_empty());
 }

@@ -631,7 +631,11 @@ fn leftovers_are_not_reported_as_deleted_entries() {
     expect_code(&run(args("mirror", &["-q"], src.root(), dst.root())), 0);
     // What a killed run leaves: named temporaries (the name is all blit goes by).
     dst.file("kept/.~blit-dead-1.tmp", b"partial")
-        .file("doomed/.~blit-dead-2.tmp", b"partial");
+        .file("doomed/.~blit-dead-2.tmp", b"partial")
+        .file(
+            "doomed/.~blit-dead-4.dir/c",
+            b"in a folder a killed run was filling",
+        );
     src.remove("doomed");
     let a = run(args("mirror", &["-v"], src.root(), dst.root()));
     rep.runs += 1;
@@ -645,7 +649,10 @@ fn leftovers_are_not_reported_as_deleted_entries() {
     // --max-delete counts only the user's entries: doomed/b and doomed/ are two.
     src.file("doomed/b", b"b");
     expect_code(&run(args("mirror", &["-q"], src.root(), dst.root())), 0);
-    dst.file("doomed/.~blit-dead-3.tmp", b"partial");
+    dst.file("doomed/.~blit-dead-3.tmp", b"partial").file(
+        "doomed/.~blit-dead-5.dir/d/e",
+        b"in a folder a killed run was filling",
+    );
     src.remove("doomed");
     let a = run(args(
         "mirror",

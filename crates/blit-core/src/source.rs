@@ -125,13 +125,17 @@ pub fn list_local(
         entries: Vec::with_capacity(names.len()),
         temps: Vec::new(),
     };
+    // A temporary's name says what it is: a file (`.tmp`) or a folder being filled (`.dir`).
+    // An entry of the other kind with such a name is data.
+    let is_temp = |name: &OsStr, kind: Kind| {
+        if kind == Kind::Dir {
+            tempname::is_temp_dir(name)
+        } else {
+            tempname::is_temp(name)
+        }
+    };
     for (name, hint) in names {
-        let temp = match hint {
-            Some(Kind::Dir) => tempname::is_temp_dir(&name),
-            None => tempname::is_temp(&name) || tempname::is_temp_dir(&name),
-            Some(_) => tempname::is_temp(&name),
-        };
-        if temp {
+        if hint.is_some_and(|k| is_temp(&name, k)) {
             out.temps.push(name);
             continue;
         }
@@ -147,6 +151,11 @@ pub fn list_local(
                 continue;
             }
         };
+        // Without a type from the listing, the stat tells.
+        if hint.is_none() && is_temp(&name, entry.kind) {
+            out.temps.push(name);
+            continue;
+        }
         if !keep(&entry.rel, entry.kind == Kind::Dir) {
             continue;
         }

@@ -111,11 +111,15 @@ struct Node<D> {
 /// is renamed into place when the last task writing into it ends (its subfolders are made the
 /// same way and named on their own). A run killed meanwhile leaves it under its temporary name,
 /// which the next run removes with all it holds: a half-written file is never seen under its
-/// final path.
+/// final path. While it is being filled its handle holds a lock on it (`sys::hold_dir`), by
+/// which another run tells it from a leftover.
 struct Fresh {
     parent: Arc<Dir>,
     temp: OsString,
     name: OsString,
+    rel: PathBuf,
+    /// The folder itself, locked while open.
+    dir: Arc<Dir>,
     /// Tasks still writing into it: the one that lists and merges it, and one per entry that
     /// merge hands to a worker.
     pending: AtomicUsize,
@@ -144,7 +148,10 @@ impl<S: Source> Drop for Hold<'_, '_, S> {
             let f = &self.fresh;
             let named = sys::publish_dir(At::new(&f.parent, &f.temp), At::new(&f.parent, &f.name));
             if let Err(e) = named {
-                self.sx.fail(e);
+                // Whatever stands at the name now is not this folder: the end phase leaves it
+                // alone.
+                let shown = self.sx.dst_dirs.root().join(&f.rel);
+                self.sx.fail_src(&f.rel, naming_the_file(e, &shown));
             }
         }
     }
@@ -849,17 +856,10 @@ impl<'a, S: Source> Syncer<'a, S> {
             if !self.opts.dry_run {
                 let Some(pd) = &parent_dst else { return };
                 let made = if b.is_none() && self.fresh_folders() {
-                    let temp = tempname::next_dir();
-                    sys::mkdir_at(At::new(pd, &temp)).map(|()| {
-                        let fresh = Fresh {
-                            parent: Arc::clone(pd),
-                            temp,
-                            name: name.clone(),
-                            pending: AtomicUsize::new(1),
-                        };
-                        hold = Some(Hold {
+                    self.make_fresh(pd, &name, &rel).map(|fresh| {
+                        hold = fresh.map(|f| Hold {
                             sx: self,
-                            fresh: Arc::new(fresh),
+                            fresh: Arc::new(f),
                         });
                     })
                 } else {
@@ -896,9 +896,9 @@ impl<'a, S: Source> Syncer<'a, S> {
                 Ok(d) => Arc::new(d),
                 Err(e) => return self.fail(e),
             };
-            let made_as = hold.as_ref().map_or(&name, |h| &h.fresh.temp);
             let dst = match &parent_dst {
-                Some(pd) if !self.opts.dry_run || existing_dir => match pd.open_child(made_as) {
+                _ if hold.is_some() => hold.as_ref().map(|h| Arc::clone(&h.fresh.dir)),
+                Some(pd) if !self.opts.dry_run || existing_dir => match pd.open_child(&name) {
                     Ok(d) => Some(Arc::new(d)),
                     Err(e) => return self.fail_src(&rel, e),
                 },
@@ -935,6 +935,34 @@ impl<'a, S: Source> Syncer<'a, S> {
             // The folder may be named once the tasks merge handed out are done too.
             drop(hold);
         });
+    }
+
+    /// Makes a new destination folder under a temporary name, open and locked ([`Fresh`]).
+    /// `None` when it cannot be locked: it is then named at once and filled as usual.
+    fn make_fresh(&self, parent: &Arc<Dir>, name: &OsStr, rel: &Path) -> Result<Option<Fresh>> {
+        let temp = tempname::next_dir();
+        let at = At::new(parent, &temp);
+        sys::mkdir_at(at)?;
+        let dir = match parent.open_child(&temp) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = sys::rmdir_at(at);
+                return Err(e);
+            }
+        };
+        if !sys::hold_dir(&dir) {
+            drop(dir);
+            sys::publish_dir(at, At::new(parent, name))?;
+            return Ok(None);
+        }
+        Ok(Some(Fresh {
+            parent: Arc::clone(parent),
+            temp,
+            name: name.to_os_string(),
+            rel: rel.to_path_buf(),
+            dir: Arc::new(dir),
+            pending: AtomicUsize::new(1),
+        }))
     }
 
     /// Without root, a destination folder whose replicated mode denies its owner (say 0555) could
@@ -1333,10 +1361,15 @@ impl<'a, S: Source> Syncer<'a, S> {
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if e.kind != Kind::Dir && tempname::is_temp(name) {
+        let leftover = if e.kind == Kind::Dir {
+            tempname::is_temp_dir(name)
+        } else {
+            tempname::is_temp(name)
+        };
+        if leftover {
             // A leftover of a killed run is housekeeping, not the user's entry: no report.
             if !self.opts.dry_run {
-                let _ = sys::unlink_at(at);
+                let _ = remove_temp(dir, name);
             }
             return Ok(());
         }
@@ -1396,7 +1429,12 @@ impl<'a, S: Source> Syncer<'a, S> {
                 None => sys::stat_at(At::new(&sub, &child), child_rel.clone())
                     .is_ok_and(|e| e.kind == Kind::Dir),
             };
-            if self.filter.excludes(&child_rel, is_dir) || (!is_dir && tempname::is_temp(&child)) {
+            let leftover = if is_dir {
+                tempname::is_temp_dir(&child)
+            } else {
+                tempname::is_temp(&child)
+            };
+            if self.filter.excludes(&child_rel, is_dir) || leftover {
                 continue;
             }
             n += if is_dir {
@@ -1902,23 +1940,27 @@ fn naming_the_file(e: Error, final_path: &Path) -> Error {
 /// Removes a temporary an interrupted run left: a file, or a folder it was still filling, with
 /// everything in it (never following a link: each folder is opened as itself, and anything
 /// that is not a folder is unlinked).
+/// A folder that another run is still filling (it holds the folder's lock) is left alone.
 fn remove_temp(dir: &Dir, name: &OsStr) -> Result<()> {
     if !tempname::is_temp_dir(name) {
         return sys::unlink_at(At::new(dir, name));
     }
-    match sys::stat_at(At::new(dir, name), PathBuf::new())?.kind {
-        Kind::Dir => remove_dir_tree(dir, name),
-        _ => sys::unlink_at(At::new(dir, name)),
+    if sys::stat_at(At::new(dir, name), PathBuf::new())?.kind != Kind::Dir {
+        return sys::unlink_at(At::new(dir, name));
     }
+    let sub = dir.open_child(name)?;
+    if sys::dir_held(&sub) {
+        return Ok(());
+    }
+    remove_dir_tree(dir, name, sub)
 }
 
-/// A folder and all it holds, links unlinked, never followed.
-fn remove_dir_tree(dir: &Dir, name: &OsStr) -> Result<()> {
-    let sub = dir.open_child(name)?;
+/// A folder (`sub`, open) and all it holds, links unlinked, never followed.
+fn remove_dir_tree(dir: &Dir, name: &OsStr, sub: Dir) -> Result<()> {
     for (child, _) in sub.read_names()? {
         let at = At::new(&sub, &child);
         match sys::stat_at(at, PathBuf::new())?.kind {
-            Kind::Dir => remove_dir_tree(&sub, &child)?,
+            Kind::Dir => remove_dir_tree(&sub, &child, sub.open_child(&child)?)?,
             _ => sys::unlink_at(at)?,
         }
     }

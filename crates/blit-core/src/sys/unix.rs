@@ -999,8 +999,13 @@ pub fn publish_dir(from: At<'_>, to: At<'_>) -> Result<()> {
         rustix::fs::RenameFlags::NOREPLACE,
     ) {
         Ok(()) => return Ok(()),
-        // A filesystem without the flag: looked at first instead, which only a race defeats.
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+        // A filesystem without the flag (Linux says EINVAL, macOS ENOTSUP): looked at first
+        // instead, which only a race defeats.
+        Err(e)
+            if e == rustix::io::Errno::INVAL
+                || e == rustix::io::Errno::NOSYS
+                || e == rustix::io::Errno::NOTSUP
+                || e == rustix::io::Errno::OPNOTSUPP => {}
         Err(e) => return Err(fail(e)),
     }
     match rustix::fs::statat(&to.dir.fd, to.name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -1010,6 +1015,21 @@ pub fn publish_dir(from: At<'_>, to: At<'_>) -> Result<()> {
         }
         Err(e) => Err(fail(e)),
     }
+}
+
+/// Marks a folder this run is filling as in use for as long as `d` stays open (an exclusive
+/// `flock`), so that another run, or another session of the same daemon, finding it leaves it
+/// alone instead of removing it as a killed run's leftover. `false` where the filesystem cannot
+/// lock.
+pub fn hold_dir(d: &Dir) -> bool {
+    rustix::fs::flock(&d.fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
+/// Whether a running process holds the folder (see [`hold_dir`]). When it does not, the lock is
+/// now ours until `d` is closed.
+pub fn dir_held(d: &Dir) -> bool {
+    rustix::fs::flock(&d.fd, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        == Err(rustix::io::Errno::WOULDBLOCK)
 }
 
 pub fn unlink_at(at: At<'_>) -> Result<()> {

@@ -551,6 +551,16 @@ pub fn publish_dir(from: At<'_>, to: At<'_>) -> Result<()> {
     std::fs::rename(from.path(), &to_path).at(Op::Rename, &to_path)
 }
 
+/// Folders are never filled under a temporary name here (see [`FRESH_FOLDERS`]).
+pub fn hold_dir(_d: &Dir) -> bool {
+    false
+}
+
+/// A leftover folder from another system is never in use by a run here.
+pub fn dir_held(_d: &Dir) -> bool {
+    false
+}
+
 pub fn rename_at(from: At<'_>, to: At<'_>) -> Result<()> {
     try_rename_at(from, to).at(Op::Rename, &to.path())
 }
