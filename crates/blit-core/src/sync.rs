@@ -1202,37 +1202,25 @@ impl<'a, S: Source> Syncer<'a, S> {
             Kind::File => self
                 .copy_file(pair, dst, a, replaces_dir, fresh)
                 .map(|(n, m)| (n, method_name(m))),
-            Kind::Symlink => {
-                let target = self.src.inside(pair.src, pair.sname, a).link_target()?;
-                let dir_link = self.src.link_is_dir(pair.src, pair.sname, a);
-                let xattrs = self.xattrs_of(pair.src, pair.sname, a)?;
-                let meta = self.meta_for_new(pair, a);
-                self.place(
-                    dst,
-                    pair.dname,
-                    &a.rel,
-                    (replaces_dir, pair.direct),
-                    |tmp| {
-                        sys::symlink_at(&target, tmp, dir_link)?;
-                        sys::apply_meta_at(tmp, a, meta, xattrs.as_ref())
-                    },
-                )
-                .map(|()| (0, "symlink"))
-            }
+            // A symlink or a special file: made whole by one call, then its metadata.
             _ => {
+                let link = if a.kind == Kind::Symlink {
+                    let target = self.src.inside(pair.src, pair.sname, a).link_target()?;
+                    Some((target, self.src.link_is_dir(pair.src, pair.sname, a)))
+                } else {
+                    None
+                };
                 let xattrs = self.xattrs_of(pair.src, pair.sname, a)?;
                 let meta = self.meta_for_new(pair, a);
-                self.place(
-                    dst,
-                    pair.dname,
-                    &a.rel,
-                    (replaces_dir, pair.direct),
-                    |tmp| {
-                        sys::make_special_at(tmp, a)?;
-                        sys::apply_meta_at(tmp, a, meta, xattrs.as_ref())
-                    },
-                )
-                .map(|()| (0, "special"))
+                let direct = (replaces_dir, pair.direct);
+                self.place(dst, pair.dname, &a.rel, direct, |tmp| {
+                    match &link {
+                        Some((target, dir_link)) => sys::symlink_at(target, tmp, *dir_link)?,
+                        None => sys::make_special_at(tmp, a)?,
+                    }
+                    sys::apply_meta_at(tmp, a, meta, xattrs.as_ref())
+                })
+                .map(|()| (0, if link.is_some() { "symlink" } else { "special" }))
             }
         }?;
         if self.is_move() {
