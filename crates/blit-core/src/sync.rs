@@ -760,7 +760,8 @@ impl<'a, S: Source> Syncer<'a, S> {
                 let (setgid, acl) = (node.dst_setgid, node.dst_acl);
                 let hold = node.fresh.as_ref().map(|f| Hold::another(self, f));
                 s.spawn(move |_| {
-                    let _hold = hold;
+                    // Held to the end of the task: the folder is named only after this write.
+                    let hold = hold;
                     if self.cancelled() {
                         return;
                     }
@@ -772,7 +773,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                         dname: &name,
                         setgid,
                         acl,
-                        direct: _hold.is_some(),
+                        direct: hold.is_some(),
                     };
                     match b {
                         None => self.write(&pair, &a, None, Reason::New),
@@ -896,12 +897,15 @@ impl<'a, S: Source> Syncer<'a, S> {
                 Ok(d) => Arc::new(d),
                 Err(e) => return self.fail(e),
             };
-            let dst = match &parent_dst {
-                _ if hold.is_some() => hold.as_ref().map(|h| Arc::clone(&h.fresh.dir)),
-                Some(pd) if !self.opts.dry_run || existing_dir => match pd.open_child(&name) {
-                    Ok(d) => Some(Arc::new(d)),
-                    Err(e) => return self.fail_src(&rel, e),
-                },
+            let dst = match (&hold, &parent_dst) {
+                // Made under a temporary name, and already open (and locked).
+                (Some(h), _) => Some(Arc::clone(&h.fresh.dir)),
+                (None, Some(pd)) if !self.opts.dry_run || existing_dir => {
+                    match pd.open_child(&name) {
+                        Ok(d) => Some(Arc::new(d)),
+                        Err(e) => return self.fail_src(&rel, e),
+                    }
+                }
                 _ => None,
             };
             if existing_dir {
