@@ -125,17 +125,8 @@ pub fn list_local(
         entries: Vec::with_capacity(names.len()),
         temps: Vec::new(),
     };
-    // A temporary's name says what it is: a file (`.tmp`) or a folder being filled (`.dir`).
-    // An entry of the other kind with such a name is data.
-    let is_temp = |name: &OsStr, kind: Kind| {
-        if kind == Kind::Dir {
-            tempname::is_temp_dir(name)
-        } else {
-            tempname::is_temp(name)
-        }
-    };
     for (name, hint) in names {
-        if hint.is_some_and(|k| is_temp(&name, k)) {
+        if hint.is_some_and(|k| tempname::is_leftover(&name, k == Kind::Dir)) {
             out.temps.push(name);
             continue;
         }
@@ -152,7 +143,7 @@ pub fn list_local(
             }
         };
         // Without a type from the listing, the stat tells.
-        if hint.is_none() && is_temp(&name, entry.kind) {
+        if hint.is_none() && tempname::is_leftover(&name, entry.kind == Kind::Dir) {
             out.temps.push(name);
             continue;
         }

@@ -1353,12 +1353,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let leftover = if e.kind == Kind::Dir {
-            tempname::is_temp_dir(name)
-        } else {
-            tempname::is_temp(name)
-        };
-        if leftover {
+        if tempname::is_leftover(name, e.kind == Kind::Dir) {
             // A leftover of a killed run is housekeeping, not the user's entry: no report.
             if !self.opts.dry_run {
                 let _ = remove_temp(dir, name);
@@ -1421,12 +1416,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 None => sys::stat_at(At::new(&sub, &child), child_rel.clone())
                     .is_ok_and(|e| e.kind == Kind::Dir),
             };
-            let leftover = if is_dir {
-                tempname::is_temp_dir(&child)
-            } else {
-                tempname::is_temp(&child)
-            };
-            if self.filter.excludes(&child_rel, is_dir) || leftover {
+            if self.filter.excludes(&child_rel, is_dir) || tempname::is_leftover(&child, is_dir) {
                 continue;
             }
             n += if is_dir {
@@ -1934,10 +1924,9 @@ fn naming_the_file(e: Error, final_path: &Path) -> Error {
 /// that is not a folder is unlinked).
 /// A folder that another run is still filling (it holds the folder's lock) is left alone.
 fn remove_temp(dir: &Dir, name: &OsStr) -> Result<()> {
+    // Listings set a name aside as a leftover only with its kind ([`tempname::is_leftover`]),
+    // so a `.dir` name here is a folder; opened as one, never followed.
     if !tempname::is_temp_dir(name) {
-        return sys::unlink_at(At::new(dir, name));
-    }
-    if sys::stat_at(At::new(dir, name), PathBuf::new())?.kind != Kind::Dir {
         return sys::unlink_at(At::new(dir, name));
     }
     let sub = dir.open_child(name)?;

@@ -19,19 +19,19 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh temporary name, unique within this process; the pid keeps concurrent runs apart.
 pub fn next() -> OsString {
-    static PID: OnceLock<u32> = OnceLock::new();
-    let pid = *PID.get_or_init(std::process::id);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{PREFIX}{pid:x}-{n:x}{SUFFIX}").into()
+    fresh(SUFFIX)
 }
 
 /// A fresh temporary name for a folder being filled, unique within this process.
 pub fn next_dir() -> OsString {
-    let mut name = next().into_encoded_bytes();
-    name.truncate(name.len() - SUFFIX.len());
-    name.extend_from_slice(DIR_SUFFIX.as_bytes());
-    // SAFETY: ASCII spliced into ASCII.
-    unsafe { OsString::from_encoded_bytes_unchecked(name) }
+    fresh(DIR_SUFFIX)
+}
+
+fn fresh(suffix: &str) -> OsString {
+    static PID: OnceLock<u32> = OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{PREFIX}{pid:x}-{n:x}{suffix}").into()
 }
 
 /// The fixed temporary of a file being received with `--resume`: the same name on every run (pid
@@ -58,6 +58,16 @@ pub fn is_temp(name: &OsStr) -> bool {
 /// True for names made by [`next_dir`] (by this or an earlier run).
 pub fn is_temp_dir(name: &OsStr) -> bool {
     shaped(name, DIR_SUFFIX)
+}
+
+/// Whether an entry is a leftover of an interrupted run: a file with a [`next`]-shaped name, or
+/// a folder with a [`next_dir`]-shaped one. An entry of the other kind with such a name is data.
+pub fn is_leftover(name: &OsStr, is_dir: bool) -> bool {
+    if is_dir {
+        is_temp_dir(name)
+    } else {
+        is_temp(name)
+    }
 }
 
 fn shaped(name: &OsStr, suffix: &str) -> bool {
@@ -90,5 +100,7 @@ mod tests {
         let d = next_dir();
         assert!(is_temp_dir(&d) && !is_temp(&d) && !is_temp_dir(&a));
         assert!(!is_temp_dir(OsStr::new(".~blit-photos.dir")));
+        assert!(is_leftover(&d, true) && !is_leftover(&d, false));
+        assert!(is_leftover(&a, false) && !is_leftover(&a, true));
     }
 }

@@ -548,10 +548,10 @@ fn changed_since(st: &rustix::fs::Stat, started: std::time::SystemTime) -> bool 
             < std::time::Duration::from_secs(1)
 }
 
-/// Restores metadata on a freshly written file through its descriptor.
 /// Where POSIX ACLs keep a file's access ACL.
 const ACCESS_ACL: &str = "system.posix_acl_access";
 
+/// Restores metadata on a freshly written file through its descriptor.
 fn apply_file_meta(
     dst: &File,
     o: &Output<'_>,
