@@ -127,7 +127,7 @@ impl Peer {
             #[cfg(any(target_os = "linux", target_os = "macos", windows))]
             Chan::Tls(session) => {
                 let (reader, writer) = session.split()?;
-                (Box::new(reader), Out::Tls(writer))
+                (Box::new(reader), Out::Tls(Box::new(writer)))
             }
         };
         let queued = Arc::new((Mutex::new(0usize), Condvar::new()));
@@ -344,10 +344,19 @@ impl Peer {
 enum Out {
     Plain(TcpStream),
     #[cfg(any(target_os = "linux", target_os = "macos", windows))]
-    Tls(TlsWriter),
+    Tls(Box<TlsWriter>),
 }
 
 impl Out {
+    /// Sends a frame the writer is done with; over TLS, large ones are sealed where they lie.
+    fn write_owned(&mut self, frame: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            Out::Plain(s) => s.write_all(frame),
+            #[cfg(any(target_os = "linux", target_os = "macos", windows))]
+            Out::Tls(t) => t.write_owned(frame),
+        }
+    }
+
     fn end(&mut self) {
         match self {
             Out::Plain(s) => {
@@ -380,6 +389,9 @@ impl Write for Out {
     }
 }
 
+/// Frames of at least this size bypass the writer's buffer (as `BufWriter` would let them).
+const OWNED_FRAME: usize = 64 << 10;
+
 fn write_loop(
     writer: &mut Out,
     rx: Receiver<Vec<u8>>,
@@ -392,17 +404,24 @@ fn write_loop(
         *q = q.saturating_sub(n);
         cv.notify_all();
     };
-    while let Ok(frame) = rx.recv() {
-        w.write_all(&frame)?;
+    // Small frames gather in the buffer; a large one goes straight to the connection, which
+    // may seal it in place (it is not used again).
+    let send = |w: &mut BufWriter<&mut Out>, mut frame: Vec<u8>| -> io::Result<()> {
+        if frame.len() >= OWNED_FRAME {
+            w.flush()?;
+            w.get_mut().write_owned(&mut frame)?;
+        } else {
+            w.write_all(&frame)?;
+        }
         written(frame.len());
         wire::recycle(frame);
+        Ok(())
+    };
+    while let Ok(frame) = rx.recv() {
+        send(&mut w, frame)?;
         loop {
             match rx.try_recv() {
-                Ok(frame) => {
-                    w.write_all(&frame)?;
-                    written(frame.len());
-                    wire::recycle(frame);
-                }
+                Ok(frame) => send(&mut w, frame)?,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     w.flush()?;
