@@ -198,8 +198,9 @@ impl Sealer {
     /// then per record its type byte, tag and the next header. False (nothing done) when a key
     /// update falls inside the frame; the caller then seals a copy.
     ///
-    /// Why: sealing a copy moved every byte of file data once more through memory, a tenth of
-    /// the whole cost of a TLS transfer of a large file. A record's plaintext must be followed
+    /// Why: sealing a copy moved every byte of file data once more through memory and
+    /// allocated a buffer per record: about a tenth of the sender's CPU time on a 1 GiB push
+    /// (user time 0.21 s against 0.17 s, of 0.5 s in all). A record's plaintext must be followed
     /// by its content type byte, which here is the next record's first byte: that byte is set
     /// aside, the record sealed, its encrypted type byte moved to `between`, and the byte put
     /// back before the next record is sealed. The frame's bytes are ciphertext afterwards.
