@@ -118,10 +118,13 @@ impl Peer {
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let out = Arc::new(Mutex::new(Some(tx)));
         // The TLS reader keeps whole records in its own buffer; a second one on top would only
-        // copy the bytes again.
+        // copy the bytes again. The plain reader's buffer takes many small frames per read; a
+        // data frame's bytes beyond what it holds go straight from the socket into the frame
+        // (reads of at least its size bypass it), so at most this much of each frame is copied
+        // twice: 256 KiB cost the daemon 28 ms more user CPU per GiB pushed than 64 KiB.
         let (reader, writer): (Box<dyn BufRead + Send>, Out) = match chan {
             Chan::Plain(stream) => (
-                Box::new(BufReader::with_capacity(256 << 10, stream.try_clone()?)),
+                Box::new(BufReader::with_capacity(64 << 10, stream.try_clone()?)),
                 Out::Plain(stream),
             ),
             #[cfg(any(target_os = "linux", target_os = "macos", windows))]
