@@ -392,7 +392,8 @@ impl Write for Out {
     }
 }
 
-/// Frames of at least this size bypass the writer's buffer (as `BufWriter` would let them).
+/// Frames of at least this size skip the writer's buffer and are handed over whole (over TLS,
+/// sealed in place); smaller ones gather in the buffer and leave together.
 const OWNED_FRAME: usize = 64 << 10;
 
 fn write_loop(

@@ -60,7 +60,8 @@ pub fn buffer(cap: usize) -> Vec<u8> {
 /// A buffer of exactly `len` bytes whose contents are whatever it held before (it is about to
 /// be overwritten whole): reusing one costs no zeroing.
 pub fn buffer_len(len: usize) -> Vec<u8> {
-    let mut b = pooled(len).unwrap_or_default();
+    // A spare byte: a frame sealed in place over TLS borrows one past its end.
+    let mut b = pooled(len).unwrap_or_else(|| Vec::with_capacity(len + 1));
     if b.len() >= len {
         b.truncate(len);
     } else {

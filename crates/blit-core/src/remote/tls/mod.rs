@@ -474,16 +474,18 @@ mod tests {
         assert!(cr.open.seq < 10, "the client side followed no key update");
     }
 
-    /// Frames sealed where they lie (record boundaries inside, a last record of one byte, one
-    /// of exactly a record) read back intact, between frames sealed as copies.
+    /// Frames sealed where they lie (record boundaries inside, a last record of one byte,
+    /// exactly two records, less than one) read back intact, between frames sealed as copies.
     #[test]
     fn frames_sealed_in_place_read_back_intact() {
         let (_dir, client, server) = pair();
         let (mut r, _sw) = server.split().unwrap();
         let (_cr, mut w) = client.split().unwrap();
         const RECORD: usize = 1 << 14;
-        let data = pattern(5 * RECORD + 1 + 2 * RECORD + 1 + 1000);
-        let sizes = [5 * RECORD + 1, 2 * RECORD, 1, 1000];
+        // Even places are sealed in place; each is long enough that its ciphertext cannot
+        // equal its plaintext by chance.
+        let sizes = [5 * RECORD + 1, 100, 2 * RECORD, 1, 1000, 7];
+        let data = pattern(sizes.iter().sum());
         let reader = thread::spawn(move || {
             let mut got = Vec::new();
             r.read_to_end(&mut got).unwrap();
@@ -504,6 +506,32 @@ mod tests {
         }
         w.close().unwrap();
         assert!(reader.join().unwrap() == data, "the bytes read back differ");
+    }
+
+    /// A frame given up while the peer's request for new keys is pending is sealed as a copy,
+    /// after the key update, and left as it was.
+    #[test]
+    fn a_frame_given_up_during_a_requested_key_update_is_sealed_after_it() {
+        let (_dir, client, server) = pair();
+        let (mut r, _sw) = server.split().unwrap();
+        let (_cr, mut w) = client.split().unwrap();
+        let data = pattern(3 << 14);
+        w.seal
+            .shared
+            .update_asked
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut frame = data.clone();
+        w.write_owned(&mut frame).unwrap();
+        assert!(
+            frame == data,
+            "the frame was sealed in place across a key update"
+        );
+        assert_eq!(w.seal.updates, 1, "the requested key update was not sent");
+        w.close().unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert!(got == data, "the bytes read back differ");
+        assert_eq!(r.open.seq, 4, "the reader did not follow the key update");
     }
 
     /// The records are real TLS 1.3: rustls's own buffered connection on the other end reads
