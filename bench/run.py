@@ -17,6 +17,7 @@ import datetime
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -64,7 +65,8 @@ def version(tool):
         except (OSError, subprocess.TimeoutExpired):
             continue
         text = (out.stdout or out.stderr).strip().splitlines()
-        if out.returncode == 0 and text:
+        # fcp prints its bare version number to stderr and exits 1.
+        if text and (out.returncode == 0 or re.fullmatch(r"v?\d+\.\d+[\w.+-]*", text[0])):
             return text[0][:60]
     return "?"
 
