@@ -81,13 +81,18 @@ fn known_hosts() -> PathBuf {
 
 /// Ports of daemons started without TLS (for the raw-protocol tests); clients pointed at them
 /// get `--no-tls`.
-static PLAIN_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+/// Ports of the plain (`--no-tls`) daemons running now, each with its daemon's number. A port
+/// leaves the list when its daemon is dropped, or when another daemon is given it: the kernel
+/// hands ports out again, and a TLS daemon on a stale entry's port was once spoken to in plain.
+static PLAIN_PORTS: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
+static NEXT_DAEMON: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A running `blit-daemon` on 127.0.0.1 with a port the kernel chose; killed on drop. TLS is on
 /// (the default) unless it was started `plain`.
 struct Daemon {
     child: Child,
     port: u16,
+    id: u64,
     stderr: Arc<Mutex<Vec<u8>>>,
     _config: tempfile::TempDir,
 }
@@ -209,12 +214,18 @@ impl Daemon {
             .and_then(|p| p.split_whitespace().next())
             .and_then(|p| p.parse::<u16>().ok())
             .unwrap_or_else(|| panic!("unexpected first line from blit-daemon: {first:?}"));
-        if plain {
-            PLAIN_PORTS.lock().unwrap().push(port);
+        let id = NEXT_DAEMON.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut ports = PLAIN_PORTS.lock().unwrap();
+            ports.retain(|&(p, _)| p != port);
+            if plain {
+                ports.push((port, id));
+            }
         }
         Daemon {
             child,
             port,
+            id,
             stderr,
             _config: config,
         }
@@ -267,6 +278,10 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        PLAIN_PORTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&(_, id)| id != self.id);
     }
 }
 
@@ -292,7 +307,7 @@ where
         .collect();
     let plain = PLAIN_PORTS.lock().unwrap().clone();
     let to_plain = args.iter().any(|a| {
-        plain.iter().any(|p| {
+        plain.iter().any(|(p, _)| {
             let url = format!("blit://127.0.0.1:{p}");
             a.to_str()
                 .is_some_and(|s| s == url || s.starts_with(&format!("{url}/")))
