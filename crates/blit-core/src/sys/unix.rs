@@ -183,6 +183,32 @@ pub fn stat_fd(f: &File, at: At<'_>) -> Result<Entry> {
     fstat(f, at)
 }
 
+/// The status of a source file of `size` bytes that has just been read, once any truncate under
+/// way on it has completed (from [`AWAIT_TRUNCATE_MIN`] up): the status the check after a copy
+/// compares.
+pub fn stat_settled(f: &File, at: At<'_>, size: u64) -> Result<Entry> {
+    fstat_settled(f, at, size >= AWAIT_TRUNCATE_MIN).map(|st| entry_from_stat(PathBuf::new(), &st))
+}
+
+/// Files from this size up wait out a truncate under way before the check after their copy.
+///
+/// The wait costs two system calls, 4% of the time of copying 4 KiB files into tmpfs
+/// (20,000 files: 0.283 s against 0.271 s, medians of 11). Below this size a file is checked
+/// without it unless its copy is a retry. What a small file risks without it is narrow: a status
+/// torn by one truncate both when the walk read it and after the copy, which gives the right
+/// content (the truncated version) under the old mtime; the next run sees the mtime differ and
+/// copies it again.
+const AWAIT_TRUNCATE_MIN: u64 = 1 << 20;
+
+fn fstat_settled(f: &File, at: At<'_>, wait: bool) -> Result<rustix::fs::Stat> {
+    #[cfg(target_os = "linux")]
+    if wait {
+        super::linux::await_truncate(f);
+    }
+    let _ = wait;
+    rustix::fs::fstat(f).map_err(|e| Error::io(Op::Stat, at.path(), e.into()))
+}
+
 fn fstat(f: &File, at: At<'_>) -> Result<Entry> {
     let st = rustix::fs::fstat(f).map_err(|e| Error::io(Op::Stat, at.path(), e.into()))?;
     Ok(entry_from_stat(PathBuf::new(), &st))
@@ -492,7 +518,9 @@ fn finish_copy(
     method: Method,
     mode_set: bool,
 ) -> Result<CopyOutcome> {
-    let st = rustix::fs::fstat(input).map_err(|e| Error::io(Op::Stat, req.src.path(), e.into()))?;
+    // A retry (given no status from the walk) means the file was changing moments ago.
+    let wait = before.size >= AWAIT_TRUNCATE_MIN || req.expected.is_none();
+    let st = fstat_settled(input, req.src, wait)?;
     let changed = |after: &Entry| {
         n != before.size
             || after.size != before.size
@@ -502,11 +530,11 @@ fn finish_copy(
     if changed(&entry_from_stat(PathBuf::new(), &st)) {
         return Ok(CopyOutcome::Changed);
     }
-    // A change still in progress can show its new size with the old times: an `ftruncate`
-    // that waited for pages this copy held sets the mtime only when it completes, so both
-    // looks can fall inside it (the torture test caught one). A file changed during this run
-    // and in the last moments is looked at once more, after a pause long enough for such a
-    // change to finish. Files that were quiet when the run began never wait.
+    // A change still in progress can show its new size with the old times. On Linux's local
+    // filesystems `fstat_settled` waits out the one known case (a truncate); elsewhere (macOS,
+    // network and FUSE filesystems) a file changed during this run and in the last moments is
+    // looked at once more, after a pause long enough for such a change to finish. Files that
+    // were quiet when the run began never wait.
     if changed_since(&st, req.out.fast.started) {
         std::thread::sleep(SETTLE);
         if changed(&fstat(input, req.src)?) {
