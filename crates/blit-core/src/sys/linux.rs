@@ -39,46 +39,6 @@ pub fn await_truncate(f: &File) {
     let _ = rustix::io::pread(f, &mut [0u8; 1], 0);
 }
 
-/// Reserves the blocks of a file that will be renamed over another, when it is on ext4.
-///
-/// ext4 starts writing a file's data out the moment it is renamed over an existing file (its
-/// `auto_da_alloc`, so that a program replacing a file this way does not leave it empty after a
-/// crash), but only while some of the file's blocks are still to be allocated. Allocating them
-/// first, as unwritten extents that do not change the file's size, takes that flush off the
-/// rename. Measured on this machine's ext4:
-/// - a mirror replacing a 1 GiB file: the rename took 0.168 s instead of 0.395 s (what is left
-///   is freeing the old file's blocks), and the whole run 0.42-0.62 s instead of 0.73-1.40 s
-///   (6 runs each, alternating);
-/// - replacing 500 files of 4 KiB one after another (create, write, rename over): 114-124 µs
-///   per file instead of 139-189;
-/// - the incremental mirror of the benchmark (500 files replaced among 50,000): medians 0.3-3%
-///   lower, within the noise.
-///
-/// Only ext4 is known to flush so, and on filesystems that share blocks (XFS, btrfs) reserved
-/// blocks would be thrown away by the clone that follows, so other filesystems are left alone.
-/// A failure only loses the gain.
-pub fn prealloc_replacement(dst: &File, len: u64, fast: &FastPaths) {
-    const EXT4: u8 = 1;
-    const OTHER: u8 = 2;
-    if len == 0 {
-        return;
-    }
-    let known = match fast.prealloc.load(Ordering::Relaxed) {
-        0 => {
-            // ext2, ext3 and ext4 share this magic number; the older two no longer exist as
-            // separate drivers, ext4 mounts them.
-            let ext4 = rustix::fs::fstatfs(dst).is_ok_and(|st| st.f_type as u64 == 0xEF53);
-            let v = if ext4 { EXT4 } else { OTHER };
-            fast.prealloc.store(v, Ordering::Relaxed);
-            v
-        }
-        v => v,
-    };
-    if known == EXT4 {
-        let _ = rustix::fs::fallocate(dst, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len);
-    }
-}
-
 /// Copies the content of `src` (`len` bytes as stat'ed) into the empty `dst`. Returns the bytes
 /// copied, fewer than `len` if the source shrank meanwhile.
 pub fn copy_data(
@@ -198,13 +158,11 @@ fn copy_sparse(
 mod tests {
     use std::fs::{File, OpenOptions};
     use std::io::Write;
-    use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
-    use super::{await_truncate, prealloc_replacement};
-    use crate::sys::FastPaths;
+    use super::await_truncate;
 
     /// Size and mtime, the pair the check after a copy compares.
     fn status(f: &File) -> (i64, (i64, i64)) {
@@ -272,35 +230,6 @@ mod tests {
         assert!(
             caught > 0,
             "no round caught a truncate under way: this filesystem shows no torn status to wait out"
-        );
-    }
-
-    /// On ext4 a replacement's blocks are reserved before its content is written, and its size
-    /// stays what is written (a copy cut short must not look whole); on other filesystems nothing
-    /// is reserved. Which of the two the test's folder is, `statfs` says.
-    #[test]
-    fn a_replacement_is_preallocated_on_ext4_only_and_keeps_its_size() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("f");
-        let mut f = std::fs::File::create(&p).unwrap();
-        let ext4 = rustix::fs::fstatfs(&f).unwrap().f_type as u64 == 0xEF53;
-        let fast = FastPaths::default();
-        prealloc_replacement(&f, 1 << 20, &fast);
-        let m = f.metadata().unwrap();
-        assert_eq!(m.len(), 0);
-        if ext4 {
-            assert_eq!(fast.prealloc.load(Ordering::Relaxed), 1);
-            assert!(m.blocks() >= 2048, "1 MiB reserved: {} blocks", m.blocks());
-        } else {
-            assert_eq!(fast.prealloc.load(Ordering::Relaxed), 2);
-            assert_eq!(m.blocks(), 0);
-        }
-        f.write_all(&[5u8; 1000]).unwrap();
-        drop(f);
-        assert_eq!(std::fs::read(&p).unwrap(), vec![5u8; 1000]);
-        eprintln!(
-            "prealloc test ran on {}",
-            if ext4 { "ext4" } else { "another filesystem" }
         );
     }
 }

@@ -195,10 +195,6 @@ pub struct FastPaths {
     pub no_kernel_copy: AtomicBool,
     /// Unnamed temporary files (`O_TMPFILE`) refused by the filesystem.
     pub no_tmpfile: AtomicBool,
-    /// Whether a file that will replace another gets its blocks reserved before its content is
-    /// written (Linux, on ext4 only: see `linux::prealloc_replacement`): 0 not yet known, 1 yes,
-    /// 2 no. Learnt from the first replacement's folder.
-    pub prealloc: std::sync::atomic::AtomicU8,
     /// When the run began: a source file whose status changed after it is being changed while
     /// the run copies, and gets a second look before its copy counts (see `copy_to_temp`).
     pub started: std::time::SystemTime,
@@ -210,7 +206,6 @@ impl Default for FastPaths {
             no_clone: AtomicBool::new(false),
             no_kernel_copy: AtomicBool::new(false),
             no_tmpfile: AtomicBool::new(false),
-            prealloc: std::sync::atomic::AtomicU8::new(0),
             started: std::time::SystemTime::now(),
         }
     }

@@ -317,9 +317,6 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         && (!req.src_xattrs || before.perm & 0o200 != 0 || req.out.meta.owner);
     let mode = if final_mode { before.perm } else { 0o600 };
     let (mut out, made) = create_output(&req.out, mode)?;
-    if !before.is_sparse() {
-        prealloc_replacement(&out, &made, &req.out, before.size);
-    }
     let (n, method) = match copy_data(
         &mut input,
         &mut out,
@@ -460,16 +457,6 @@ fn create_output<'a>(o: &Output<'a>, mode: u32) -> Result<(File, Made<'a>)> {
         }
     }
     Ok((create_temp(o.tmp, mode)?, Made::Temp))
-}
-
-/// A named temporary that will be renamed over the file it updates gets its blocks first, where
-/// that spares the rename a flush (see `linux::prealloc_replacement`).
-fn prealloc_replacement(out: &File, made: &Made<'_>, o: &Output<'_>, len: u64) {
-    #[cfg(target_os = "linux")]
-    if matches!(made, Made::Temp) && o.final_name.is_none() {
-        super::linux::prealloc_replacement(out, len, o.fast);
-    }
-    let _ = (out, made, o, len);
 }
 
 /// Names a finished file. `Ok(true)`: it now stands under its final name. `Ok(false)`: it is at
@@ -687,9 +674,6 @@ pub fn receive_to_temp(
     } else {
         create_output(o, if final_mode { meta.perm } else { 0o600 })?
     };
-    if !o.resume && !meta.is_sparse() {
-        prealloc_replacement(&out, &made, o, meta.size);
-    }
     let n = match feed(&out)? {
         Fed::Done(n) => n,
         Fed::Changed => {
