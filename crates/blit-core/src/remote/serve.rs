@@ -291,7 +291,7 @@ impl Tree {
                 sent += n as u64;
             }
         }
-        let after = sys::stat_settled(&file, at, before.size)?;
+        let after = sys::stat_settled(&file, at, &before)?;
         if after.size != before.size || after.mtime != before.mtime || after.ino != before.ino {
             return Ok(Rep::Changed);
         }

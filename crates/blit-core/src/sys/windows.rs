@@ -367,7 +367,7 @@ pub fn stat_fd(f: &File, at: At<'_>) -> Result<Entry> {
 /// The status of a source file that has just been read. The Unix version first waits out a
 /// truncate under way; no such window between size and times is known on Windows (none was
 /// measured here), so this is a plain status read.
-pub fn stat_settled(f: &File, at: At<'_>, _size: u64) -> Result<Entry> {
+pub fn stat_settled(f: &File, at: At<'_>, _before: &Entry) -> Result<Entry> {
     stat_fd(f, at)
 }
 
