@@ -175,7 +175,7 @@ fn stats_text(st: &blit_core::report::Stats) -> String {
     );
     out += &format!(
         "stats: sync phase (worker seconds): {}\n",
-        seconds(&st.busy, &["walk", "plan", "copy"])
+        seconds(&st.busy, &["walk", "plan", "copy", "delete"])
     );
     out += &format!(
         "stats: copy paths: {}\n",

@@ -201,6 +201,7 @@ struct Busy {
     walk: AtomicU64,
     plan: AtomicU64,
     copy: AtomicU64,
+    delete: AtomicU64,
 }
 
 impl Busy {
@@ -210,6 +211,7 @@ impl Busy {
             ("walk", s(&self.walk)),
             ("plan", s(&self.plan)),
             ("copy", s(&self.copy)),
+            ("delete", s(&self.delete)),
         ])
     }
 }
@@ -684,7 +686,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             while let Some(b) = di.peek() {
                 if b.listing_cmp(&a).is_lt() {
                     let b = di.next().expect("peeked");
-                    self.dst_only(b, &src.unknown);
+                    self.dst_only(s, node, b, &src.unknown);
                 } else {
                     break;
                 }
@@ -693,7 +695,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             self.entry(s, node, a, b);
         }
         for b in di {
-            self.dst_only(b, &src.unknown);
+            self.dst_only(s, node, b, &src.unknown);
         }
     }
 
@@ -725,15 +727,44 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
     }
 
-    fn dst_only(&self, b: Entry, unknown: &HashSet<OsString>) {
+    /// A destination entry of a folder whose source listing succeeded, with no source entry of
+    /// its name: `mirror` deletes it. At once, as a task of the walk, like rsync's default
+    /// `--delete-during`: an unlink waits on the disk (on a `discard` mount it trims the freed
+    /// blocks before returning), and done after the walk those waits were a sixth of an
+    /// incremental mirror's wall time, where during the walk they overlap the other workers'
+    /// looks. Safe per folder: a folder only gets here once its source listing is complete, and
+    /// a name whose source entry could not be read is kept. With `--max-delete` every deletion
+    /// is counted first, so they wait for the end.
+    fn dst_only<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        node: &Node<S::Dir>,
+        b: Entry,
+        unknown: &HashSet<OsString>,
+    ) {
         if self.opts.mode != SyncMode::Mirror {
             return;
         }
         let name = b.rel.file_name().unwrap_or_default();
         if unknown.contains(name) {
             self.kept.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.deletes.lock().unwrap().push(b);
+            return;
+        }
+        match &node.dst {
+            Some(dir) if self.opts.max_delete.is_none() => {
+                let dir = Arc::clone(dir);
+                s.spawn(move |_| {
+                    if self.cancelled() {
+                        return;
+                    }
+                    let _clock = Clock::start(&self.busy.delete);
+                    let name = b.rel.file_name().unwrap_or_default();
+                    if let Err(e) = self.delete_tree(&dir, name, &b.rel, false) {
+                        self.fail(e);
+                    }
+                });
+            }
+            _ => self.deletes.lock().unwrap().push(b),
         }
     }
 
@@ -1668,6 +1699,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         ))
     }
 
+    /// The deletions held back for `--max-delete` (see `dst_only`): all counted, then all or none.
     fn delete_extras(&self, pool: Option<&rayon::ThreadPool>) {
         let deletes = std::mem::take(&mut *self.deletes.lock().unwrap());
         if deletes.is_empty() {
