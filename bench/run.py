@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Blit's benchmark: Blit and its peers side by side on the same data, alternating
 (A B C A B C ...), with per-tool median wall time, CPU time and peak RSS, and Blit's ratio to the
-best peer. The table is written to bench/RESULTS.md.
+best peer. The table goes into bench/RESULTS.md between its markers; the rest of the file is kept.
 
 Hygiene for these machines (see the project's benchmark notes): a destination is never deleted
 before a timed run (old ones are renamed into a trash folder, emptied only after the batch);
@@ -478,7 +478,7 @@ class Bench:
         tools = ["cp", "rsync", "xcp", "fcp", "rclone", "cpz"]
         versions = ", ".join(f"{t} {version(t)}" for t in tools if have(t))
         return [
-            "# Benchmark results",
+            "## Latest script run",
             "",
             f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
             f"Machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}  ",
@@ -511,9 +511,32 @@ class Bench:
             for name, (w, mn, cpu, rss, _) in sorted(med.items(), key=lambda kv: kv[1][0]):
                 lines.append(f"| {label} | {name} | {w:.3f} | {mn:.3f} | {cpu:.2f} | {rss:.1f} |")
             lines += self.ratio_rows(label, med, best, ratio)
-        with open(out, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+        write_block(out, lines)
         print(f"\nwrote {out}")
+
+
+BEGIN = "<!-- bench/run.py writes the latest run from here -->"
+END = "<!-- to here; the rest of this file is kept as it is -->"
+
+
+def write_block(out, lines):
+    """Puts this run's table between the markers of `out`, keeping the rest of the file: the
+    results file also holds each session's written account, which a run must not wipe."""
+    block = BEGIN + "\n" + "\n".join(lines) + "\n" + END
+    try:
+        with open(out) as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        text = "# Benchmark results\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        # The first time: right under the title.
+        first, _, rest = text.partition("\n")
+        text = first + "\n\n" + block + "\n" + rest
+    with open(out, "w") as fh:
+        fh.write(text)
 
 
 def main():
