@@ -215,7 +215,7 @@ class RemoteBench(common.Bench):
     def header(self):
         ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
         return [
-            "# Remote benchmark results (loopback)",
+            "## Latest script run (loopback)",
             "",
             f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
             f"Machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}  ",
