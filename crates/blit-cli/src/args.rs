@@ -138,6 +138,9 @@ pub struct TransferArgs {
     /// Delete nothing (and exit 1) when more than N deletions would be needed
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,
+    /// mirror: delete only after every copy is done (default: during the walk, as rsync does)
+    #[arg(long)]
+    pub delete_after: bool,
     /// Worker threads (default: chosen by Blit)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub workers: Option<usize>,

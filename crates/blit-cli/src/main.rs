@@ -99,6 +99,7 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         excludes,
         includes: a.include.clone(),
         max_delete: a.max_delete,
+        delete_after: a.delete_after,
         workers: a.workers,
         fsync: a.fsync,
         verify: a.verify,

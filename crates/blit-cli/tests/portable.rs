@@ -289,6 +289,62 @@ fn max_delete_stops_all_deletions_beyond_the_cap() {
     assert_eq!(dst.read("kept"), b"k");
 }
 
+/// A file renamed only by case in the source. Where names are compared without case (Windows,
+/// and Wine here) the copy of `README.txt` lands on the destination's `readme.txt`; deleting
+/// `readme.txt` as an extra afterwards deleted the new copy (with `--delete-after`, or
+/// whenever the deletion ran after the write). Either way the content must arrive, once.
+#[test]
+fn a_name_whose_case_changed_keeps_its_content() {
+    for extra in [&[][..], &["--delete-after"], &["--max-delete", "5"]] {
+        let sb = Sandbox::new();
+        let src = sb.src();
+        src.file("README.txt", b"the new text");
+        let dst = sb.dst();
+        dst.file("readme.txt", b"old");
+        let mut argv = vec!["mirror"];
+        argv.extend(extra);
+        argv.extend([s(src.root()), s(dst.root())]);
+        expect_code(&run(argv), 0);
+        let names: Vec<String> = fs::read_dir(dst.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 1, "with {extra:?}: {names:?}");
+        assert!(names[0].eq_ignore_ascii_case("readme.txt"), "{names:?}");
+        assert_eq!(dst.read(&names[0]), b"the new text", "with {extra:?}");
+    }
+}
+
+#[test]
+fn delete_after_deletes_once_every_copy_is_done() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    let dst = sb.dst();
+    for d in 0..20 {
+        src.file(format!("d{d}/new"), b"n");
+        dst.file(format!("d{d}/old"), b"o");
+    }
+    let a = run([
+        "mirror",
+        "-v",
+        "--delete-after",
+        s(src.root()),
+        s(dst.root()),
+    ]);
+    expect_code(&a, 0);
+    let out = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(['+', '-'])).collect();
+    let first_delete = lines.iter().position(|l| l.starts_with('-')).unwrap();
+    let last_copy = lines.iter().rposition(|l| l.starts_with('+')).unwrap();
+    assert!(last_copy < first_delete, "a deletion before a copy:\n{out}");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with('-')).count(),
+        20,
+        "{out}"
+    );
+    assert_same(src.root(), dst.root());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Remote: the client on this platform against a `blit-daemon` on Linux (under Wine, the Windows
 // client crosses the loopback to the native daemon), TLS on, the certificate pinned.

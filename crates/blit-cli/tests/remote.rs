@@ -1439,6 +1439,7 @@ fn raw_push(d: &Daemon, mode: u8, streams: u8) -> TcpStream {
         excludes: Vec::new(),
         includes: Vec::new(),
         max_delete: None,
+        delete_after: false,
         workers: None,
         fsync: false,
         verify: false,
@@ -2535,6 +2536,33 @@ fn the_daemon_refuses_sessions_past_max_connections() {
 // ---------------------------------------------------------------------------------------------
 // Options carried to the daemon, and connection errors
 // ---------------------------------------------------------------------------------------------
+
+/// `--delete-after` reaches the daemon: its deletions come after every copy it makes.
+#[test]
+fn push_mirror_with_delete_after_deletes_last() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    let m = sb.tree("mod");
+    for d in 0..20 {
+        src.file(format!("d{d}/new"), b"n");
+        m.file(format!("t/d{d}/old"), b"o");
+    }
+    let d = Daemon::serve(&[("m", m.root())]);
+    let a = go(argv(&[
+        &"mirror",
+        &"-v",
+        &"--delete-after",
+        &src.root(),
+        &d.url("m", "t"),
+    ]));
+    expect_code(&a, 0);
+    let out = stdout_of(&a);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(['+', '-'])).collect();
+    let first_delete = lines.iter().position(|l| l.starts_with('-')).unwrap();
+    let last_copy = lines.iter().rposition(|l| l.starts_with('+')).unwrap();
+    assert!(last_copy < first_delete, "a deletion before a copy:\n{out}");
+    assert_trees_equal(src.root(), &m.p("t"));
+}
 
 #[test]
 fn push_honours_excludes_max_delete_and_checksum() {

@@ -37,6 +37,8 @@ pub struct Options {
     pub excludes: Vec<String>,
     pub includes: Vec<String>,
     pub max_delete: Option<u64>,
+    /// `mirror`: delete only after every copy (see `SyncOptions::delete_after`).
+    pub delete_after: bool,
     /// Worker threads; `None` lets Blit choose.
     pub workers: Option<usize>,
     pub fsync: bool,
@@ -164,6 +166,7 @@ impl Job {
             },
             umask: sys::current_umask(),
             max_delete: self.opts.max_delete,
+            delete_after: self.opts.delete_after,
             workers,
             force: self.opts.force,
             cancel: self.opts.cancel.clone(),

@@ -14,11 +14,13 @@
 //! 2. a folder is created before anything in it (owner-only until filled);
 //! 3. files, links and specials are written to a temporary in their folder and renamed over the
 //!    final name only when complete;
-//! 4. once every folder is done: hard links, and rewrites of destination inodes shared in ways
+//! 4. `mirror`: a destination entry the source lacks is deleted once its folder's source listing
+//!    is complete (never beneath a source folder that could not be read, never an entry whose
+//!    source could not be read); with `--delete-after` or `--max-delete`, only after step 6;
+//! 5. once every folder is done: hard links, and rewrites of destination inodes shared in ways
 //!    the source's are not;
-//! 5. `move`: sources copied across filesystems are removed only after the copies are flushed
+//! 6. `move`: sources copied across filesystems are removed only after the copies are flushed
 //!    (file, then folder);
-//! 6. `mirror`: deletions, only now, and never beneath a source folder that could not be read;
 //! 7. folder metadata, deepest first, so writing a child never disturbs a restored parent.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -56,6 +58,9 @@ pub struct SyncOptions {
     pub meta: MetaOpts,
     pub umask: u32,
     pub max_delete: Option<u64>,
+    /// `mirror`: delete only after every copy (rsync's `--delete-after`), so a run cut short has
+    /// deleted nothing; by default deletions run during the walk (see `Syncer::dst_only`).
+    pub delete_after: bool,
     pub workers: usize,
     /// Allow a mirror from an empty source to empty a non-empty destination.
     pub force: bool,
@@ -734,7 +739,8 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// incremental mirror's wall time, where during the walk they overlap the other workers'
     /// looks. Safe per folder: a folder only gets here once its source listing is complete, and
     /// a name whose source entry could not be read is kept. With `--max-delete` every deletion
-    /// is counted first, so they wait for the end.
+    /// is counted first, so they wait for the end; so they do with `--delete-after`, for those
+    /// who want a run cut short to have deleted nothing.
     fn dst_only<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
@@ -751,7 +757,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             return;
         }
         match &node.dst {
-            Some(dir) if self.opts.max_delete.is_none() => {
+            Some(dir) if self.opts.max_delete.is_none() && !self.opts.delete_after => {
                 let dir = Arc::clone(dir);
                 s.spawn(move |_| {
                     if self.cancelled() {
@@ -759,7 +765,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                     }
                     let _clock = Clock::start(&self.busy.delete);
                     let name = b.rel.file_name().unwrap_or_default();
-                    if let Err(e) = self.delete_tree(&dir, name, &b.rel, false) {
+                    if let Err(e) = self.delete_tree(&dir, name, &b.rel, Deleting::Extra(&b)) {
                         self.fail(e);
                     }
                 });
@@ -1227,7 +1233,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         let to = At::new(dst, pair.dname);
         if self.is_move() && !self.cross_device.load(Ordering::Relaxed) {
             if replaces_dir {
-                self.delete_tree(dst, pair.dname, &a.rel, true)?;
+                self.delete_tree(dst, pair.dname, &a.rel, Deleting::InTheWay)?;
             }
             if let Some(r) = self.rename_move(pair.src, pair.sname, to) {
                 return r.map(|()| (0, "rename"));
@@ -1289,7 +1295,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         let guard = TempGuard::new(dir);
         make(guard.at())?;
         if replaces_dir {
-            self.delete_tree(dir, name, rel, true)?;
+            self.delete_tree(dir, name, rel, Deleting::InTheWay)?;
         }
         guard.commit(name)
     }
@@ -1358,7 +1364,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                         verify_copy(&*self.src.inside(pair.src, pair.sname, a), guard.at())?;
                     }
                     if replaces_dir {
-                        self.delete_tree(dst, pair.dname, &a.rel, true)?;
+                        self.delete_tree(dst, pair.dname, &a.rel, Deleting::InTheWay)?;
                     }
                     guard.commit(pair.dname)?;
                     return Ok((bytes, method));
@@ -1376,14 +1382,28 @@ impl<'a, S: Source> Syncer<'a, S> {
 
     /// Deletes the destination entry `name` in `dir` and, for a folder, everything in it that the
     /// filter does not protect, children first, reporting each. A folder still holding excluded
-    /// entries stays. With `must_go`, a folder that cannot be emptied is an error.
-    fn delete_tree(&self, dir: &Arc<Dir>, name: &OsStr, rel: &Path, must_go: bool) -> Result<()> {
+    /// entries stays; one in the way of a source entry cannot, and that is an error.
+    fn delete_tree(
+        &self,
+        dir: &Arc<Dir>,
+        name: &OsStr,
+        rel: &Path,
+        why: Deleting<'_>,
+    ) -> Result<()> {
         let at = At::new(dir, name);
         let e = match sys::stat_at(at, rel.to_path_buf()) {
             Ok(e) => e,
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if let Deleting::Extra(listed) = why {
+            if !still_the_listed(listed, &e) {
+                // Replaced since it was listed: by another program, or, where names are
+                // compared without case, by this run writing the source's `README` over the
+                // destination's `readme`. Not the entry judged to be extra.
+                return Ok(());
+            }
+        }
         if tempname::is_leftover(name, e.kind == Kind::Dir) {
             // A leftover of a killed run is housekeeping, not the user's entry: no report.
             if !self.opts.dry_run {
@@ -1404,6 +1424,10 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
         let sub = Arc::new(dir.open_child(name)?);
         for (child, _) in sub.read_names()? {
+            if self.cancelled() {
+                // A large stale tree must not hold up a Ctrl-C, nor go on being deleted after it.
+                return Err(Error::Cancelled);
+            }
             let child_rel = rel.join(&child);
             let is_dir = sys::stat_at(At::new(&sub, &child), child_rel.clone())
                 .map(|c| c.kind == Kind::Dir)
@@ -1411,7 +1435,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             if self.filter.excludes(&child_rel, is_dir) {
                 continue;
             }
-            if let Err(err) = self.delete_tree(&sub, &child, &child_rel, false) {
+            if let Err(err) = self.delete_tree(&sub, &child, &child_rel, Deleting::Inside) {
                 self.fail(err);
             }
         }
@@ -1423,7 +1447,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         };
         if gone {
             self.emit(Action::Delete, Kind::Dir, rel, "not in source", 0);
-        } else if must_go {
+        } else if matches!(why, Deleting::InTheWay) {
             return Err(Error::io(
                 Op::Delete,
                 at.path(),
@@ -1561,7 +1585,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         let (sdir, sname) = self.src.parent_of(&a.rel)?;
         if self.is_move() && !self.cross_device.load(Ordering::Relaxed) {
             if replaces_dir {
-                self.delete_tree(&ddir, &dname, &a.rel, true)?;
+                self.delete_tree(&ddir, &dname, &a.rel, Deleting::InTheWay)?;
             }
             if let Some(r) = self.rename_move(&sdir, &sname, At::new(&ddir, &dname)) {
                 r?;
@@ -1699,7 +1723,8 @@ impl<'a, S: Source> Syncer<'a, S> {
         ))
     }
 
-    /// The deletions held back for `--max-delete` (see `dst_only`): all counted, then all or none.
+    /// The deletions held back for `--max-delete` or `--delete-after` (see `dst_only`): all
+    /// counted, then all or none.
     fn delete_extras(&self, pool: Option<&rayon::ThreadPool>) {
         let deletes = std::mem::take(&mut *self.deletes.lock().unwrap());
         if deletes.is_empty() {
@@ -1728,7 +1753,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             let r = self
                 .dst_dirs
                 .parent_of(&b.rel)
-                .and_then(|(d, n)| self.delete_tree(&d, &n, &b.rel, false));
+                .and_then(|(d, n)| self.delete_tree(&d, &n, &b.rel, Deleting::Extra(&b)));
             if let Err(e) = r {
                 self.fail(e);
             }
@@ -1837,6 +1862,30 @@ fn in_parallel<T: Send>(
         Some(pool) if items.len() > 1 => pool.install(|| items.into_par_iter().for_each(f)),
         _ => items.into_iter().for_each(f),
     }
+}
+
+/// Why a destination entry is deleted.
+#[derive(Clone, Copy)]
+enum Deleting<'e> {
+    /// `mirror`: it was listed, and the source has no entry of its name.
+    Extra(&'e Entry),
+    /// It is inside a folder being deleted.
+    Inside,
+    /// A source entry of another type takes its name: it must go, even a folder holding
+    /// excluded entries (which is then an error).
+    InTheWay,
+}
+
+/// Whether the entry found now at a listed name is the one listed: the same inode where the
+/// platform gives inode numbers, else the same type, and for a file the same size and mtime.
+fn still_the_listed(listed: &Entry, now: &Entry) -> bool {
+    if listed.kind != now.kind {
+        return false;
+    }
+    if listed.ino != 0 && now.ino != 0 {
+        return (listed.dev, listed.ino) == (now.dev, now.ino);
+    }
+    listed.kind != Kind::File || (listed.size == now.size && listed.mtime == now.mtime)
 }
 
 /// A source entry's folder and name, and its destination folder (if it exists) and name.

@@ -227,6 +227,7 @@ pub fn push(
         excludes: job.opts.excludes.clone(),
         includes: job.opts.includes.clone(),
         max_delete: job.opts.max_delete,
+        delete_after: job.opts.delete_after,
         workers: job.opts.workers.map(|w| w as u32),
         fsync: job.opts.fsync,
         verify: job.opts.verify,

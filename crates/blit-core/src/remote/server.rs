@@ -451,6 +451,7 @@ fn push(
             excludes: push.excludes.clone(),
             includes: push.includes.clone(),
             max_delete: push.max_delete,
+            delete_after: push.delete_after,
             workers: Some(
                 push.workers
                     .map_or(settings.workers, |w| w as usize)

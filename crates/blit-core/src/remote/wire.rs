@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: &[u8; 4] = b"BLIT";
 /// Version 2 added striped transfers of large files (`ReadRange`, `Role::Attach`,
 /// `Msg::Streams`, `PushJob::streams`); version 3 added `Stat` (a file that changed while read is
-/// looked at again before it is read again) and `Msg::Cancel`. Older encodings of these messages differ, so an
-/// older peer is refused at the preamble rather than misread.
-pub const VERSION: u16 = 3;
+/// looked at again before it is read again) and `Msg::Cancel`; version 4 added
+/// `PushJob::delete_after`. Older encodings of these messages differ, so an older peer is
+/// refused at the preamble rather than misread.
+pub const VERSION: u16 = 4;
 /// A frame's body may not exceed this. Data frames carry at most [`DATA_CHUNK`] bytes; a message
 /// with more (a huge folder's listing) is split by its sender.
 pub const MAX_FRAME: usize = 4 << 20;
@@ -154,6 +155,7 @@ pub struct PushJob {
     pub excludes: Vec<String>,
     pub includes: Vec<String>,
     pub max_delete: Option<u64>,
+    pub delete_after: bool,
     pub workers: Option<u32>,
     pub fsync: bool,
     pub verify: bool,
