@@ -102,18 +102,7 @@ class Servers:
                 p.kill()
 
 
-ONE = "blit --streams 1"
-NOTLS2 = "blit --no-tls --streams 2"
-
-
-def in_turn(tools, i):
-    """The tools of round `i`, the order turned by one each round. In a fixed order, the same
-    tool always ran right after the same other one, and one slot was slow for whoever held it:
-    in one run, a 1 GiB TLS push took 1.5-1.9 s in the slot after rsync over ssh and
-    0.72-0.80 s in the slot after another Blit push, and `--streams 2` the same when the two
-    swapped places (bench/RESULTS-remote.md, run 11)."""
-    k = i % len(tools)
-    return tools[k:] + tools[:k]
+ONE = "blit --streams 2"
 
 
 def push_tools(blit, sv, big):
@@ -125,11 +114,9 @@ def push_tools(blit, sv, big):
     t.insert(1, ("blit --no-tls", lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls", s,
                                                 f"blit://127.0.0.1:{sv.blit_plain}/m/{d}"]))
     if big:
-        # Blit stripes a large file over two connections by default, but over one to a daemon
-        # on this machine without TLS; these rows show the other choice of each.
-        t.insert(1, (NOTLS2, lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls", "--streams", "2",
-                                           s, f"blit://127.0.0.1:{sv.blit_plain}/m/{d}"]))
-        t.insert(1, (ONE, lambda s, d: [blit, "copy", "-q", "--no-progress", "--streams", "1", s,
+        # Over loopback Blit sends a large file over one connection by default (between
+        # machines, two); this row shows it striped over two.
+        t.insert(1, (ONE, lambda s, d: [blit, "copy", "-q", "--no-progress", "--streams", "2", s,
                                         f"blit://127.0.0.1:{sv.blit_tls}/m/{d}"]))
     return t
 
@@ -143,9 +130,7 @@ def pull_tools(blit, sv, big):
     t.insert(1, ("blit --no-tls", lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls",
                                                 f"blit://127.0.0.1:{sv.blit_plain}/m/{s}", d]))
     if big:
-        t.insert(1, (NOTLS2, lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls", "--streams", "2",
-                                           f"blit://127.0.0.1:{sv.blit_plain}/m/{s}", d]))
-        t.insert(1, (ONE, lambda s, d: [blit, "copy", "-q", "--no-progress", "--streams", "1",
+        t.insert(1, (ONE, lambda s, d: [blit, "copy", "-q", "--no-progress", "--streams", "2",
                                         f"blit://127.0.0.1:{sv.blit_tls}/m/{s}", d]))
     return t
 
@@ -181,16 +166,14 @@ class RemoteBench(common.Bench):
             print(f"  TLS cost: blit / blit --no-tls = {med['blit'][0] / med['blit --no-tls'][0]:.2f}")
         if NOXA in med and "rsyncd" in med:
             print(f"  same duty: {NOXA} / rsyncd: {med[NOXA][0] / med['rsyncd'][0]:.2f}")
-        if NOTLS2 in med and "blit" in med:
-            print(f"  TLS cost, both striped: blit / {NOTLS2} = {med['blit'][0] / med[NOTLS2][0]:.2f}")
         if ONE in med and "blit" in med:
-            print(f"  striping: blit / {ONE} = {med['blit'][0] / med[ONE][0]:.2f}")
+            print(f"  striping: {ONE} / blit = {med[ONE][0] / med['blit'][0]:.2f}")
 
     def push(self, label, src, nbytes, rounds, big):
         tools = push_tools(self.blit, self.sv, big)
         results = {n: [] for n, _ in tools}
         for i in range(rounds):
-            for name, cmd in in_turn(tools, i):
+            for name, cmd in tools:
                 # Large outputs are named apart, so clearing them never touches a small-file tree
                 # (whose delete would slow file creation for minutes).
                 rel = f"{'big-' if big else ''}push-{name.split()[0]}-{name.count('-')}"
@@ -208,7 +191,7 @@ class RemoteBench(common.Bench):
         base = os.path.join(self.data, "dst", "pulled-big" if big else "pulled")
         os.makedirs(base, exist_ok=True)
         for i in range(rounds):
-            for name, cmd in in_turn(tools, i):
+            for name, cmd in tools:
                 dst = os.path.join(base, f"{name.split()[0]}-{name.count('-')}")
                 if big:
                     common.drop_big_outputs(base, "")
@@ -223,8 +206,8 @@ class RemoteBench(common.Bench):
         if not os.path.exists(replica):
             common.sh([self.blit, "mirror", "-q", "--no-progress", src, replica], check=True)
         results = {n: [] for n, _ in tools}
-        for i in range(rounds):
-            for name, cmd in in_turn(tools, i):
+        for _ in range(rounds):
+            for name, cmd in tools:
                 self.prepare(src, 0, extra_warm=replica)
                 results[name].append(common.timed(cmd(src, rel)))
         self.record(label, results)
@@ -254,12 +237,9 @@ class RemoteBench(common.Bench):
         if NOXA in med and "rsyncd" in med:
             rows.append(f"| {label} | same duty: {NOXA} / rsyncd | "
                         f"{med[NOXA][0] / med['rsyncd'][0]:.2f} | | | |")
-        if NOTLS2 in med and "blit" in med:
-            rows.append(f"| {label} | **TLS cost, both striped (blit / {NOTLS2})** | "
-                        f"**{med['blit'][0] / med[NOTLS2][0]:.2f}** | | | |")
         if ONE in med and "blit" in med:
-            rows.append(f"| {label} | striping (blit / {ONE}) | "
-                        f"{med['blit'][0] / med[ONE][0]:.2f} | | | |")
+            rows.append(f"| {label} | striping ({ONE} / blit, one stream) | "
+                        f"{med[ONE][0] / med['blit'][0]:.2f} | | | |")
         return rows
 
 

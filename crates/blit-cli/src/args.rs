@@ -101,8 +101,8 @@ pub struct TransferArgs {
     #[arg(long)]
     pub resume: bool,
     /// Remote: connections a large file (32 MiB or more) is striped across, each stripe read,
-    /// sent, encrypted and written in parallel (default 2, or 1 to a daemon on this machine
-    /// with --no-tls; 1 never stripes)
+    /// sent, encrypted and written in parallel (default 2, or 1 to a daemon on this machine;
+    /// 1 never stripes)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
     pub streams: Option<u8>,
     /// Report what would be done; change nothing

@@ -33,18 +33,16 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_STREAMS: usize = 2;
 
 /// The number of connections a job stripes large files across. To a daemon on this machine
-/// (loopback) without TLS, one, unless the user asks: both ends then share the same cores,
-/// which one stream already keeps busy (two measured 0.97-1.17 times one stream's time on a
-/// 2-core machine). With TLS, two there too: one connection's thread both opens each record and
-/// writes it into the page cache, one after the other, and a 1 GiB push took 1.8-2.2 s that
-/// way where two streams took 0.62-0.74 s (bench/RESULTS-remote.md, run 11).
+/// (loopback) one, unless the user asks: both ends then share the same cores, which one stream
+/// already keeps busy, and two measured 0.97-1.17 times one stream's time on a 2-core machine
+/// (bench/RESULTS-remote.md).
 pub fn streams_of(opts: &crate::job::Options, url: &RemoteUrl) -> usize {
     let default = || {
         let local = url
             .address()
             .to_socket_addrs()
             .is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()));
-        if local && opts.no_tls {
+        if local {
             1
         } else {
             DEFAULT_STREAMS
