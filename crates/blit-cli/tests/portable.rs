@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{expect_code, json_of, run, Sandbox, Tree};
+use common::{assert_deletions_come_last, expect_code, json_of, run, Sandbox, Tree};
 
 /// What a Windows filesystem keeps of an entry: kind, content, and mtime in 100 ns ticks.
 #[derive(Debug, PartialEq, Eq)]
@@ -333,15 +333,7 @@ fn delete_after_deletes_once_every_copy_is_done() {
     ]);
     expect_code(&a, 0);
     let out = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
-    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(['+', '-'])).collect();
-    let first_delete = lines.iter().position(|l| l.starts_with('-')).unwrap();
-    let last_copy = lines.iter().rposition(|l| l.starts_with('+')).unwrap();
-    assert!(last_copy < first_delete, "a deletion before a copy:\n{out}");
-    assert_eq!(
-        lines.iter().filter(|l| l.starts_with('-')).count(),
-        20,
-        "{out}"
-    );
+    assert_eq!(assert_deletions_come_last(&out), 20, "{out}");
     assert_same(src.root(), dst.root());
 }
 

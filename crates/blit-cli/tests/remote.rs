@@ -2556,11 +2556,7 @@ fn push_mirror_with_delete_after_deletes_last() {
         &d.url("m", "t"),
     ]));
     expect_code(&a, 0);
-    let out = stdout_of(&a);
-    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(['+', '-'])).collect();
-    let first_delete = lines.iter().position(|l| l.starts_with('-')).unwrap();
-    let last_copy = lines.iter().rposition(|l| l.starts_with('+')).unwrap();
-    assert!(last_copy < first_delete, "a deletion before a copy:\n{out}");
+    assert_eq!(assert_deletions_come_last(&stdout_of(&a)), 20);
     assert_trees_equal(src.root(), &m.p("t"));
 }
 

@@ -498,6 +498,20 @@ pub fn verbose_entries_below_root(stdout: &str) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Asserts that in `-v` output every deletion comes after every copy, and counts the deletions.
+pub fn assert_deletions_come_last(stdout: &str) -> usize {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(['+', '-']))
+        .collect();
+    let first_delete = lines.iter().position(|l| l.starts_with('-'));
+    let last_copy = lines.iter().rposition(|l| l.starts_with('+'));
+    if let (Some(d), Some(c)) = (first_delete, last_copy) {
+        assert!(c < d, "a deletion before a copy:\n{stdout}");
+    }
+    lines.iter().filter(|l| l.starts_with('-')).count()
+}
+
 pub fn entry(sym: &str, path: &str) -> (String, String) {
     (sym.to_string(), path.to_string())
 }
