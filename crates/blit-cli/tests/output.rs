@@ -254,6 +254,12 @@ fn stats_report_paths_per_class_phases_and_buffers() {
     // class must be named either way.
     assert!(err.contains("files under 1 MiB: "), "{err}");
     assert!(err.contains("files of 1 MiB or more: "), "{err}");
+    // The stale file went during the walk: its worker time is counted apart.
+    let busy = err
+        .lines()
+        .find(|l| l.starts_with("stats: sync phase (worker seconds):"))
+        .unwrap();
+    assert!(busy.contains(" delete "), "{busy}");
 
     let sb = Sandbox::new();
     sb.src()
