@@ -3,6 +3,7 @@
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
+use blit_core::names::escape_text;
 use blit_core::remote::client::{self, kind_label, shown_name};
 use blit_core::remote::url::RemoteUrl;
 use blit_core::remote::wire::{AdminRep, AdminReq};
@@ -88,7 +89,7 @@ fn print(rep: &AdminRep, as_json: bool) {
                     if m.needs_token {
                         flags.push("token");
                     }
-                    println!("{}\t{}", m.name, flags.join(","));
+                    println!("{}\t{}", escape_text(&m.name), flags.join(","));
                 }
                 return;
             }

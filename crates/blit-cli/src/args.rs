@@ -100,6 +100,12 @@ pub struct TransferArgs {
     /// received are checked by BLAKE3 and kept)
     #[arg(long)]
     pub resume: bool,
+    /// Pull: restore owners, setuid/setgid bits, device nodes and security./trusted. xattrs
+    /// exactly as the daemon describes them (a restore of a system backup, as root). Without
+    /// it, what a daemon sends is kept only as far as any user could make it: files belong to
+    /// you, special bits are cleared, devices are refused
+    #[arg(long)]
+    pub trust_metadata: bool,
     /// Remote: connections a large file (32 MiB or more) is striped across, each stripe read,
     /// sent, encrypted and written in parallel (default 2, or 1 to a daemon on this machine;
     /// 1 never stripes)

@@ -94,6 +94,7 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         excludes.extend(blit_core::filter::Filter::read_pattern_file(file)?);
     }
     let opts = Options {
+        trust_metadata: a.trust_metadata,
         dry_run: a.dry_run,
         checksum: a.checksum,
         excludes,
@@ -120,7 +121,14 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         no_progress: !printer.wants_progress(),
         ..opts
     };
-    let job = Job::new(mode, endpoint(&a.src)?, endpoint(&a.dst)?, opts);
+    let (src, dst) = (endpoint(&a.src)?, endpoint(&a.dst)?);
+    if a.trust_metadata && !matches!(src, Endpoint::Remote(_)) {
+        anyhow::bail!(
+            "--trust-metadata applies to a pull from a daemon (a push keeps what the daemon's \
+             module allows; a local run keeps everything)"
+        );
+    }
+    let job = Job::new(mode, src, dst, opts);
     let summary = job.run(&printer)?;
     printer.finish(&summary);
     Ok(summary.exit_code.clamp(0, 255) as u8)

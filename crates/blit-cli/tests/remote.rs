@@ -750,7 +750,7 @@ fn read_only_module_refuses_writes_and_serves_reads() {
     let a = go(argv(&[&"list-modules", &d.base()]));
     expect_code(&a, 0);
     assert!(
-        stdout_of(&a).lines().any(|l| l == "ro\tread-only"),
+        stdout_of(&a).lines().any(|l| l == "ro\tread-only,token"),
         "{}",
         stdout_of(&a)
     );
@@ -1647,8 +1647,8 @@ fn admin_verbs() {
     assert_eq!(
         v,
         serde_json::json!([
-            {"name": "m", "read_only": false, "needs_token": false},
-            {"name": "other", "read_only": true, "needs_token": false},
+            {"name": "m", "read_only": false, "needs_token": true},
+            {"name": "other", "read_only": true, "needs_token": true},
         ])
     );
 
@@ -1994,9 +1994,10 @@ fn the_daemon_refuses_sessions_past_max_connections() {
     let m = sb.tree("mod");
     m.file("f", b"f");
     let mut d = Daemon::with_config_plain(&[module("m", m.root())], "max_connections = 1");
-    // A connection that says nothing holds the only session.
-    let hog = raw_connect(&d);
-    std::thread::sleep(Duration::from_millis(100));
+    // A session that said hello and stays holds the only place (one that says nothing holds
+    // none: `security.rs`, idle connections).
+    let (hog, answer) = raw_hello(&d, pull_hello("m", b""));
+    assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
     let a = go(argv(&[&"ls", &d.url("m", "")]));
     expect_refused(&a, "busy");
     let a = go(argv(&[&"copy", &d.url("m", ""), &sb.join("pulled")]));
@@ -2479,7 +2480,7 @@ fn attach_hello(module: &str, session: u64, secret: [u8; 32]) -> Hello {
     Hello {
         module: module.into(),
         path: Vec::new(),
-        token: None,
+        token: Some(FIXTURE_TOKEN.into()),
         role: Role::Attach { session, secret },
     }
 }

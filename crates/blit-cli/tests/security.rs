@@ -155,9 +155,17 @@ fn push_job(mode: u8, resume: bool) -> PushJob {
     }
 }
 
+/// What a raw push ended with: the daemon's totals (`None`: it hung up first) and the failures
+/// it reported on the way.
+#[derive(Debug)]
+struct Pushed {
+    finished: Option<wire::Finished>,
+    failures: Vec<String>,
+}
+
 /// Pushes `tree` into `m/<into>` as a raw client, answering every request until the daemon
-/// finishes; returns its totals (`None`: it hung up first).
-fn push_fake(d: &Daemon, into: &str, job: PushJob, tree: &FakeTree) -> Option<wire::Finished> {
+/// finishes.
+fn push_fake(d: &Daemon, into: &str, job: PushJob, tree: &FakeTree) -> Pushed {
     let hello = Hello {
         module: "m".into(),
         path: into.as_bytes().to_vec(),
@@ -166,7 +174,36 @@ fn push_fake(d: &Daemon, into: &str, job: PushJob, tree: &FakeTree) -> Option<wi
     };
     let (mut s, answer) = raw_hello(d, hello);
     assert_eq!(answer, Msg::Welcome(None), "the push was not welcomed");
-    serve_push(&mut s, |s, id, req| tree.answer(s, id, req))
+    let mut failures = Vec::new();
+    while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
+        let Frame::Msg(msg) = frame else {
+            panic!("the daemon sent file data on a push")
+        };
+        match *msg {
+            Msg::Req { id, req } => {
+                let rep = tree.answer(&mut s, id, req);
+                s.write_all(&wire::encode_msg(&Msg::Rep { id, rep }).unwrap())
+                    .unwrap();
+            }
+            Msg::Failure(f) => failures.push(format!(
+                "{} {}: {}",
+                f.op,
+                String::from_utf8_lossy(&f.path),
+                f.message
+            )),
+            Msg::Finished(f) => {
+                return Pushed {
+                    finished: Some(f),
+                    failures,
+                }
+            }
+            _ => {}
+        }
+    }
+    Pushed {
+        finished: None,
+        failures,
+    }
 }
 
 /// A module folder owned by `nobody`, in a sandbox `nobody` can enter, as an operator would
@@ -199,7 +236,7 @@ fn setuid_capability() -> Vec<u8> {
 fn a_push_cannot_plant_setuid_root_files_devices_or_capabilities() {
     let sb = Sandbox::new();
     let m = nobody_module(&sb);
-    let mut d = Daemon::serve_plain(&[("m", m.root())]);
+    let mut d = Daemon::quick_plain(&[("m", m.root())]);
     let id_bin = std::fs::read("/usr/bin/id").unwrap();
     let mut suid = wire_entry(b"", 0, 0, 11);
     (suid.uid, suid.gid, suid.perm) = (0, 0, 0o4755);
@@ -218,7 +255,15 @@ fn a_push_cannot_plant_setuid_root_files_devices_or_capabilities() {
         .entry("disk", disk, b"")
         .entry("cap", cap, &id_bin)
         .entry("rooted", rooted, b"root's?");
-    push_fake(&d, "landing", push_job(0, false), &tree);
+    let pushed = push_fake(&d, "landing", push_job(0, false), &tree);
+    assert!(pushed.finished.is_some(), "{pushed:?}");
+    assert!(
+        pushed
+            .failures
+            .iter()
+            .any(|f| f.contains("disk") && f.contains("device")),
+        "the refused device is not reported: {pushed:?}"
+    );
 
     let landing = Tree::at(m.p("landing"));
     let id = landing.meta("id");
@@ -268,7 +313,7 @@ fn victim_bytes(len: usize) -> Vec<u8> {
 fn a_push_cannot_plant_an_entry_under_a_partial_files_name() {
     let sb = Sandbox::new();
     let m = nobody_module(&sb);
-    let mut d = Daemon::serve_plain(&[("m", m.root())]);
+    let mut d = Daemon::quick_plain(&[("m", m.root())]);
     let partial = blit_core::tempname::partial(std::ffi::OsStr::new("victim"));
     let partial = partial.to_str().unwrap();
     let mut a = wire_entry(b"", 0, 0, 77);
@@ -304,7 +349,7 @@ fn resume_never_writes_through_what_stands_under_a_partial_name() {
     let m = nobody_module(&sb);
     let outside = sb.join("outside.txt");
     std::fs::write(&outside, b"outside the module").unwrap();
-    let mut d = Daemon::serve_plain(&[("m", m.root())]);
+    let mut d = Daemon::quick_plain(&[("m", m.root())]);
     let partial = blit_core::tempname::partial(std::ffi::OsStr::new("victim"));
     let big = victim_bytes(2 << 20);
     for what in ["hard link", "symlink", "fifo", "device"] {
@@ -330,11 +375,10 @@ fn resume_never_writes_through_what_stands_under_a_partial_name() {
         }
         landing.chown_all(NOBODY, NOBODY);
         let tree = FakeTree::default().folder("").file("victim", &big);
-        push_fake(&d, "landing", push_job(0, true), &tree);
-        assert_eq!(
-            landing.read("important.txt"),
-            b"precious",
-            "{what}: overwritten"
+        let finished = push_fake(&d, "landing", push_job(0, true), &tree);
+        assert!(
+            landing.read("important.txt") == b"precious",
+            "{what}: overwritten ({finished:?})"
         );
         assert_eq!(
             std::fs::read(&outside).unwrap(),
@@ -342,8 +386,9 @@ fn resume_never_writes_through_what_stands_under_a_partial_name() {
             "{what}"
         );
         assert!(
-            landing.read("victim") == big,
-            "{what}: victim did not arrive whole"
+            std::fs::read(landing.p("victim")).is_ok_and(|v| v == big),
+            "{what}: victim did not arrive whole ({finished:?}; {})",
+            d.stderr()
         );
         d.assert_healthy();
     }
@@ -371,22 +416,47 @@ fn deep_tree(root: &Path, name: &str, bottom: &[u8]) {
     std::os::unix::fs::chown(d.p("bottom.txt"), Some(NOBODY), Some(NOBODY)).unwrap();
 }
 
-/// Compares two deep trees on a thread with room for the comparison's own recursion.
+/// Compares two copies of a deep tree made of one chain of folders (each may hold files, and at
+/// most one folder): names, types, modes, times and file contents level by level, holding two
+/// folders open at a time (a tree this deep has more levels than a process may hold descriptors).
 fn assert_deep_equal(a: &Path, b: &Path) {
-    let (a, b) = (a.to_path_buf(), b.to_path_buf());
-    let (diffs, n) = std::thread::Builder::new()
-        .stack_size(1 << 30)
-        .spawn(move || deep::compare_deep(&a, &b))
-        .unwrap()
-        .join()
-        .unwrap();
-    assert!(
-        diffs.is_empty(),
-        "{} differences: {:?}",
-        diffs.len(),
-        &diffs[..diffs.len().min(3)]
-    );
-    assert!(n as usize >= DEPTH, "only {n} entries compared");
+    use std::os::unix::fs::MetadataExt;
+    let (mut da, mut db) = (deep::DirFd::open(a).unwrap(), deep::DirFd::open(b).unwrap());
+    let mut levels = 0;
+    loop {
+        let (na, nb) = (da.names(), db.names());
+        assert_eq!(na, nb, "level {levels}: names differ");
+        let mut sub = None;
+        for name in &na {
+            let (ma, mb) = (
+                std::fs::symlink_metadata(da.p(name)).unwrap(),
+                std::fs::symlink_metadata(db.p(name)).unwrap(),
+            );
+            let facts = |m: &std::fs::Metadata| {
+                (
+                    m.file_type().is_dir(),
+                    m.mode(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.len() * u64::from(m.is_file()),
+                )
+            };
+            assert_eq!(facts(&ma), facts(&mb), "level {levels}: {name:?} differs");
+            if ma.is_dir() {
+                assert!(sub.is_none(), "level {levels}: more than one folder");
+                sub = Some(name.clone());
+            } else {
+                assert!(
+                    std::fs::read(da.p(name)).unwrap() == std::fs::read(db.p(name)).unwrap(),
+                    "level {levels}: {name:?}: contents differ"
+                );
+            }
+        }
+        let Some(sub) = sub else { break };
+        (da, db) = (da.child(&sub).unwrap(), db.child(&sub).unwrap());
+        levels += 1;
+    }
+    assert_eq!(levels, DEPTH, "the copy is not as deep");
 }
 
 /// `du`, `find` and `rm` on a module holding a tree 10,000 folders deep, and mirrors of it both
@@ -396,13 +466,13 @@ fn a_tree_ten_thousand_levels_deep_goes_through_every_verb() {
     let sb = Sandbox::new();
     let m = nobody_module(&sb);
     deep_tree(m.root(), "deep", b"at the bottom");
-    let mut d = Daemon::serve_plain(&[("m", m.root())]);
+    let mut d = Daemon::quick_plain(&[("m", m.root())]);
 
     let a = go(argv(&[&"du", &"--json", &d.url("m", "deep")]));
     d.assert_healthy();
     expect_code(&a, 0);
     let du: serde_json::Value = serde_json::from_str(stdout_of(&a).trim()).unwrap();
-    assert_eq!(du["dirs"], DEPTH as u64, "{du}");
+    assert_eq!(du["folders"], DEPTH as u64, "{du}");
     let a = go(argv(&[
         &"find",
         &"--name",
@@ -527,18 +597,36 @@ fn bloated_listing(last: bool) -> Vec<u8> {
     }
 }
 
-/// The same frame with its request id set to `id`.
+/// The same reply frame (made with request id 0) for request `id`: the id is patched into the
+/// encoded bytes (postcard: the variant's index, then the id as a LEB128 varint), so a flood of
+/// replies costs the attacker no decoding.
 fn with_id(frame: &[u8], id: u32) -> Vec<u8> {
-    let Ok(Msg::Rep { rep, .. }) = wire::decode_msg(&frame[5..]) else {
-        unreachable!()
-    };
-    wire::encode_msg(&Msg::Rep { id, rep }).unwrap()
+    let body = &frame[5..];
+    assert_eq!(body[..2], [4, 0], "not a reply made with id 0");
+    let mut out = vec![0u8; 5];
+    out.push(4);
+    let mut v = id;
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(&body[2..]);
+    let len = (out.len() - 5) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4] = frame[4];
+    out
 }
 
 /// Answers every listing request of a push with frame after frame of bloated listings (a
 /// listing that never ends), as long as the daemon reads them; returns when it hangs up.
 fn flood_listings(mut s: TcpStream, frames: usize) {
-    let bloated = bloated_listing(false);
+    static BLOATED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let bloated = BLOATED.get_or_init(|| bloated_listing(false));
     s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
     while let Ok(Some(frame)) = wire::read_frame(&mut s) {
         let Frame::Msg(m) = frame else { continue };
@@ -549,7 +637,7 @@ fn flood_listings(mut s: TcpStream, frames: usize) {
         else {
             continue;
         };
-        let f = with_id(&bloated, id);
+        let f = with_id(bloated, id);
         for _ in 0..frames {
             if s.write_all(&f).is_err() {
                 return;
@@ -572,21 +660,24 @@ fn listing_bomb(d: &Daemon, frames: usize) {
 }
 
 /// Reads with the largest `have` vector a frame holds, sent without reading any reply, on a
-/// read-only module with no token.
+/// read-only module with no token. (One frame, built once, sent again and again: the attacker
+/// itself stays small.)
 fn have_bomb(d: &Daemon, requests: u32) {
-    let (mut s, answer) = raw_hello(d, pull_hello("m", b""));
-    assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let have = vec![[7u8; 32]; (wire::MAX_FRAME - 4096) / 33];
-    for id in 0..requests {
+    static FRAME: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let frame = FRAME.get_or_init(|| {
+        let have = vec![[7u8; 32]; (wire::MAX_FRAME - 4096) / 33];
         let req = Req::Read {
             rel: b"f".to_vec(),
             expect: None,
-            have: have.clone(),
+            have,
         };
-        if s.write_all(&wire::encode_msg(&Msg::Req { id, req }).unwrap())
-            .is_err()
-        {
+        wire::encode_msg(&Msg::Req { id: 1, req }).unwrap()
+    });
+    let (mut s, answer) = raw_hello(d, pull_hello("m", b""));
+    assert!(matches!(answer, Msg::Welcome(Some(_))), "{answer:?}");
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..requests {
+        if s.write_all(frame).is_err() {
             break;
         }
     }
@@ -599,7 +690,7 @@ fn one_hostile_client_cannot_fill_the_daemons_memory() {
     let m = nobody_module(&sb);
     m.file("f", noise(8 << 20, 1));
     m.chown_all(NOBODY, NOBODY);
-    let mut d = Daemon::with_config_plain(&[module("m", m.root()).read_only()], "");
+    let mut d = Daemon::with_config_plain(&[module("m", m.root()).defaults().read_only()], "");
     have_bomb(&d, 600);
     let peak = peak_mib(d.pid());
     d.assert_healthy();
@@ -608,7 +699,7 @@ fn one_hostile_client_cannot_fill_the_daemons_memory() {
         "have vectors: the daemon reached {peak} MiB"
     );
 
-    let mut d = Daemon::serve_plain(&[("m", m.root())]);
+    let mut d = Daemon::quick_plain(&[("m", m.root())]);
     listing_bomb(&d, 40);
     let peak = peak_mib(d.pid());
     d.assert_healthy();
@@ -624,7 +715,8 @@ fn sixty_four_hostile_clients_at_once_stay_within_a_gib() {
     let m = nobody_module(&sb);
     m.file("f", noise(8 << 20, 1));
     m.chown_all(NOBODY, NOBODY);
-    let mut d = Daemon::with_config_plain(&[module("m", m.root())], "max_connections = 128");
+    let mut d =
+        Daemon::with_config_plain(&[module("m", m.root()).defaults()], "max_connections = 128");
     std::thread::scope(|s| {
         for i in 0..64 {
             let d = &d;
@@ -715,7 +807,7 @@ fn without_a_known_hosts_file_or_a_pin_the_client_refuses() {
     let m = nobody_module(&sb);
     m.file("f.txt", b"the data");
     m.chown_all(NOBODY, NOBODY);
-    let d = Daemon::serve(&[("m", m.root())]);
+    let d = Daemon::quick(&[("m", m.root())]);
     let mut cmd = blit();
     cmd.env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -785,7 +877,7 @@ fn idle_connections_do_not_lock_real_clients_out() {
     let m = nobody_module(&sb);
     m.file("f.txt", b"x");
     m.chown_all(NOBODY, NOBODY);
-    let mut d = Daemon::serve(&[("m", m.root())]);
+    let mut d = Daemon::quick(&[("m", m.root())]);
     let idle: Vec<TcpStream> = (0..200)
         .filter_map(|_| TcpStream::connect(d.addr()).ok())
         .collect();
@@ -985,7 +1077,7 @@ fn stat_of_a_served_root_names_it_as_the_client_did() {
     let m = nobody_module(&sb);
     m.file("d/f", b"x");
     m.chown_all(NOBODY, NOBODY);
-    let d = Daemon::serve_plain(&[("m", m.root())]);
+    let d = Daemon::quick_plain(&[("m", m.root())]);
     for (path, name) in [(&b""[..], &b"m"[..]), (&b"d"[..], &b"d"[..])] {
         let (mut s, answer) = raw_hello(&d, pull_hello("m", path));
         let Msg::Welcome(Some(root)) = answer else {
@@ -1066,7 +1158,7 @@ fn the_daemon_never_keeps_its_key_in_the_working_folder() {
 fn an_open_writable_module_is_announced_on_the_loopback_too() {
     let sb = Sandbox::new();
     let m = nobody_module(&sb);
-    let d = Daemon::serve_plain(&[("m", m.root())]);
+    let d = Daemon::quick_plain(&[("m", m.root())]);
     let start = Instant::now();
     while !d.stderr().contains("warning") && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));

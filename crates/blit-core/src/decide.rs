@@ -79,6 +79,11 @@ pub struct Rules {
     /// Compare owners (only root can restore them).
     pub owner: bool,
     pub xattrs: bool,
+    /// Compare privileged extended attributes too (see [`crate::sys::MetaOpts::system_xattrs`]).
+    pub system_xattrs: bool,
+    /// Compare the owners of symlinks too (with `owner`): not where a link's owner cannot be
+    /// kept (fake super keeps owners in attributes, which no link can carry).
+    pub link_owners: bool,
 }
 
 /// The outcome for a pair of entries.
@@ -119,7 +124,9 @@ pub fn quick(a: &Entry, b: &Entry, rules: &Rules) -> Option<Decision> {
 pub fn meta_only(a: &Entry, b: &Entry, rules: &Rules, xattr: bool) -> Decision {
     let m = MetaDiff {
         perm: a.kind != Kind::Symlink && a.perm != b.perm,
-        owner: rules.owner && (a.uid != b.uid || a.gid != b.gid),
+        owner: rules.owner
+            && (a.kind != Kind::Symlink || rules.link_owners)
+            && (a.uid != b.uid || a.gid != b.gid),
         mtime: a.mtime != b.mtime,
         xattr,
     };
@@ -171,7 +178,15 @@ pub fn full(
     if let Some(r) = rewrite {
         return Ok(Decision::Write(r));
     }
-    let xattr = rules.xattrs && (a.xattrs || b.xattrs) && sa.xattrs()? != sb.xattrs()?;
+    let xattr = rules.xattrs && (a.xattrs || b.xattrs) && {
+        let managed = |mut x: sys::Xattrs| {
+            if !rules.system_xattrs {
+                x.retain(|(n, _)| !crate::trust::privileged_xattr(n));
+            }
+            x
+        };
+        managed(sa.xattrs()?) != managed(sb.xattrs()?)
+    };
     Ok(meta_only(a, b, rules, xattr))
 }
 
@@ -222,6 +237,8 @@ mod tests {
         checksum: false,
         owner: true,
         xattrs: true,
+        system_xattrs: true,
+        link_owners: true,
     };
 
     #[test]

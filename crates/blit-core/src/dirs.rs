@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -15,14 +16,58 @@ use crate::sys::Dir;
 /// not hold a million descriptors. Handles in use stay valid (they are reference-counted).
 const MAX_CACHED: usize = 4096;
 
+/// A folder's relative path as a cache key: two 64-bit SipHash values under keys drawn at random
+/// for the cache (so no peer can aim two paths at one key), over the path's bytes. A key costs
+/// 16 bytes however deep the folder (a path 10,000 folders deep is 20 KB, and 4,096 such keys
+/// as paths would be 80 MB), and the keys of all its ancestors come from one pass.
+type Key = (u64, u64);
+
 pub struct DirCache {
     root: PathBuf,
     /// The root's handle as the run opened it, kept through every clearing of `map`: the root is
     /// never looked up by path again.
     pinned: OnceLock<Arc<Dir>>,
-    map: Mutex<HashMap<PathBuf, Arc<Dir>>>,
+    map: Mutex<HashMap<Key, Arc<Dir>>>,
     /// The folder holding the root itself (used when the root is a file).
     outer: OnceLock<Arc<Dir>>,
+    hashers: (RandomState, RandomState),
+}
+
+/// The key of a path's bytes, and of each of its ancestors, as one pass over them.
+struct Keys<'a> {
+    hashers: &'a (RandomState, RandomState),
+}
+
+impl Keys<'_> {
+    fn of(&self, rel: &Path) -> Key {
+        let bytes = rel.as_os_str().as_encoded_bytes();
+        let (mut a, mut b) = (self.hashers.0.build_hasher(), self.hashers.1.build_hasher());
+        a.write(bytes);
+        b.write(bytes);
+        (a.finish(), b.finish())
+    }
+
+    /// `out[i]`: the key of the path made of `rel`'s first `i` names (`out[0]`, the root's).
+    fn ancestors(&self, rel: &Path) -> Vec<Key> {
+        let bytes = rel.as_os_str().as_encoded_bytes();
+        let (mut a, mut b) = (self.hashers.0.build_hasher(), self.hashers.1.build_hasher());
+        let mut out = vec![(a.finish(), b.finish())];
+        let mut from = 0;
+        for (i, &c) in bytes.iter().enumerate() {
+            if c == std::path::MAIN_SEPARATOR as u8 && i > from {
+                a.write(&bytes[from..i]);
+                b.write(&bytes[from..i]);
+                out.push((a.finish(), b.finish()));
+                from = i;
+            }
+        }
+        if from < bytes.len() {
+            a.write(&bytes[from..]);
+            b.write(&bytes[from..]);
+            out.push((a.finish(), b.finish()));
+        }
+        out
+    }
 }
 
 impl DirCache {
@@ -32,6 +77,7 @@ impl DirCache {
             pinned: OnceLock::new(),
             map: Mutex::new(HashMap::new()),
             outer: OnceLock::new(),
+            hashers: (RandomState::new(), RandomState::new()),
         }
     }
 
@@ -45,46 +91,66 @@ impl DirCache {
     }
 
     /// The handle of the folder at `rel` (`""` is the root).
+    ///
+    /// It is opened from its deepest cached ancestor, one name at a time. Besides the folder
+    /// itself, the folders 1, 2, 4, 8... levels above it that were opened on the way are kept:
+    /// the end of a run visits folders deepest first, and each next one is then found at most a
+    /// few levels below a cached one, where caching only the folder asked for would open a
+    /// 10,000-level chain again from the root for every level.
     pub fn dir(&self, rel: &Path) -> Result<Arc<Dir>> {
+        let keys = Keys {
+            hashers: &self.hashers,
+        };
+        let key = keys.of(rel);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = map.get(rel) {
+        if let Some(d) = map.get(&key) {
             return Ok(Arc::clone(d));
         }
         if map.len() >= MAX_CACHED {
             map.clear();
         }
+        let root_key = keys.of(Path::new(""));
         if let Some(root) = self.pinned.get() {
-            map.entry(PathBuf::new())
-                .or_insert_with(|| Arc::clone(root));
+            map.entry(root_key).or_insert_with(|| Arc::clone(root));
             if rel.as_os_str().is_empty() {
                 return Ok(Arc::clone(root));
             }
         }
-        // Start from the deepest folder already open, then open the rest one name at a time.
-        let mut base: Option<(PathBuf, Arc<Dir>)> = None;
-        for anc in rel.ancestors().skip(1) {
-            if let Some(d) = map.get(anc) {
-                base = Some((anc.to_path_buf(), Arc::clone(d)));
-                break;
+        // The usual miss, a walk going one level down: the parent is open. Else every
+        // ancestor's key, from one pass.
+        if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) {
+            if let Some(p) = map.get(&keys.of(parent)).cloned() {
+                let d = Arc::new(p.open_child(name)?);
+                map.insert(key, Arc::clone(&d));
+                return Ok(d);
             }
         }
-        let (mut at_rel, mut dir) = match base {
+        let ancestors = keys.ancestors(rel);
+        let names: Vec<&std::ffi::OsStr> = rel.components().map(|c| c.as_os_str()).collect();
+        let target = names.len();
+        debug_assert_eq!(ancestors.len(), target + 1);
+        // Start from the deepest folder already open, then open the rest one name at a time.
+        let base = (0..target)
+            .rev()
+            .find_map(|i| map.get(&ancestors[i]).map(|d| (i, Arc::clone(d))));
+        let (start, mut dir) = match base {
             Some(b) => b,
             None => {
                 let d = Arc::new(Dir::open(&self.root)?);
-                map.insert(PathBuf::new(), Arc::clone(&d));
-                if rel.as_os_str().is_empty() {
+                map.insert(root_key, Arc::clone(&d));
+                if target == 0 {
                     return Ok(d);
                 }
-                (PathBuf::new(), d)
+                (0, d)
             }
         };
-        let rest = rel.strip_prefix(&at_rel).unwrap_or(rel).to_path_buf();
-        for comp in rest.components() {
-            let name = comp.as_os_str();
+        for (level, name) in names.iter().enumerate().skip(start) {
             let child = Arc::new(dir.open_child(name)?);
-            at_rel.push(name);
-            map.insert(at_rel.clone(), Arc::clone(&child));
+            let depth = level + 1;
+            let above = target - depth;
+            if above == 0 || above.is_power_of_two() {
+                map.insert(ancestors[depth], Arc::clone(&child));
+            }
             dir = child;
         }
         Ok(dir)

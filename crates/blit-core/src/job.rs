@@ -58,6 +58,9 @@ pub struct Options {
     pub tls_fingerprint: Option<String>,
     /// Remote: continue large files an interrupted run left half-transferred.
     pub resume: bool,
+    /// Pull: take owners, setuid/setgid bits, device nodes and privileged xattrs from the daemon
+    /// as it describes them (see `crate::trust`); otherwise only what any user could make.
+    pub trust_metadata: bool,
     /// Remote: connections a large file is striped across (`None`: Blit's default).
     pub streams: Option<usize>,
     /// The observer ignores per-entry events (no `-v`): a daemon running a push need not send
@@ -157,12 +160,16 @@ impl Job {
                 checksum: self.opts.checksum,
                 owner,
                 xattrs: cfg!(unix) && !self.opts.no_xattrs,
+                system_xattrs: true,
+                link_owners: true,
             },
             fsync: self.opts.fsync,
             verify: self.opts.verify,
             meta: MetaOpts {
                 owner,
                 xattrs: cfg!(unix) && !self.opts.no_xattrs,
+                system_xattrs: true,
+                fake_super: false,
             },
             umask: sys::current_umask(),
             max_delete: self.opts.max_delete,

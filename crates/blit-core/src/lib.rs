@@ -28,6 +28,7 @@ pub mod dirs;
 pub mod endpoint;
 pub mod entry;
 pub mod error;
+mod fakesuper;
 pub mod filter;
 pub mod job;
 pub mod names;
@@ -37,6 +38,8 @@ pub mod source;
 pub mod sync;
 pub mod sys;
 pub mod tempname;
+mod tree;
+pub mod trust;
 
 pub use cancel::CancelToken;
 pub use endpoint::Endpoint;

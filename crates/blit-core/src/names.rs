@@ -21,6 +21,12 @@ pub fn escape_rel(rel: &Path) -> String {
     parts.join("/")
 }
 
+/// Text that came from a peer (a refusal, an error, a reason), made safe to print: control
+/// characters, escape sequences among them, are shown escaped, never sent to a terminal.
+pub fn escape_text(text: &str) -> String {
+    escape_bytes(text.as_bytes())
+}
+
 pub fn escape_bytes(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {

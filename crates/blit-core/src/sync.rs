@@ -40,6 +40,7 @@ use crate::report::{Action, Actions, Event, Observer, Stats};
 use crate::source::{self, Listed, Source};
 use crate::sys::{self, At, CopyOutcome, Dir, FastPaths, MetaOpts, Method, Xattrs};
 use crate::tempname;
+use crate::tree::{Then, Visit};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
@@ -70,6 +71,34 @@ pub struct SyncOptions {
     /// Never follow a symlink at the destination root's own name (a daemon's push: the name was
     /// checked beneath the module, and another session could swap a link in).
     pub root_nofollow: bool,
+}
+
+impl SyncOptions {
+    /// The options for a source whose descriptions are taken as far as `trust` goes: owners
+    /// restored only if trusted (and this thread may give files away), privileged xattrs left
+    /// alone unless trusted.
+    pub fn trusting(mut self, trust: crate::trust::Trust) -> Self {
+        self.meta.owner &= trust.owner;
+        self.rules.owner &= trust.owner;
+        self.meta.system_xattrs = trust.system_xattrs;
+        self.rules.system_xattrs = trust.system_xattrs;
+        self
+    }
+
+    /// The destination keeps privileged metadata the fake-super way (see [`crate::fakesuper`]):
+    /// entries are compared as what they stand for (owners and privileged xattrs included, and
+    /// xattrs always, which hold the rest), and written as what this user can make.
+    pub fn fake_super(mut self) -> Self {
+        self.meta.fake_super = true;
+        self.meta.owner = false;
+        self.meta.xattrs = true;
+        self.meta.system_xattrs = false;
+        self.rules.owner = true;
+        self.rules.link_owners = false;
+        self.rules.xattrs = true;
+        self.rules.system_xattrs = true;
+        self
+    }
 }
 
 /// What a run produced.
@@ -392,8 +421,27 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// Lists and stats one destination folder's entries, filtered and sorted by name.
     fn list(&self, dir: &Dir, rel: &Path) -> Result<Listing> {
         let _clock = Clock::start(&self.busy.walk);
-        let listed = source::list_local(dir, rel, &|r, d| self.keep(r, d), self.opts.rules.xattrs)?;
+        let mut listed =
+            source::list_local(dir, rel, &|r, d| self.keep(r, d), self.opts.rules.xattrs)?;
+        if self.opts.meta.fake_super {
+            for (name, entry) in &mut listed.entries {
+                let e = std::mem::replace(entry, Err(Error::Cancelled));
+                *entry = self.presented(At::new(dir, name), e);
+            }
+        }
         Ok(self.listing(listed))
+    }
+
+    /// A destination entry as the entry it stands for: under fake super, what its attributes
+    /// say (see [`crate::fakesuper`]); otherwise itself.
+    fn presented(&self, at: At<'_>, e: Result<Entry>) -> Result<Entry> {
+        match e {
+            Ok(e) if self.opts.meta.fake_super && matches!(e.kind, Kind::File | Kind::Dir) => {
+                let stored = sys::xattrs_of(at)?;
+                Ok(crate::fakesuper::present(e, &stored).0)
+            }
+            other => other,
+        }
     }
 
     /// Lists one source folder, the same way.
@@ -520,6 +568,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 let list = self.list(&d, Path::new(""))?;
                 let mut e = Entry::from_metadata(PathBuf::new(), &md);
                 e.xattrs = self.opts.rules.xattrs;
+                let e = self.presented(At::new(&d, OsStr::new(".")), Ok(e))?;
                 (Some(d), Some(list), Some(e))
             }
             None => (None, None, None),
@@ -621,7 +670,8 @@ impl<'a, S: Source> Syncer<'a, S> {
             Ok(md) => {
                 let mut e = Entry::from_metadata(PathBuf::new(), &md);
                 e.xattrs = self.opts.rules.xattrs;
-                Some(e)
+                let (dir, name) = self.dst_dirs.parent_of(Path::new(""))?;
+                Some(self.presented(At::new(&dir, &name), Ok(e))?)
             }
             Err(_) => None,
         };
@@ -1052,7 +1102,23 @@ impl<'a, S: Source> Syncer<'a, S> {
     ) -> Result<Decision> {
         let dot = OsStr::new(".");
         let sa = self.src.inside(src, dot, a);
-        decide::full(a, b, &*sa, &At::new(dst, dot), &self.opts.rules)
+        decide::full(
+            a,
+            b,
+            &*sa,
+            &*self.dst_inside(At::new(dst, dot)),
+            &self.opts.rules,
+        )
+    }
+
+    /// What [`decide::full`] reads inside a destination entry: under fake super, its attributes
+    /// as the entry it stands for.
+    fn dst_inside<'d>(&self, at: At<'d>) -> Box<dyn decide::Inside + 'd> {
+        if self.opts.meta.fake_super {
+            Box::new(Stored(at))
+        } else {
+            Box::new(at)
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1067,7 +1133,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                     a,
                     b,
                     &*self.src.inside(pair.src, pair.sname, a),
-                    &At::new(d, pair.dname),
+                    &*self.dst_inside(At::new(d, pair.dname)),
                     &self.opts.rules,
                 ),
                 None => Ok(Decision::Write(Reason::New)),
@@ -1257,7 +1323,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 self.place(dst, pair.dname, &a.rel, direct, |tmp| {
                     match &link {
                         Some((target, dir_link)) => sys::symlink_at(target, tmp, *dir_link)?,
-                        None => sys::make_special_at(tmp, a)?,
+                        None => sys::make_special_at(tmp, a, meta)?,
                     }
                     sys::apply_meta_at(tmp, a, meta, xattrs.as_ref())
                 })
@@ -1391,7 +1457,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         why: Deleting<'_>,
     ) -> Result<()> {
         let at = At::new(dir, name);
-        let e = match sys::stat_at(at, rel.to_path_buf()) {
+        let e = match self.presented(at, sys::stat_at(at, rel.to_path_buf())) {
             Ok(e) => e,
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => return Err(e),
@@ -1422,24 +1488,32 @@ impl<'a, S: Source> Syncer<'a, S> {
             self.emit(Action::Delete, e.kind, rel, "not in source", file_bytes(&e));
             return Ok(());
         }
-        let sub = Arc::new(dir.open_child(name)?);
-        for (child, _) in sub.read_names()? {
+        let sub = dir.open_child(name)?;
+        let names = sub.read_names()?;
+        // Everything inside, children first, without recursion (a stale tree may be deeper than
+        // any stack): what the filter protects stays, and so does each folder holding it.
+        crate::tree::walk(sub, names, rel, &mut |v| {
             if self.cancelled() {
                 // A large stale tree must not hold up a Ctrl-C, nor go on being deleted after it.
                 return Err(Error::Cancelled);
             }
-            let child_rel = rel.join(&child);
-            let is_dir = sys::stat_at(At::new(&sub, &child), child_rel.clone())
-                .map(|c| c.kind == Kind::Dir)
-                .unwrap_or(false);
-            if self.filter.excludes(&child_rel, is_dir) {
-                continue;
+            match v {
+                Visit::Entry { dir, name, rel, .. } => Ok(self.delete_inside(dir, name, rel)),
+                Visit::Left { dir, name, rel } => {
+                    let gone = if self.opts.dry_run {
+                        Ok(true)
+                    } else {
+                        sys::rmdir_at(At::new(dir, name))
+                    };
+                    match gone {
+                        Ok(true) => self.emit(Action::Delete, Kind::Dir, rel, "not in source", 0),
+                        Ok(false) => {}
+                        Err(e) => self.fail(e),
+                    }
+                    Ok(Then::Next)
+                }
             }
-            if let Err(err) = self.delete_tree(&sub, &child, &child_rel, Deleting::Inside) {
-                self.fail(err);
-            }
-        }
-        drop(sub);
+        })?;
         let gone = if self.opts.dry_run {
             true
         } else {
@@ -1457,29 +1531,94 @@ impl<'a, S: Source> Syncer<'a, S> {
         Ok(())
     }
 
+    /// One entry inside a folder being deleted: a file, link or special goes at once (a
+    /// leftover temporary without a report); a folder is gone into, unless the filter protects
+    /// it. Failures are reported and the rest goes on.
+    fn delete_inside(&self, dir: &Dir, name: &OsStr, rel: &Path) -> Then {
+        let at = At::new(dir, name);
+        let e = match self.presented(at, sys::stat_at(at, rel.to_path_buf())) {
+            Ok(e) => e,
+            Err(e) if is_not_found(&e) => return Then::Next,
+            Err(e) => {
+                self.fail(e);
+                return Then::Next;
+            }
+        };
+        let is_dir = e.kind == Kind::Dir;
+        if self.filter.excludes(rel, is_dir) {
+            return Then::Next;
+        }
+        if tempname::is_leftover(name, is_dir) {
+            if !self.opts.dry_run {
+                let _ = remove_temp(dir, name);
+            }
+            return Then::Next;
+        }
+        if !is_dir {
+            if !self.opts.dry_run {
+                match sys::unlink_at(at) {
+                    Ok(()) => {}
+                    Err(err) if is_not_found(&err) => return Then::Next,
+                    Err(err) => {
+                        self.fail(err);
+                        return Then::Next;
+                    }
+                }
+            }
+            self.emit(Action::Delete, e.kind, rel, "not in source", file_bytes(&e));
+            return Then::Next;
+        }
+        let listed = dir.open_child(name).and_then(|sub| {
+            let names = sub.read_names()?;
+            Ok((sub, names))
+        });
+        match listed {
+            Ok((sub, names)) => Then::Descend(sub, names),
+            Err(e) => {
+                self.fail(e);
+                Then::Next
+            }
+        }
+    }
+
     /// Counts what deleting `name` would remove (for `--max-delete`).
     fn count_tree(&self, dir: &Dir, name: &OsStr, rel: &Path) -> u64 {
         let Ok(sub) = dir.open_child(name) else {
             return 1;
         };
+        let names = sub.read_names().unwrap_or_default();
         let mut n = 1;
-        for (child, hint) in sub.read_names().unwrap_or_default() {
-            let child_rel = rel.join(&child);
+        let _ = crate::tree::walk(sub, names, rel, &mut |v| {
+            let Visit::Entry {
+                dir,
+                name,
+                hint,
+                rel,
+            } = v
+            else {
+                return Ok(Then::Next);
+            };
             let is_dir = match hint {
                 Some(kind) => kind == Kind::Dir,
                 // The listing did not say (a filesystem without entry types): look.
-                None => sys::stat_at(At::new(&sub, &child), child_rel.clone())
+                None => sys::stat_at(At::new(dir, name), rel.to_path_buf())
                     .is_ok_and(|e| e.kind == Kind::Dir),
             };
-            if self.filter.excludes(&child_rel, is_dir) || tempname::is_leftover(&child, is_dir) {
-                continue;
+            if self.filter.excludes(rel, is_dir) || tempname::is_leftover(name, is_dir) {
+                return Ok(Then::Next);
             }
-            n += if is_dir {
-                self.count_tree(&sub, &child, &child_rel)
-            } else {
-                1
-            };
-        }
+            n += 1;
+            if !is_dir {
+                return Ok(Then::Next);
+            }
+            Ok(match dir.open_child(name) {
+                Ok(sub) => {
+                    let names = sub.read_names().unwrap_or_default();
+                    Then::Descend(sub, names)
+                }
+                Err(_) => Then::Next,
+            })
+        });
         n
     }
 
@@ -1765,10 +1904,8 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// never contain each other, so each depth goes in parallel.
     fn finish_dirs(&self, pool: Option<&rayon::ThreadPool>) {
         let dirs = std::mem::take(&mut *self.dirs.lock().unwrap());
-        let mut by_depth: Vec<(usize, &DirRecord)> = dirs
-            .iter()
-            .map(|d| (d.entry.rel.components().count(), d))
-            .collect();
+        let mut by_depth: Vec<(usize, &DirRecord)> =
+            dirs.iter().map(|d| (depth(&d.entry.rel), d)).collect();
         by_depth.sort_by_key(|&(depth, _)| std::cmp::Reverse(depth));
         let failed = self.failed_src.lock().unwrap().clone();
         for level in by_depth.chunk_by(|a, b| a.0 == b.0) {
@@ -1801,7 +1938,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                     // Matched when paired (xattrs included); what the run did inside may have
                     // moved its mtime since. One stat tells, where rewriting owner, mode and
                     // times on every folder would dirty each inode (and its ctime) for nothing.
-                    let now = sys::stat_at(at, rel.clone())?;
+                    let now = self.presented(at, sys::stat_at(at, rel.clone()))?;
                     return match decide::meta_only(&d.entry, &now, &self.opts.rules, false) {
                         Decision::Same => Ok(()),
                         // The usual case after a change inside: only the time moved.
@@ -1864,13 +2001,28 @@ fn in_parallel<T: Send>(
     }
 }
 
+/// A destination entry under fake super, as a decision looks inside it.
+struct Stored<'a>(At<'a>);
+
+impl decide::Inside for Stored<'_> {
+    fn hash(&self) -> Result<blake3::Hash> {
+        decide::hash_at(self.0)
+    }
+
+    fn link_target(&self) -> Result<PathBuf> {
+        sys::read_link_at(self.0)
+    }
+
+    fn xattrs(&self) -> Result<Xattrs> {
+        Ok(crate::fakesuper::present_xattrs(&sys::xattrs_of(self.0)?))
+    }
+}
+
 /// Why a destination entry is deleted.
 #[derive(Clone, Copy)]
 enum Deleting<'e> {
     /// `mirror`: it was listed, and the source has no entry of its name.
     Extra(&'e Entry),
-    /// It is inside a folder being deleted.
-    Inside,
     /// A source entry of another type takes its name: it must go, even a folder holding
     /// excluded entries (which is then an error).
     InTheWay,
@@ -2017,21 +2169,45 @@ fn remove_temp(dir: &Dir, name: &OsStr) -> Result<()> {
     remove_dir_tree(dir, name, sub)
 }
 
-/// A folder (`sub`, open) and all it holds, links unlinked, never followed.
+/// A folder (`sub`, open) and all it holds, links unlinked, never followed, children first
+/// and without recursion.
 fn remove_dir_tree(dir: &Dir, name: &OsStr, sub: Dir) -> Result<()> {
-    for (child, _) in sub.read_names()? {
-        let at = At::new(&sub, &child);
-        match sys::stat_at(at, PathBuf::new())?.kind {
-            Kind::Dir => remove_dir_tree(&sub, &child, sub.open_child(&child)?)?,
-            _ => sys::unlink_at(at)?,
+    let names = sub.read_names()?;
+    crate::tree::walk(sub, names, Path::new(""), &mut |v| {
+        match v {
+            Visit::Entry { dir, name, .. } => {
+                let at = At::new(dir, name);
+                if sys::stat_at(at, PathBuf::new())?.kind == Kind::Dir {
+                    let child = dir.open_child(name)?;
+                    let names = child.read_names()?;
+                    return Ok(Then::Descend(child, names));
+                }
+                sys::unlink_at(at)?;
+            }
+            Visit::Left { dir, name, .. } => {
+                sys::rmdir_at(At::new(dir, name))?;
+            }
         }
-    }
-    drop(sub);
+        Ok(Then::Next)
+    })?;
     sys::rmdir_at(At::new(dir, name)).map(|_| ())
 }
 
 fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// How many folders deep `rel` lies: its separators, counted in one pass over its bytes (a tree
+/// 10,000 folders deep has as many records, each with a path of 20 KB).
+fn depth(rel: &Path) -> usize {
+    let bytes = rel.as_os_str().as_encoded_bytes();
+    if bytes.is_empty() {
+        return 0;
+    }
+    1 + bytes
+        .iter()
+        .filter(|&&b| b == std::path::MAIN_SEPARATOR as u8)
+        .count()
 }
 
 fn parent_rel(rel: &Path) -> PathBuf {

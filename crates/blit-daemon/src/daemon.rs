@@ -1,7 +1,6 @@
 //! The listener: accepts clients, enforces the session limit, and runs each session.
 
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
@@ -68,7 +67,6 @@ pub fn run() -> anyhow::Result<()> {
         None => println!("blit-daemon listening on {addr} (plain TCP, no TLS)"),
     }
     let settings = Arc::new(cfg.settings);
-    let counts = Arc::new(Counts::default());
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
@@ -77,11 +75,12 @@ pub fn run() -> anyhow::Result<()> {
                 continue;
             }
         };
-        let (settings, counts) = (Arc::clone(&settings), Arc::clone(&counts));
-        let max = cfg.max_connections;
+        let settings = Arc::clone(&settings);
+        // A thread per connection: what an opening connection may hold is capped by the gate
+        // (per address and in all), what a session may, by `max_connections`.
         let spawned = std::thread::Builder::new()
             .name("session".into())
-            .spawn(move || serve(stream, &settings, &counts, max));
+            .spawn(move || serve(stream, &settings));
         if let Err(e) = spawned {
             // Out of threads: this connection is dropped; the daemon goes on.
             eprintln!("blit-daemon: cannot start a session: {e}");
@@ -90,50 +89,30 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sessions running, and connections being told the daemon is busy.
-#[derive(Default)]
-struct Counts {
-    active: AtomicUsize,
-    refusing: AtomicUsize,
-}
-
-/// At most this many busy connections are answered at once; past it they are closed unanswered,
-/// so a flood of connections cannot make the daemon start threads without end.
-const MAX_REFUSING: usize = 16;
-
-fn serve(
-    stream: TcpStream,
-    settings: &blit_core::remote::server::Settings,
-    counts: &Counts,
-    max: usize,
-) {
+fn serve(stream: TcpStream, settings: &blit_core::remote::server::Settings) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
-    if counts.active.fetch_add(1, Ordering::SeqCst) >= max {
-        counts.active.fetch_sub(1, Ordering::SeqCst);
-        if counts.refusing.fetch_add(1, Ordering::SeqCst) < MAX_REFUSING {
-            let _ = blit_core::remote::server::refuse_busy(stream, settings);
-            eprintln!("blit-daemon: {peer}: refused, {max} sessions already open");
-        }
-        counts.refusing.fetch_sub(1, Ordering::SeqCst);
-        return;
-    }
     if let Err(e) = blit_core::remote::server::session(stream, settings) {
-        eprintln!("blit-daemon: {peer}: {e}");
+        eprintln!(
+            "blit-daemon: {peer}: {}",
+            blit_core::names::escape_text(&e.to_string())
+        );
     }
-    counts.active.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// An open, writable module reachable from the network lets anyone write there.
+/// An open, writable module lets anyone who can connect write there: on the loopback, every
+/// local user.
 fn warn_if_exposed(ip: IpAddr, modules: &[blit_core::remote::server::Module]) {
-    if ip.is_loopback() {
-        return;
-    }
+    let who = if ip.is_loopback() {
+        "every local user".to_string()
+    } else {
+        format!("anyone who can reach {ip}")
+    };
     for m in modules {
         if m.token.is_none() && !m.read_only {
             eprintln!(
-                "blit-daemon: warning: module {:?} is writable by anyone who can reach {ip} (no token_file)",
+                "blit-daemon: warning: module {:?} is writable by {who} (no token_file)",
                 m.name
             );
         }

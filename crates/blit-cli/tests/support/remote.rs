@@ -37,21 +37,49 @@ pub struct Module {
     path: PathBuf,
     read_only: bool,
     token_file: Option<PathBuf>,
+    /// Sessions run as root and keep everything (`uid = "root"`, `keep = ["all"]`), behind the
+    /// fixture's token unless the module has its own: what the fidelity tests need, trees owned
+    /// by anyone with every kind of entry. Else the daemon's defaults.
+    trusted: bool,
     /// More lines of the module's table, as TOML (`uid = "root"`).
     lines: Vec<String>,
 }
 
+/// A module trusted with everything (see [`Module::trusted`]).
 pub fn module(name: &str, path: impl Into<PathBuf>) -> Module {
     Module {
         name: name.into(),
         path: path.into(),
         read_only: false,
         token_file: None,
+        trusted: true,
         lines: Vec::new(),
     }
 }
 
+/// The token of the fixture's trusted modules; clients aimed at a daemon that has them send it.
+pub const FIXTURE_TOKEN: &str = "fixture-token-for-trusted-modules";
+
+/// The file holding [`FIXTURE_TOKEN`].
+fn fixture_token_file() -> PathBuf {
+    let f = tls_dir().join("fixture-token");
+    if !f.exists() {
+        std::fs::create_dir_all(tls_dir()).unwrap();
+        let tmp = tls_dir().join(format!("fixture-token.{}", std::process::id()));
+        std::fs::write(&tmp, FIXTURE_TOKEN).unwrap();
+        std::fs::rename(&tmp, &f).unwrap();
+    }
+    f
+}
+
 impl Module {
+    /// With the daemon's defaults (sessions as `nobody` under a root daemon, no token, nothing
+    /// privileged kept), as an operator's plain `[[module]]` would be.
+    pub fn defaults(mut self) -> Self {
+        self.trusted = false;
+        self
+    }
+
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
         self
@@ -91,6 +119,9 @@ pub fn known_hosts() -> PathBuf {
 /// leaves the list when its daemon is dropped, or when another daemon is given it: the kernel
 /// hands ports out again, and a TLS daemon on a stale entry's port was once spoken to in plain.
 static PLAIN_PORTS: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
+/// Ports of the daemons running now that serve trusted modules (see [`Module::trusted`]):
+/// clients aimed at them send the fixture's token and, pulling, `--trust-metadata`.
+static TRUSTED_PORTS: Mutex<Vec<(u16, u64)>> = Mutex::new(Vec::new());
 static NEXT_DAEMON: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A running `blit-daemon` on 127.0.0.1 with a port the kernel chose; killed on drop. TLS is on
@@ -114,17 +145,30 @@ pub fn daemon_binary() -> PathBuf {
 }
 
 impl Daemon {
-    /// Serves modules (writable, no token) given on the command line (`--module`).
+    /// Serves writable modules trusted with everything (see [`Module::trusted`]).
     pub fn serve(modules: &[(&str, &Path)]) -> Daemon {
-        Self::serve_with(modules, false)
+        let m: Vec<Module> = modules.iter().map(|(n, p)| module(n, p)).collect();
+        Self::with_config(&m, "")
     }
 
     /// The same without TLS, for tests that speak the protocol through a raw socket.
     pub fn serve_plain(modules: &[(&str, &Path)]) -> Daemon {
+        let m: Vec<Module> = modules.iter().map(|(n, p)| module(n, p)).collect();
+        Self::with_config_plain(&m, "")
+    }
+
+    /// Serves modules given on the command line (`--module NAME=PATH`): the README's quick
+    /// start, with every default.
+    pub fn quick(modules: &[(&str, &Path)]) -> Daemon {
+        Self::serve_with(modules, false)
+    }
+
+    /// The same without TLS.
+    pub fn quick_plain(modules: &[(&str, &Path)]) -> Daemon {
         Self::serve_with(modules, true)
     }
 
-    pub fn serve_with(modules: &[(&str, &Path)], plain: bool) -> Daemon {
+    fn serve_with(modules: &[(&str, &Path)], plain: bool) -> Daemon {
         let mut args: Vec<OsString> = vec!["--listen".into(), "127.0.0.1:0".into()];
         for (name, path) in modules {
             let mut m = OsString::from(format!("{name}="));
@@ -156,8 +200,16 @@ impl Daemon {
                 m.path.to_str().expect("UTF-8 module path"),
                 m.read_only
             ));
-            if let Some(t) = &m.token_file {
+            let token = match (&m.token_file, m.trusted) {
+                (Some(t), _) => Some(t.clone()),
+                (None, true) => Some(fixture_token_file()),
+                (None, false) => None,
+            };
+            if let Some(t) = token {
                 text.push_str(&format!("token_file = {:?}\n", t.to_str().unwrap()));
+            }
+            if m.trusted {
+                text.push_str("uid = \"root\"\nkeep = [\"all\"]\n");
             }
             for line in &m.lines {
                 text.push_str(line);
@@ -166,7 +218,11 @@ impl Daemon {
         }
         let cfg = dir.path().join("blit-daemon.toml");
         std::fs::write(&cfg, text).unwrap();
-        Self::spawn(vec!["--config".into(), cfg.into()], dir, plain)
+        let d = Self::spawn(vec!["--config".into(), cfg.into()], dir, plain);
+        if modules.iter().any(|m| m.trusted) {
+            TRUSTED_PORTS.lock().unwrap().push((d.port, d.id));
+        }
+        d
     }
 
     pub fn spawn(args: Vec<OsString>, config: tempfile::TempDir, plain: bool) -> Daemon {
@@ -257,6 +313,7 @@ impl Daemon {
                 ports.push((port, id));
             }
         }
+        TRUSTED_PORTS.lock().unwrap().retain(|&(p, _)| p != port);
         Daemon {
             child,
             port,
@@ -313,10 +370,12 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        PLAIN_PORTS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|&(_, id)| id != self.id);
+        for ports in [&PLAIN_PORTS, &TRUSTED_PORTS] {
+            ports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|&(_, id)| id != self.id);
+        }
     }
 }
 
@@ -329,8 +388,11 @@ pub fn argv(parts: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
     parts.iter().map(|p| p.as_ref().to_os_string()).collect()
 }
 
-/// A blit command with no token in its environment unless a test sets one, trusting the tests'
-/// daemons through the shared known_hosts, and with `--no-tls` when it talks to a plain daemon.
+/// A blit command trusting the tests' daemons through the shared known_hosts, with `--no-tls`
+/// when it talks to a plain daemon. Aimed at a daemon serving trusted modules (see
+/// [`Module::trusted`]) it sends the fixture's token and, pulling from one, takes its metadata
+/// as sent (`--trust-metadata`), as a root restore would; otherwise no token unless a test
+/// sets one.
 pub fn client<I, S>(args: I) -> std::process::Command
 where
     I: IntoIterator<Item = S>,
@@ -340,21 +402,33 @@ where
         .into_iter()
         .map(|a| a.as_ref().to_os_string())
         .collect();
-    let plain = PLAIN_PORTS.lock().unwrap().clone();
-    let to_plain = args.iter().any(|a| {
-        plain.iter().any(|(p, _)| {
+    let aimed_at = |ports: &Mutex<Vec<(u16, u64)>>, a: &OsString| {
+        ports.lock().unwrap().iter().any(|(p, _)| {
             let url = format!("blit://127.0.0.1:{p}");
             a.to_str()
                 .is_some_and(|s| s == url || s.starts_with(&format!("{url}/")))
         })
-    });
+    };
+    let to_plain = args.iter().any(|a| aimed_at(&PLAIN_PORTS, a));
+    let to_trusted = args.iter().any(|a| aimed_at(&TRUSTED_PORTS, a));
+    let transfer = args
+        .first()
+        .is_some_and(|v| ["copy", "mirror", "move"].iter().any(|t| v == t));
+    let pull_from_trusted =
+        transfer && args.len() >= 3 && aimed_at(&TRUSTED_PORTS, &args[args.len() - 2]);
     if to_plain && !args.is_empty() {
         args.insert(1, "--no-tls".into());
     }
+    if pull_from_trusted {
+        args.insert(1, "--trust-metadata".into());
+    }
     let mut cmd = blit();
-    cmd.args(args)
-        .env_remove("BLIT_TOKEN")
-        .env("BLIT_KNOWN_HOSTS", known_hosts());
+    cmd.args(args).env("BLIT_KNOWN_HOSTS", known_hosts());
+    if to_trusted {
+        cmd.env("BLIT_TOKEN", FIXTURE_TOKEN);
+    } else {
+        cmd.env_remove("BLIT_TOKEN");
+    }
     cmd
 }
 
@@ -410,11 +484,12 @@ pub fn raw_hello(d: &Daemon, hello: Hello) -> (TcpStream, Msg) {
     (s, answer)
 }
 
+/// A pull's hello, with the fixture's token (which a module without a token ignores).
 pub fn pull_hello(module: &str, path: &[u8]) -> Hello {
     Hello {
         module: module.into(),
         path: path.to_vec(),
-        token: None,
+        token: Some(FIXTURE_TOKEN.into()),
         role: Role::Pull,
     }
 }
@@ -486,7 +561,7 @@ pub fn raw_push(d: &Daemon, mode: u8, streams: u8) -> TcpStream {
     let hello = Hello {
         module: "m".into(),
         path: b"landing".to_vec(),
-        token: None,
+        token: Some(FIXTURE_TOKEN.into()),
         role: Role::Push(Box::new(job)),
     };
     let (s, answer) = raw_hello(d, hello);

@@ -5,24 +5,27 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::OwnedFd;
+
 use super::beneath;
 use super::serve;
 use super::server::{fd_path, Module};
 use super::wire::{self, AdminRep, AdminReq};
 use crate::entry::{Entry, Kind};
 use crate::sys::{self, At, Dir};
+use crate::tree::{self, Then, Visit};
 
 /// Entries `find` returns at most (the answer is one frame).
 const FIND_MAX: usize = 10_000;
 
-pub fn answer(module: &Module, rel: &Path, req: AdminReq) -> AdminRep {
+pub fn answer(module: &Module, root: &OwnedFd, rel: &Path, req: AdminReq) -> AdminRep {
     let r = match req {
         AdminReq::ListModules => return AdminRep::Error("not a module request".into()),
-        AdminReq::List { after } => list(module, rel, after.as_deref()),
-        AdminReq::Usage => usage(module, rel),
-        AdminReq::Space => space(module),
-        AdminReq::Find(glob) => find(module, rel, &glob),
-        AdminReq::Remove => remove(module, rel),
+        AdminReq::List { after } => list(module, root, rel, after.as_deref()),
+        AdminReq::Usage => usage(root, rel),
+        AdminReq::Space => space(root),
+        AdminReq::Find(glob) => find(module, root, rel, &glob),
+        AdminReq::Remove => remove(root, rel),
     };
     r.unwrap_or_else(|e| AdminRep::Error(format!("{}/{}: {e}", module.name, rel.display())))
 }
@@ -33,15 +36,15 @@ fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// The folder (or file) at `rel`, as an open folder plus the name of a file root.
-fn open_at(module: &Module, rel: &Path) -> Result<(Dir, Option<Entry>), String> {
-    let root = beneath::open_root(&module.path).map_err(text)?;
-    let fd = beneath::open(&root, rel).map_err(text)?;
+/// The folder (or file) at `rel` beneath the module's folder `root`, as an open folder plus
+/// the entry of a file root.
+fn open_at(root: &OwnedFd, rel: &Path) -> Result<(Dir, Option<Entry>), String> {
+    let fd = beneath::open(root, rel).map_err(text)?;
     let md = std::fs::metadata(fd_path(&fd)).map_err(text)?;
     if md.is_dir() {
         return Ok((Dir::open(&fd_path(&fd)).map_err(text)?, None));
     }
-    let parent = beneath::open(&root, rel.parent().unwrap_or(Path::new(""))).map_err(text)?;
+    let parent = beneath::open(root, rel.parent().unwrap_or(Path::new(""))).map_err(text)?;
     let entry = Entry::from_metadata(PathBuf::new(), &md);
     Ok((Dir::open(&fd_path(&parent)).map_err(text)?, Some(entry)))
 }
@@ -49,12 +52,13 @@ fn open_at(module: &Module, rel: &Path) -> Result<(Dir, Option<Entry>), String> 
 /// An answer's entries stop at this many bytes, so it fits one frame.
 const PAGE_BYTES: usize = wire::MAX_FRAME / 2;
 
-fn list(module: &Module, rel: &Path, after: Option<&[u8]>) -> R {
-    let (dir, file) = open_at(module, rel)?;
+fn list(module: &Module, root: &OwnedFd, rel: &Path, after: Option<&[u8]>) -> R {
+    let (dir, file) = open_at(root, rel)?;
     if let Some(e) = file {
         let name = rel.file_name().unwrap_or_default();
+        let w = serve::describe(&dir, name, &e, false, module.fake_super).map_err(text)?;
         return Ok(AdminRep::Entries {
-            entries: vec![(name.as_bytes().to_vec(), serve::to_wire_entry(name, &e))],
+            entries: vec![(name.as_bytes().to_vec(), w)],
             more: false,
         });
     }
@@ -80,7 +84,7 @@ fn list(module: &Module, rel: &Path, after: Option<&[u8]>) -> R {
         let Ok(e) = sys::stat_at(At::new(&dir, &name), PathBuf::from(&name)) else {
             continue;
         };
-        if let Ok(w) = serve::describe(&dir, &name, &e, false) {
+        if let Ok(w) = serve::describe(&dir, &name, &e, false, module.fake_super) {
             size += 96 + name.len() + w.link.as_ref().map_or(0, Vec::len);
             out.push((name.as_bytes().to_vec(), w));
         }
@@ -88,31 +92,37 @@ fn list(module: &Module, rel: &Path, after: Option<&[u8]>) -> R {
     Ok(AdminRep::Entries { entries: out, more })
 }
 
-/// Walks a folder without following links, calling `visit` with each entry's relative path.
-fn walk(
-    dir: &Dir,
-    rel: &Path,
-    visit: &mut dyn FnMut(&Dir, &OsStr, &Entry) -> bool,
-) -> Result<(), String> {
-    for (name, _) in dir.read_names().map_err(text)? {
-        let child = rel.join(&name);
-        let Ok(e) = sys::stat_at(At::new(dir, &name), child.clone()) else {
-            continue;
+/// Walks everything beneath `dir` without following links, calling `visit` with each entry
+/// (its folder, name and entry); `visit` says whether to go on. Folders that cannot be opened
+/// or listed, and entries that vanish, are passed over.
+fn walk(dir: Dir, visit: &mut dyn FnMut(&Dir, &OsStr, &Entry) -> bool) -> Result<(), String> {
+    let names = dir.read_names().map_err(text)?;
+    tree::walk(dir, names, Path::new(""), &mut |v| {
+        let Visit::Entry { dir, name, rel, .. } = v else {
+            return Ok(Then::Next);
         };
-        if !visit(dir, &name, &e) {
-            return Ok(());
+        let Ok(e) = sys::stat_at(At::new(dir, name), rel.to_path_buf()) else {
+            return Ok(Then::Next);
+        };
+        if !visit(dir, name, &e) {
+            return Ok(Then::Stop);
         }
-        if e.kind == Kind::Dir {
-            if let Ok(sub) = dir.open_child(&name) {
-                walk(&sub, &child, visit)?;
-            }
+        if e.kind != Kind::Dir {
+            return Ok(Then::Next);
         }
-    }
-    Ok(())
+        Ok(match dir.open_child(name) {
+            Ok(sub) => match sub.read_names() {
+                Ok(names) => Then::Descend(sub, names),
+                Err(_) => Then::Next,
+            },
+            Err(_) => Then::Next,
+        })
+    })
+    .map_err(text)
 }
 
-fn usage(module: &Module, rel: &Path) -> R {
-    let (dir, file) = open_at(module, rel)?;
+fn usage(root: &OwnedFd, rel: &Path) -> R {
+    let (dir, file) = open_at(root, rel)?;
     if let Some(e) = file {
         return Ok(AdminRep::Usage {
             files: 1,
@@ -121,7 +131,7 @@ fn usage(module: &Module, rel: &Path) -> R {
         });
     }
     let (mut files, mut dirs, mut bytes) = (0, 0, 0);
-    walk(&dir, Path::new(""), &mut |_, _, e| {
+    walk(dir, &mut |_, _, e| {
         match e.kind {
             Kind::Dir => dirs += 1,
             Kind::File => {
@@ -135,9 +145,8 @@ fn usage(module: &Module, rel: &Path) -> R {
     Ok(AdminRep::Usage { files, dirs, bytes })
 }
 
-fn space(module: &Module) -> R {
-    let root = beneath::open_root(&module.path).map_err(text)?;
-    let st = rustix::fs::fstatvfs(&root).map_err(text)?;
+fn space(root: &OwnedFd) -> R {
+    let st = rustix::fs::fstatvfs(root).map_err(text)?;
     let unit = st.f_frsize;
     Ok(AdminRep::Space {
         total: st.f_blocks * unit,
@@ -146,23 +155,23 @@ fn space(module: &Module) -> R {
     })
 }
 
-fn find(module: &Module, rel: &Path, glob: &str) -> R {
+fn find(module: &Module, root: &OwnedFd, rel: &Path, glob: &str) -> R {
     let matcher = globset::GlobBuilder::new(glob)
         .literal_separator(true)
         .build()
         .map_err(|e| format!("bad pattern {glob:?}: {e}"))?
         .compile_matcher();
-    let (dir, _) = open_at(module, rel)?;
+    let (dir, _) = open_at(root, rel)?;
     let mut out = Vec::new();
     let mut size = 0;
     let mut more = false;
-    walk(&dir, Path::new(""), &mut |d, name, e| {
+    walk(dir, &mut |d, name, e| {
         if matcher.is_match(Path::new(name)) {
             if out.len() >= FIND_MAX || size >= PAGE_BYTES {
                 more = true;
                 return false;
             }
-            if let Ok(w) = serve::describe(d, name, e, false) {
+            if let Ok(w) = serve::describe(d, name, e, false, module.fake_super) {
                 let rel = e.rel.as_os_str().as_bytes().to_vec();
                 size += 96 + rel.len() + w.link.as_ref().map_or(0, Vec::len);
                 out.push((rel, w));
@@ -174,37 +183,48 @@ fn find(module: &Module, rel: &Path, glob: &str) -> R {
     Ok(AdminRep::Entries { entries: out, more })
 }
 
-fn remove(module: &Module, rel: &Path) -> R {
+fn remove(root: &OwnedFd, rel: &Path) -> R {
     if rel.as_os_str().is_empty() {
         return Err("will not remove the module's root".into());
     }
-    let root = beneath::open_root(&module.path).map_err(text)?;
-    let parent = beneath::open(&root, rel.parent().unwrap_or(Path::new(""))).map_err(text)?;
+    let parent = beneath::open(root, rel.parent().unwrap_or(Path::new(""))).map_err(text)?;
     let dir = Dir::open(&fd_path(&parent)).map_err(text)?;
     let name = rel.file_name().unwrap_or_default();
     let e = sys::stat_at(At::new(&dir, name), rel.to_path_buf()).map_err(text)?;
-    let mut entries = 0;
-    remove_tree(&dir, name, e.kind == Kind::Dir, &mut entries)?;
-    Ok(AdminRep::Removed { entries })
-}
-
-fn remove_tree(dir: &Dir, name: &OsStr, is_dir: bool, count: &mut u64) -> Result<(), String> {
-    if is_dir {
-        let sub = dir.open_child(name).map_err(text)?;
-        for (child, hint) in sub.read_names().map_err(text)? {
-            let child_is_dir = match hint {
-                Some(k) => k == Kind::Dir,
-                None => sys::stat_at(At::new(&sub, &child), PathBuf::new())
-                    .map(|e| e.kind == Kind::Dir)
-                    .map_err(text)?,
-            };
-            remove_tree(&sub, &child, child_is_dir, count)?;
-        }
-        drop(sub);
-        sys::rmdir_at(At::new(dir, name)).map_err(text)?;
-    } else {
-        sys::unlink_at(At::new(dir, name)).map_err(text)?;
+    if e.kind != Kind::Dir {
+        sys::unlink_at(At::new(&dir, name)).map_err(text)?;
+        return Ok(AdminRep::Removed { entries: 1 });
     }
-    *count += 1;
-    Ok(())
+    let top = dir.open_child(name).map_err(text)?;
+    let names = top.read_names().map_err(text)?;
+    let mut entries = 0u64;
+    // Children first: a folder goes once everything in it is gone.
+    tree::walk(top, names, Path::new(""), &mut |v| {
+        match v {
+            Visit::Entry {
+                dir, name, hint, ..
+            } => {
+                let is_dir = match hint {
+                    Some(k) => k == Kind::Dir,
+                    None => sys::stat_at(At::new(dir, name), PathBuf::new())?.kind == Kind::Dir,
+                };
+                if is_dir {
+                    let sub = dir.open_child(name)?;
+                    let names = sub.read_names()?;
+                    return Ok(Then::Descend(sub, names));
+                }
+                sys::unlink_at(At::new(dir, name))?;
+            }
+            Visit::Left { dir, name, .. } => {
+                sys::rmdir_at(At::new(dir, name))?;
+            }
+        }
+        entries += 1;
+        Ok(Then::Next)
+    })
+    .map_err(text)?;
+    sys::rmdir_at(At::new(&dir, name)).map_err(text)?;
+    Ok(AdminRep::Removed {
+        entries: entries + 1,
+    })
 }

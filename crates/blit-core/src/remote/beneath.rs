@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
-use super::server::{fd_path, Module};
+use super::server::fd_path;
 
 const BENEATH: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
 
@@ -47,12 +47,12 @@ pub struct Dest {
     _held: Vec<OwnedFd>,
 }
 
-/// Resolves a push's destination beneath the module: a folder source's contents go into `rel`;
-/// a file goes to `rel`, or inside it when `rel` is a folder or was written with a trailing
-/// slash. Missing parent folders are made (not in a dry run). The final name may not be a
-/// symlink: the engine would follow it.
+/// Resolves a push's destination beneath the module's folder `root`: a folder source's contents
+/// go into `rel`; a file goes to `rel`, or inside it when `rel` is a folder or was written with
+/// a trailing slash. Missing parent folders are made (not in a dry run). The final name may not
+/// be a symlink: the engine would follow it.
 pub fn dest(
-    module: &Module,
+    root: &OwnedFd,
     rel: &Path,
     src_name: &[u8],
     src_is_dir: bool,
@@ -60,7 +60,7 @@ pub fn dest(
     dry_run: bool,
 ) -> io::Result<Dest> {
     use std::os::unix::ffi::OsStrExt;
-    let root = open_root(&module.path)?;
+    let root = open(root, Path::new(""))?;
     let mut target = rel.to_path_buf();
     if !src_is_dir {
         let is_dir = !rel.as_os_str().is_empty()
@@ -76,9 +76,10 @@ pub fn dest(
         }
     }
     let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
-        // The module root itself: its configured path.
+        // The module's folder itself, through its held handle (`.`: a last name that is no
+        // link, for the engine, which opens the root without following one).
         return Ok(Dest {
-            path: module.path.clone(),
+            path: fd_path(&root).join("."),
             _held: vec![root],
         });
     };

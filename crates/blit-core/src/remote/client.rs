@@ -19,8 +19,10 @@ use super::wire::{self, AdminRep, AdminReq, Hello, Msg, PushJob, Req, Role, Wire
 use crate::entry::Entry;
 use crate::error::{Error, Op, Result};
 use crate::job::{self, Job, Mode};
+use crate::names::escape_text;
 use crate::report::{Action, Count, Event, Failure, Observer, Stats, Summary};
 use crate::sync;
+use crate::trust::Trust;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The daemon must answer the hello within this.
@@ -124,7 +126,7 @@ pub fn open(url: &RemoteUrl, role: Role, access: &Access) -> Result<(Chan, Msg)>
         .and_then(|()| chan.recv())
         .map_err(|e| net_error(url, e))?;
     if let Msg::Refused(why) = answer {
-        return Err(Error::Refused(format!("{url}: {why}")));
+        return Err(Error::Refused(format!("{url}: {}", escape_text(&why))));
     }
     // A daemon silent this long has stalled: the run fails instead of hanging.
     chan.stream()
@@ -172,7 +174,14 @@ pub fn pull(
     };
     let peer = Peer::start(chan, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
     let extra = streams_of(&job.opts, url) - 1;
-    let mut source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string())?;
+    // What the daemon says of owners, special bits, devices and privileged xattrs is taken only
+    // when the user says so (rsync's root receiver takes it all, always).
+    let trust = if job.opts.trust_metadata {
+        Trust::ALL
+    } else {
+        Trust::NONE
+    };
+    let mut source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string(), trust)?;
     if extra > 0 {
         // More pull sessions of the same path: each serves stripes of large files.
         let (url2, access) = (url.clone(), Access::of(&job.opts));
@@ -192,7 +201,7 @@ pub fn pull(
     if !is_dir && !job.opts.dry_run {
         job::make_parent(&dst_root)?;
     }
-    let opts = job.sync_options();
+    let opts = job.sync_options().trusting(trust);
     let outcome = sync::run(&source, &dst_root, &filter, &opts, observer);
     peer.finish();
     for p in source.streams() {
@@ -259,6 +268,7 @@ pub fn push(
     // Only a move may remove anything here; a daemon asking otherwise is refused.
     let tree = ServeTree::new(
         src_root.clone(),
+        name.clone(),
         job.mode != Mode::Move,
         job.opts.workers.unwrap_or_else(job::default_workers),
         Box::new(move |m| {
@@ -299,15 +309,15 @@ pub fn push(
                     action,
                     kind,
                     rel: &rel,
-                    reason: &ev.reason,
+                    reason: &escape_text(&ev.reason),
                     bytes: ev.bytes,
                 });
             }
             Msg::Failure(w) => {
                 let err = Error::Remote {
-                    op: w.op,
+                    op: escape_text(&w.op),
                     path: names::shown(&w.path),
-                    cause: w.message,
+                    cause: escape_text(&w.message),
                 };
                 observer.failure(&err);
                 failures.push(Failure::from(&err));
@@ -358,7 +368,7 @@ pub fn push(
         return Ok(s);
     };
     if let Some(why) = f.refused {
-        return Err(Error::Refused(why));
+        return Err(Error::Refused(escape_text(&why)));
     }
     let count = |i: usize| Count {
         count: f.actions[i].0,
@@ -406,6 +416,7 @@ fn attach(
             }
             let tree = ServeTree::new(
                 root.to_path_buf(),
+                root.file_name().unwrap_or_default().to_os_string(),
                 true,
                 1,
                 Box::new(|_| {}),
@@ -474,7 +485,9 @@ pub fn admin(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRep
 fn admin_once(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRep> {
     let (_chan, answer) = open(url, Role::Admin(req), access)?;
     match answer {
-        Msg::Admin(AdminRep::Error(why)) => Err(Error::Refused(format!("{url}: {why}"))),
+        Msg::Admin(AdminRep::Error(why)) => {
+            Err(Error::Refused(format!("{url}: {}", escape_text(&why))))
+        }
         Msg::Admin(rep) => Ok(rep),
         _ => Err(Error::Refused(format!("{url}: unexpected answer"))),
     }

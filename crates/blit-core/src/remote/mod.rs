@@ -18,6 +18,10 @@ pub mod admin;
 #[cfg(target_os = "linux")]
 mod beneath;
 #[cfg(target_os = "linux")]
+pub mod creds;
+#[cfg(target_os = "linux")]
+pub mod gate;
+#[cfg(target_os = "linux")]
 pub mod server;
 #[cfg(any(target_os = "linux", target_os = "macos", windows))]
 pub mod tls;

@@ -17,6 +17,27 @@ fn not_unicode(what: &str) -> io::Error {
     )
 }
 
+/// Whether `raw` is one plain name (any bytes but `/` and NUL, not empty, `.` or `..`): the one
+/// check every name a peer sends passes before it is used.
+pub fn plain(raw: &[u8]) -> io::Result<()> {
+    let bad =
+        raw.is_empty() || raw == b"." || raw == b".." || raw.contains(&b'/') || raw.contains(&0);
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the peer sent an invalid name",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a peer's entry bears a name Blit reserves for its temporaries (a `.tmp` file, a
+/// `.dir` folder): an honest peer never sends one (its listings set them aside), and one made
+/// here would be taken for this side's own temporary, which `--resume` writes into.
+pub fn reserved(raw: &[u8], is_dir: bool) -> bool {
+    std::str::from_utf8(raw).is_ok_and(|s| crate::tempname::is_leftover(OsStr::new(s), is_dir))
+}
+
 /// A local name for the wire.
 pub fn to_wire(name: &OsStr) -> io::Result<Vec<u8>> {
     #[cfg(unix)]

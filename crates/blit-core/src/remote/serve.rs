@@ -29,8 +29,10 @@ pub struct ServeTree {
 }
 
 impl ServeTree {
+    /// Serves the tree at `root`, whose own name the peer knows as `root_name`.
     pub fn new(
         root: PathBuf,
+        root_name: std::ffi::OsString,
         read_only: bool,
         workers: usize,
         on_message: Box<dyn Fn(Msg) + Send + Sync>,
@@ -40,8 +42,10 @@ impl ServeTree {
         Ok(ServeTree {
             tree: Arc::new(Tree {
                 dirs: DirCache::new(root),
+                root_name,
                 read_only,
                 root_folder: RootFolder::ByPath,
+                fake_super: false,
             }),
             pool,
             on_message,
@@ -53,6 +57,11 @@ impl ServeTree {
 /// The served tree itself, shared by the pool's workers.
 struct Tree {
     dirs: DirCache,
+    /// The root's name as the peer knows it (the path the tree is opened by may be a
+    /// `/proc/self/fd/N` link, whose name says nothing to a peer).
+    root_name: std::ffi::OsString,
+    /// Entries are kept the fake-super way: they are described as what they stand for.
+    fake_super: bool,
     /// Removals (a `move` from a read-only module) are refused.
     read_only: bool,
     /// How a `move` removes the root folder itself once it is empty.
@@ -78,6 +87,15 @@ impl ServeTree {
                 Some((parent, name)) => RootFolder::In(parent, name),
                 None => RootFolder::Kept,
             };
+        }
+        self
+    }
+
+    /// The tree keeps privileged metadata the fake-super way (see [`crate::fakesuper`]): each
+    /// entry is described as the one it stands for.
+    pub fn with_fake_super(mut self, on: bool) -> Self {
+        if let Some(t) = Arc::get_mut(&mut self.tree) {
+            t.fake_super = on;
         }
         self
     }
@@ -112,7 +130,7 @@ impl Tree {
             let (dir, name) = self.dirs.parent_of(&r)?;
             let at = At::new(&dir, &name);
             let e = source::with_xattr_probe(at, sys::stat_at(at, r)?, xattrs)?;
-            describe(&dir, &name, &e, xattrs)
+            describe(&dir, &name, &e, xattrs, self.fake_super)
         });
         match looked {
             Ok(w) => Rep::Entries {
@@ -135,8 +153,14 @@ impl Tree {
         if !md.is_dir() {
             return None;
         }
-        let name = self.dirs.root().file_name().unwrap_or_default();
-        Some(describe_root(self.dirs.root(), name, &md, xattrs))
+        let root = self.dirs.root();
+        Some(describe_root(
+            root,
+            &self.root_name,
+            &md,
+            xattrs,
+            self.fake_super,
+        ))
     }
 
     fn list(&self, peer: &Peer, id: u32, rel: &[u8], xattrs: bool) -> io::Result<()> {
@@ -160,7 +184,8 @@ impl Tree {
         let mut batch = Vec::new();
         let mut budget = 0usize;
         for (name, entry) in listed.entries {
-            let item = match entry.and_then(|e| describe(&dir, &name, &e, xattrs)) {
+            let item = match entry.and_then(|e| describe(&dir, &name, &e, xattrs, self.fake_super))
+            {
                 Ok(w) => Listed::Ok(w),
                 Err(e) => {
                     let w = to_wire(&e, &rel_bytes(rel, &name));
@@ -472,27 +497,63 @@ fn listed_size(l: &Listed) -> usize {
 }
 
 /// A served root as the wire describes it, looked at through `path` (which it was resolved to),
-/// named `name`, with its xattr values when asked.
-pub fn describe_root(path: &Path, name: &OsStr, md: &std::fs::Metadata, xattrs: bool) -> WireEntry {
-    let mut w = to_wire_entry(name, &Entry::from_metadata(PathBuf::new(), md));
+/// named `name`, with its xattr values when asked; `fake_super`: as the entry it stands for.
+pub fn describe_root(
+    path: &Path,
+    name: &OsStr,
+    md: &std::fs::Metadata,
+    xattrs: bool,
+    fake_super: bool,
+) -> WireEntry {
+    let e = Entry::from_metadata(PathBuf::new(), md);
+    if fake_super {
+        let stored = path_xattrs(path).unwrap_or_default();
+        let stored: sys::Xattrs = stored
+            .into_iter()
+            .filter_map(|(n, v)| names::attr_from_wire(n).ok().map(|n| (n, v)))
+            .collect();
+        let (e, values) = crate::fakesuper::present(e, &stored);
+        let mut w = to_wire_entry(name, &e);
+        if xattrs && !values.is_empty() {
+            w.xattrs = Some(values.into_iter().map(|(n, v)| (lossy(&n), v)).collect());
+        }
+        return w;
+    }
+    let mut w = to_wire_entry(name, &e);
     if xattrs {
         w.xattrs = path_xattrs(path);
     }
     w
 }
 
-/// An entry as the wire describes it, with its link target and xattr values read now.
-pub fn describe(dir: &sys::Dir, name: &OsStr, e: &Entry, xattrs: bool) -> Result<WireEntry> {
+/// An entry as the wire describes it, with its link target and xattr values read now;
+/// `fake_super`: as the entry it stands for.
+pub fn describe(
+    dir: &sys::Dir,
+    name: &OsStr,
+    e: &Entry,
+    xattrs: bool,
+    fake_super: bool,
+) -> Result<WireEntry> {
     let at = At::new(dir, name);
     // A name the wire cannot carry exactly is refused, never sent altered.
     names::to_wire(name).map_err(|e| Error::io(Op::ReadDir, at.path(), e))?;
+    let presented;
+    let (e, values) = if fake_super && matches!(e.kind, Kind::File | Kind::Dir) {
+        let (p, values) = crate::fakesuper::present(e.clone(), &sys::xattrs_of(at)?);
+        presented = p;
+        (&presented, Some(values))
+    } else if xattrs && e.xattrs {
+        (e, Some(sys::xattrs_of(at)?))
+    } else {
+        (e, None)
+    };
     let mut w = to_wire_entry(name, e);
     if e.kind == Kind::Symlink {
         let target = sys::read_link_at(at)?;
         w.link = Some(names::link_to_wire(&target).map_err(|e| Error::io(Op::Read, at.path(), e))?);
     }
-    if xattrs && e.xattrs {
-        let values = sys::xattrs_of(at)?;
+    if let Some(values) = values.filter(|v| xattrs && !v.is_empty()) {
         w.xattrs = Some(values.into_iter().map(|(n, v)| (lossy(&n), v)).collect());
     }
     Ok(w)

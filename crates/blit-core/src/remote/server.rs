@@ -15,6 +15,9 @@ use std::time::Duration;
 use super::beneath;
 use super::chan::Chan;
 use super::client::action_code;
+use super::creds::{self, Creds};
+use super::gate::{Gate, Ticket};
+use super::names;
 use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
 use super::source::{RemoteSource, StreamSet};
@@ -27,8 +30,9 @@ use crate::error::Error;
 use crate::job::{Job, Mode, Options};
 use crate::report::{Event, Observer};
 use crate::sync::{self, SyncOptions};
+use crate::trust::Trust;
 
-/// A folder the daemon serves under a name.
+/// A folder the daemon serves under a name, and what its clients are trusted with.
 #[derive(Clone, Debug)]
 pub struct Module {
     pub name: String,
@@ -36,6 +40,18 @@ pub struct Module {
     pub read_only: bool,
     /// Clients must present this secret.
     pub token: Option<String>,
+    /// The user a session acts as in this module (`None`: the daemon's own). A daemon run as
+    /// root gives every session of the module up to it before touching a file (see `creds`).
+    pub user: Option<Creds>,
+    /// What a push may set that only a privileged user could make (owners, setuid and setgid
+    /// bits, devices, `security.`/`trusted.` xattrs).
+    pub trust: Trust,
+    /// Privileged metadata of pushed entries is kept in `user.blit.*` extended attributes of
+    /// plain files (rsync's "fake super") and given back on pulls, so a daemon that is not
+    /// root holds an exact system backup without making anything privileged.
+    pub fake_super: bool,
+    /// Shown by `list-modules`.
+    pub listed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +65,36 @@ pub struct Settings {
     pub tls: Option<Arc<super::tls::Server>>,
     /// Pushes waiting for the client's extra connections.
     pub pushes: Arc<Pushes>,
+    /// Connections that have not yet said hello (see `gate`).
+    pub gate: Arc<Gate>,
+    /// Sessions served at once; a client past it is told the daemon is busy.
+    pub max_sessions: usize,
+    /// Sessions running now.
+    pub sessions: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// How long a connection may take to become a session (preamble, TLS handshake, hello): a
+/// client does it in a few round trips; what takes longer holds a place for nothing.
+pub const OPENING_DEADLINE: Duration = Duration::from_secs(5);
+
+/// One of the daemon's session places, given back on drop.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(sessions: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Slot> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if sessions.fetch_add(1, SeqCst) >= max {
+            sessions.fetch_sub(1, SeqCst);
+            return None;
+        }
+        Some(Slot(Arc::clone(sessions)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The most connections one push may stripe large files across.
@@ -110,28 +156,34 @@ impl Pushes {
     }
 }
 
-/// The client must finish its opening (preamble, TLS, hello) within this.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs one client's session to its end. Errors are the connection's own (the client has been
-/// told about everything else).
+/// Runs one connection to its end: its opening (held at the gate, not counted as a session),
+/// then, once it has said hello, its session, if the daemon has a place for one. Errors are
+/// the connection's own (the client has been told about everything else).
 pub fn session(stream: TcpStream, settings: &Settings) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let deadline = opening_deadline(&stream, settings)?;
-    let Some(mut chan) = opening(stream, settings)? else {
+    let addr = stream.peer_addr()?.ip();
+    let ticket = settings.gate.enter(addr, &stream)?;
+    let Some(mut chan) = opening(stream, settings, &ticket)? else {
         return Ok(());
     };
     let hello = match chan.recv()? {
         Msg::Hello(h) => h,
         _ => return refuse(&mut chan, "expected a hello"),
     };
-    drop(deadline);
+    drop(ticket);
+    let Some(_slot) = Slot::take(&settings.sessions, settings.max_sessions) else {
+        return refuse(
+            &mut chan,
+            "the daemon is busy (too many sessions); try again later",
+        );
+    };
     chan.stream()
         .set_read_timeout(Some(settings.idle_timeout))?;
     if let Role::Admin(AdminReq::ListModules) = &hello.role {
         let list = settings
             .modules
             .iter()
+            .filter(|m| m.listed)
             .map(|m| ModuleInfo {
                 name: m.name.clone(),
                 read_only: m.read_only,
@@ -148,53 +200,42 @@ pub fn session(stream: TcpStream, settings: &Settings) -> io::Result<()> {
         Ok(r) => r,
         Err(why) => return refuse(&mut chan, &why),
     };
+    // The module's folder is opened with the daemon's rights (its configured path may lie
+    // beneath folders the module's user cannot enter); everything after goes through this
+    // handle, as the module's user.
+    let root = match beneath::open_root(&module.path) {
+        Ok(fd) => fd,
+        Err(e) => return refuse(&mut chan, &format!("module {:?}: {e}", module.name)),
+    };
+    if let Some(user) = module.user {
+        if let Err(e) = creds::become_user(user) {
+            return refuse(
+                &mut chan,
+                &format!("module {:?}: cannot act as its user: {e}", module.name),
+            );
+        }
+    }
     match hello.role {
-        Role::Pull => pull(chan, settings, module, &rel),
-        Role::Push(job) => push(chan, settings, module, &rel, *job),
+        Role::Pull => pull(chan, settings, module, &root, &rel),
+        Role::Push(job) => push(chan, settings, module, &root, &rel, *job),
         Role::Attach { session, secret } => attach(chan, settings, module, session, &secret),
         Role::Admin(req) => {
-            let rep = super::admin::answer(module, &rel, req);
+            let rep = super::admin::answer(module, &root, &rel, req);
             chan.send(&Msg::Admin(rep))
         }
     }
 }
 
-/// Answers a client the daemon has no room for, so it hears why instead of a reset.
-pub fn refuse_busy(stream: TcpStream, settings: &Settings) -> io::Result<()> {
-    let _deadline = opening_deadline(&stream, settings)?;
-    let Some(mut chan) = opening(stream, settings)? else {
-        return Ok(());
-    };
-    let _ = chan.recv();
-    refuse(
-        &mut chan,
-        "the daemon is busy (too many sessions); try again later",
-    )
-}
-
-/// Cuts the connection if its opening (preamble, TLS, hello) is not over when the time allowed
-/// for it runs out, unless the guard returned is dropped first. The per-read timeout alone let a
-/// client sending a byte every few seconds hold a session slot for ever, before showing any
-/// token.
-fn opening_deadline(stream: &TcpStream, settings: &Settings) -> io::Result<mpsc::Sender<()>> {
-    let cut = stream.try_clone()?;
-    let allowed = settings.idle_timeout.min(HELLO_TIMEOUT);
-    let (guard, done) = mpsc::channel::<()>();
-    std::thread::Builder::new()
-        .name("opening deadline".into())
-        .spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(allowed) {
-                let _ = cut.shutdown(std::net::Shutdown::Both);
-            }
-        })?;
-    Ok(guard)
-}
-
 /// Preamble both ways, then TLS when on. `None` when the two sides cannot agree (no common
 /// version, or one side wants TLS and the other not): the client reads why from the preamble.
-fn opening(mut stream: TcpStream, settings: &Settings) -> io::Result<Option<Chan>> {
-    stream.set_read_timeout(Some(settings.idle_timeout.min(HELLO_TIMEOUT)))?;
+fn opening(
+    mut stream: TcpStream,
+    settings: &Settings,
+    ticket: &Ticket,
+) -> io::Result<Option<Chan>> {
+    stream.set_read_timeout(Some(settings.idle_timeout.min(OPENING_DEADLINE)))?;
     let (version, wants_tls) = wire::read_client_preamble(&mut stream)?;
+    ticket.spoke();
     let tls = settings.tls.as_ref();
     wire::write_server_preamble(&mut stream, version, tls.is_some())?;
     if version.is_none() || wants_tls != tls.is_some() {
@@ -284,53 +325,59 @@ struct Served {
     _held: Vec<OwnedFd>,
     /// The path the serving side opens the tree by.
     root: PathBuf,
+    /// The root's name as the client knows it: the module's, or the last name of its path.
+    name: OsString,
     /// Where the root folder can be removed (its parent's handle and its name) once a `move`
     /// emptied it; `None` for the module's own folder, which stays.
     outer: Option<(PathBuf, OsString)>,
     entry: WireEntry,
 }
 
-/// Resolves the served root beneath the module. A folder is reached through its held
-/// descriptor; a file is named inside its held parent folder.
-fn served_root(module: &Module, rel: &Path) -> io::Result<Served> {
-    let root = beneath::open_root(&module.path)?;
-    let fd = beneath::open(&root, rel)?;
+/// Resolves the served root beneath the module's folder (`root`, held by the session). A folder
+/// is reached through its held descriptor; a file is named inside its held parent folder.
+fn served_root(module: &Module, root: &OwnedFd, rel: &Path) -> io::Result<Served> {
+    let fd = beneath::open(root, rel)?;
     let md = std::fs::metadata(fd_path(&fd))?;
     let name = rel
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| OsString::from(&module.name));
-    let wire = serve::describe_root(&fd_path(&fd), &name, &md, true);
+    let entry = serve::describe_root(&fd_path(&fd), &name, &md, true, module.fake_super);
     let parent = match rel.parent() {
-        Some(p) if !rel.as_os_str().is_empty() => Some(beneath::open(&root, p)?),
+        Some(p) if !rel.as_os_str().is_empty() => Some(beneath::open(root, p)?),
         _ => None,
     };
     if md.is_dir() {
         let outer = parent.as_ref().map(|p| (fd_path(p), name.clone()));
         let path = fd_path(&fd);
-        let held = [Some(root), Some(fd), parent]
-            .into_iter()
-            .flatten()
-            .collect();
+        let held = [Some(fd), parent].into_iter().flatten().collect();
         return Ok(Served {
             _held: held,
             root: path,
+            name,
             outer,
-            entry: wire,
+            entry,
         });
     }
     let parent = parent.ok_or_else(|| io::Error::other("the module's root is not a folder"))?;
     let path = fd_path(&parent).join(&name);
     Ok(Served {
-        _held: vec![root, fd, parent],
+        _held: vec![fd, parent],
         root: path,
+        name,
         outer: None,
-        entry: wire,
+        entry,
     })
 }
 
-fn pull(mut chan: Chan, settings: &Settings, module: &Module, rel: &Path) -> io::Result<()> {
-    let served = match served_root(module, rel) {
+fn pull(
+    mut chan: Chan,
+    settings: &Settings,
+    module: &Module,
+    root: &OwnedFd,
+    rel: &Path,
+) -> io::Result<()> {
+    let served = match served_root(module, root, rel) {
         Ok(x) => x,
         Err(e) => return refuse(&mut chan, &format!("{}: {e}", shown(module, rel))),
     };
@@ -338,6 +385,7 @@ fn pull(mut chan: Chan, settings: &Settings, module: &Module, rel: &Path) -> io:
     let (tx, rx) = mpsc::channel::<()>();
     let tree = ServeTree::new(
         served.root.clone(),
+        served.name.clone(),
         module.read_only,
         settings.workers,
         Box::new(|_| {}),
@@ -345,7 +393,8 @@ fn pull(mut chan: Chan, settings: &Settings, module: &Module, rel: &Path) -> io:
             let _ = tx.send(());
         }),
     )?
-    .with_outer(served.outer.clone());
+    .with_outer(served.outer.clone())
+    .with_fake_super(module.fake_super);
     let peer = Peer::start(chan, Arc::new(tree))?;
     let _ = rx.recv();
     peer.finish();
@@ -396,17 +445,22 @@ fn push(
     mut chan: Chan,
     settings: &Settings,
     module: &Module,
+    root: &OwnedFd,
     rel: &Path,
     push: PushJob,
 ) -> io::Result<()> {
     let src_is_dir = push.src.kind == wire::kind_code(Kind::Dir);
-    let name = &push.src.name;
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
-        return refuse(&mut chan, "the source's name is not a plain file name");
+    if let Err(e) = names::plain(&push.src.name) {
+        return refuse(&mut chan, &format!("the source's name: {e}"));
+    }
+    if names::reserved(&push.src.name, src_is_dir) {
+        return refuse(
+            &mut chan,
+            "the source's name is one Blit reserves for its temporaries",
+        );
     }
     let dst = match beneath::dest(
-        module,
+        root,
         rel,
         &push.src.name,
         src_is_dir,
@@ -477,7 +531,7 @@ fn push(
     let expected = if invited.is_some() { extra } else { 0 };
     let streams = (streams, expected);
     let ran = run_push(
-        &job, &peer, &push, &dst_path, src_is_dir, &forward, &streams,
+        &job, module, &peer, &push, &dst_path, src_is_dir, &forward, &streams,
     );
     if let Some((session, _)) = invited {
         settings.pushes.end(session);
@@ -518,8 +572,10 @@ fn push(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_push(
     job: &Job,
+    module: &Module,
     peer: &Arc<Peer>,
     push: &PushJob,
     dst_path: &Path,
@@ -527,13 +583,22 @@ fn run_push(
     forward: &Forward,
     (streams, expected): &(StreamSet, usize),
 ) -> crate::error::Result<sync::Outcome> {
-    let source = RemoteSource::new(Arc::clone(peer), &push.src, push.src_shown.clone())?
+    // With fake super every privileged detail is kept, as xattrs the session's user may set.
+    let trust = if module.fake_super {
+        Trust::ALL
+    } else {
+        module.trust
+    };
+    let source = RemoteSource::new(Arc::clone(peer), &push.src, push.src_shown.clone(), trust)?
         .with_stream_set(Arc::clone(streams), *expected);
     let filter = job.filter(src_is_dir)?;
-    let opts = SyncOptions {
+    let mut opts = SyncOptions {
         root_nofollow: true,
-        ..job.sync_options()
+        ..job.sync_options().trusting(trust)
     };
+    if module.fake_super {
+        opts = opts.fake_super();
+    }
     // The client's Ctrl-C closes the connection; stop then, as a local run stops on Ctrl-C.
     let cancel = opts.cancel.clone();
     let watch = Arc::clone(peer);

@@ -20,6 +20,7 @@ use crate::entry::{Entry, Extra, Kind, MTime};
 use crate::error::{Error, Op, Result};
 use crate::source::{Listed, Source, RESUME_BLOCK};
 use crate::sys::{self, At, CopyOutcome, Fed, Output, Xattrs};
+use crate::trust::Trust;
 
 /// Listings requested ahead of the engine, at most.
 const PREFETCH: usize = 64;
@@ -57,6 +58,8 @@ pub struct RemoteSource {
     root_name: OsString,
     /// How paths of this tree are shown (`blit://host:port/module/path`).
     shown: String,
+    /// What this side takes from the peer's descriptions (see `crate::trust`).
+    trust: Trust,
     prefetched: Mutex<Prefetch>,
     ahead: Mutex<Ahead>,
 }
@@ -82,19 +85,31 @@ struct Ahead {
 pub struct RemoteDir(Option<PathBuf>);
 
 impl RemoteSource {
-    pub fn new(peer: Arc<Peer>, root: &WireEntry, shown: String) -> Result<Self> {
-        // The root's name is the daemon's word, like every listed name: a pull of a single file
+    pub fn new(peer: Arc<Peer>, root: &WireEntry, shown: String, trust: Trust) -> Result<Self> {
+        // The root's name is the peer's word, like every listed name: a pull of a single file
         // writes it beneath the destination, so a name with a separator or `..` would send the
-        // copy elsewhere.
-        let root_name = check_wire_name(&root.name)
-            .and_then(|()| names::from_wire(root.name.clone()))
+        // copy elsewhere, and one of Blit's temporary names would be taken for a temporary.
+        let is_dir = root.kind == wire::kind_code(Kind::Dir);
+        let root_name = names::plain(&root.name)
+            .and_then(|()| {
+                if names::reserved(&root.name, is_dir) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer named its root like one of Blit's temporaries",
+                    ));
+                }
+                names::from_wire(root.name.clone())
+            })
             .map_err(|e| Error::io(Op::Stat, &shown, e))?;
-        let entry = to_entry(PathBuf::new(), root).map_err(|e| Error::io(Op::Stat, &shown, e))?;
+        let entry = to_entry(PathBuf::new(), root)
+            .and_then(|e| admitted(&trust, e))
+            .map_err(|e| Error::io(Op::Stat, &shown, e))?;
         Ok(RemoteSource {
             peer,
             root: entry,
             root_name,
             shown,
+            trust,
             prefetched: Mutex::new(Prefetch::default()),
             ahead: Mutex::new(Ahead::default()),
             open_streams: None,
@@ -190,7 +205,7 @@ impl RemoteSource {
         Error::io(
             Op::from_name(&e.op),
             self.shown_path(&rel),
-            io::Error::new(kind, e.message),
+            io::Error::new(kind, crate::names::escape_text(&e.message)),
         )
     }
 
@@ -248,7 +263,9 @@ impl RemoteSource {
             Incoming::Rep(Rep::Err(e)) => return Err(self.wire_error(e)),
             _ => return Err(self.lost(Op::Stat, rel, unexpected())),
         };
-        to_entry(named.to_path_buf(), &w).map_err(|e| self.lost(Op::Stat, rel, e))
+        to_entry(named.to_path_buf(), &w)
+            .map_err(|e| self.lost(Op::Stat, rel, e))
+            .and_then(|e| admitted(&self.trust, e).map_err(|e| self.lost(Op::Stat, rel, e)))
     }
 
     fn list_request(&self, rel: &Path, xattrs: bool) -> io::Result<Replies> {
@@ -525,23 +542,11 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
     })
 }
 
-/// A plain name from the wire (one component, no `/`, not `.` or `..`, no NUL).
-fn wire_name(raw: &[u8]) -> io::Result<OsString> {
-    check_wire_name(raw)?;
-    names::from_wire(raw.to_vec())
-}
-
-/// Whether `raw` is one plain name (any bytes but `/` and NUL, not `.` or `..`).
-fn check_wire_name(raw: &[u8]) -> io::Result<()> {
-    let bad =
-        raw.is_empty() || raw == b"." || raw == b".." || raw.contains(&b'/') || raw.contains(&0);
-    if bad {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the peer sent an invalid name",
-        ));
-    }
-    Ok(())
+/// A peer's entry as this side takes it (see `crate::trust`).
+fn admitted(trust: &Trust, e: Entry) -> io::Result<Entry> {
+    trust
+        .admit(e)
+        .map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why))
 }
 
 impl Source for RemoteSource {
@@ -599,19 +604,27 @@ impl Source for RemoteSource {
                 Incoming::Rep(Rep::Err(e)) => return Err(self.wire_error(e)),
                 _ => return Err(self.lost(Op::ReadDir, rel, unexpected())),
             };
-            for t in temps {
-                out.temps
-                    .push(wire_name(&t).map_err(|e| self.lost(Op::ReadDir, rel, e))?);
-            }
+            // The peer's own temporaries: nothing this side needs (only a destination's are
+            // cleaned up), so not even held.
+            drop(temps);
             for item in entries {
                 let (name, entry) = match item {
                     WireListed::Ok(mut w) => {
                         let raw = std::mem::take(&mut w.name);
-                        check_wire_name(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                        names::plain(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                        if names::reserved(&raw, w.kind == wire::kind_code(Kind::Dir)) {
+                            continue;
+                        }
                         match names::from_wire_or_lossy(raw) {
                             Ok(name) => {
-                                let child = to_entry(rel.join(&name), &w);
-                                (name, child.map_err(|e| self.lost(Op::ReadDir, rel, e)))
+                                let path = self.shown_path(&rel.join(&name));
+                                let child = to_entry(rel.join(&name), &w)
+                                    .map_err(|e| self.lost(Op::ReadDir, rel, e))
+                                    .and_then(|e| {
+                                        admitted(&self.trust, e)
+                                            .map_err(|e| Error::io(Op::Create, path, e))
+                                    });
+                                (name, child)
                             }
                             // A name this OS cannot hold: that entry fails, by its shown name.
                             Err((e, shown)) => {
@@ -621,7 +634,7 @@ impl Source for RemoteSource {
                         }
                     }
                     WireListed::Err(raw, e) => {
-                        check_wire_name(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                        names::plain(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
                         let name =
                             names::from_wire_or_lossy(raw).unwrap_or_else(|(_, shown)| shown);
                         (name, Err(self.wire_error(e)))
@@ -802,15 +815,11 @@ impl Source for RemoteSource {
 }
 
 /// Hashes the whole blocks an interrupted transfer left in its fixed temporary, and cuts off the
-/// incomplete rest (so nothing unverified remains past them). No temporary: nothing to keep.
+/// incomplete rest (so nothing unverified remains past them). Opened the way the transfer will
+/// write it ([`sys::open_partial`]): whatever else stands under the name is removed first, so
+/// the blocks described are the file's own.
 fn partial_blocks(tmp: At<'_>) -> Result<Vec<[u8; 32]>> {
-    let file = match sys::open_source(tmp) {
-        Ok(f) => f,
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return Ok(Vec::new())
-        }
-        Err(e) => return Err(e),
-    };
+    let file = sys::open_partial(tmp)?;
     let len = file
         .metadata()
         .map_err(|e| Error::io(Op::Stat, tmp.path(), e))?
@@ -825,11 +834,9 @@ fn partial_blocks(tmp: At<'_>) -> Result<Vec<[u8; 32]>> {
             .map_err(|e| Error::io(Op::Read, tmp.path(), e))?;
         out.push(*blake3::hash(&buf).as_bytes());
     }
-    drop(file);
     let keep = blocks as u64 * RESUME_BLOCK;
     if len > keep {
-        sys::open_partial(tmp)?
-            .set_len(keep)
+        file.set_len(keep)
             .map_err(|e| Error::io(Op::Write, tmp.path(), e))?;
     }
     Ok(out)

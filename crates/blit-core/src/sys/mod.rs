@@ -49,6 +49,13 @@ pub struct MetaOpts {
     /// Owner and group: only root may give files away.
     pub owner: bool,
     pub xattrs: bool,
+    /// Extended attributes that only a privileged process sets (`security.`, `trusted.`, other
+    /// `system.` than the POSIX ACLs) are managed too; without, those a destination entry has
+    /// are left as they are (see `crate::trust`).
+    pub system_xattrs: bool,
+    /// Write privileged metadata as `user.blit.*` attributes of what an unprivileged user can
+    /// make ([`crate::fakesuper`]).
+    pub fake_super: bool,
 }
 
 /// An entry named by its folder's handle and its own name. Every operation inside a tree goes

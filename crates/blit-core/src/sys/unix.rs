@@ -21,9 +21,27 @@ use super::{copy_data, At, CopyOutcome, CopyRequest, Fed, MetaOpts, Method, Outp
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
 
+thread_local! {
+    /// Whether this thread acts as root, once asked. Per thread: a daemon's session thread gives
+    /// up root for the module's user (`remote::creds`), and so do the threads it starts, while
+    /// the rest of the process stays root.
+    static ROOT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the calling thread acts as root.
 pub fn is_root() -> bool {
-    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
+    ROOT.with(|r| {
+        r.get().unwrap_or_else(|| {
+            let root = rustix::process::geteuid().is_root();
+            r.set(Some(root));
+            root
+        })
+    })
+}
+
+/// The calling thread now acts as another user: [`is_root`] asks again.
+pub fn identity_changed() {
+    ROOT.with(|r| r.set(None));
 }
 
 /// The owner a new file gets by default, so `chown` can be skipped when it is already right.
@@ -77,6 +95,22 @@ impl Dir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The folder's device and inode: what identifies it whatever its name.
+    pub fn id(&self) -> Result<(u64, u64)> {
+        let st = rustix::fs::fstat(&self.fd).at(Op::Stat, &self.path)?;
+        #[allow(clippy::unnecessary_cast)]
+        Ok((st.st_dev as u64, st.st_ino as u64))
+    }
+
+    /// The folder holding this one, opened as its `..` (the caller checks it is the one it
+    /// expects: a folder moved elsewhere has another `..`).
+    pub fn open_parent(&self) -> Result<Dir> {
+        let path = self.path.parent().unwrap_or(&self.path).to_path_buf();
+        let fd =
+            rustix::fs::openat(&self.fd, "..", DIR_FLAGS, Mode::empty()).at(Op::Open, &path)?;
+        Ok(Dir { fd, path })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -600,6 +634,26 @@ fn apply_file_meta(
     mode_set: bool,
 ) -> Result<()> {
     let (dst_at, opts) = (o.tmp, o.meta);
+    if opts.fake_super {
+        // What is stored in its place: no chown, modes without special bits (always set), the
+        // privileged rest in attributes.
+        let values = match xattrs {
+            XattrFrom::None => Xattrs::new(),
+            XattrFrom::Values(v) => v.clone(),
+            XattrFrom::File(_, src_at) => xattrs_of(src_at)?,
+        };
+        let (stored, values) = crate::fakesuper::store(meta, Some(&values));
+        let o = Output {
+            meta: MetaOpts {
+                fake_super: false,
+                owner: false,
+                xattrs: true,
+                ..o.meta
+            },
+            ..*o
+        };
+        return apply_file_meta(dst, &o, XattrFrom::Values(&values), &stored, false);
+    }
     if opts.owner && o.needs_chown(meta) {
         rustix::fs::fchown(
             dst,
@@ -646,15 +700,91 @@ fn apply_file_meta(
 }
 
 /// Opens (or creates) the fixed temporary of a resumable transfer, keeping what it holds.
+///
+/// Its name is fixed, so anything may stand there: a file a peer planted under it, a hard link
+/// to another file, a symlink, a fifo or a device. What stands there is written into only if
+/// it is a plain file of this user's with no other name; anything else is removed (never
+/// opened for writing: a device's open alone can act) and the transfer starts afresh.
 pub fn open_partial(at: At<'_>) -> Result<File> {
+    let fail = |e: rustix::io::Errno| Error::io(Op::Create, at.path(), e.into());
+    match open_own_file(at) {
+        Ok(Some(f)) => return Ok(f),
+        Ok(None) => match rustix::fs::unlinkat(&at.dir.fd, at.name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            // A folder under the name: left alone, and this transfer cannot be resumed.
+            Err(e) => return Err(fail(e)),
+        },
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(fail(e)),
+    }
     rustix::fs::openat(
         &at.dir.fd,
         at.name,
-        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
     .map(File::from)
-    .map_err(|e| Error::io(Op::Create, at.path(), e.into()))
+    .map_err(fail)
+}
+
+/// The existing plain file at `at`, opened for reading and writing, if it is one of this user's
+/// with no other name; `None` if something else stands there.
+fn open_own_file(at: At<'_>) -> rustix::io::Result<Option<File>> {
+    let own = |st: &rustix::fs::Stat| {
+        FileType::from_raw_mode(st.st_mode as _) == FileType::RegularFile
+            && st.st_nlink == 1
+            && st.st_uid == rustix::process::geteuid().as_raw()
+    };
+    // Linux: pinned first without opening it (`O_PATH` opens nothing, a device included),
+    // looked at, and only then opened for writing through the pin, which reaches the same inode
+    // whatever happened to the name meanwhile.
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let pin = rustix::fs::openat(
+            &at.dir.fd,
+            at.name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let pin = match pin {
+            Ok(p) => p,
+            // A symlink under the name (`O_PATH | O_NOFOLLOW` opens the link itself; some
+            // kernels refuse instead).
+            Err(rustix::io::Errno::LOOP) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !own(&rustix::fs::fstat(&pin)?) {
+            return Ok(None);
+        }
+        let again = format!("/proc/self/fd/{}", pin.as_raw_fd());
+        let f = rustix::fs::open(
+            again.as_str(),
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Some(File::from(f)))
+    }
+    // Elsewhere: opened without blocking and without a controlling terminal, then looked at.
+    #[cfg(not(target_os = "linux"))]
+    {
+        let f = match rustix::fs::openat(
+            &at.dir.fd,
+            at.name,
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(f) => f,
+            Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::ISDIR) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !own(&rustix::fs::fstat(&f)?) {
+            return Ok(None);
+        }
+        let flags = rustix::fs::fcntl_getfl(&f)? - OFlags::NONBLOCK;
+        rustix::fs::fcntl_setfl(&f, flags)?;
+        Ok(Some(File::from(f)))
+    }
 }
 
 /// Where a new file's extended attributes come from.
@@ -677,6 +807,7 @@ pub fn receive_to_temp(
 ) -> Result<CopyOutcome> {
     // As for a local copy: created with its final mode when the kernel keeps it exactly.
     let final_mode = !o.resume
+        && !o.meta.fake_super
         && meta.perm & 0o7000 == 0
         && meta.perm & o.umask == 0
         && !o.under_acl
@@ -721,6 +852,9 @@ pub fn apply_meta_at(
     opts: MetaOpts,
     xattrs: Option<&Xattrs>,
 ) -> Result<()> {
+    if opts.fake_super {
+        return apply_stored_meta_at(dst, meta, opts, xattrs);
+    }
     let fd = &dst.dir.fd;
     if opts.owner {
         rustix::fs::chownat(
@@ -733,11 +867,38 @@ pub fn apply_meta_at(
         .map_err(|e| Error::io(Op::Chown, dst.path(), e.into()))?;
     }
     if let Some(want) = xattrs.filter(|_| opts.xattrs) {
-        sync_xattrs(want, dst)?;
+        sync_xattrs(want, dst, opts.system_xattrs)?;
     }
     if meta.kind != Kind::Symlink {
         chmod_at(dst, meta.perm)?;
     }
+    set_mtime_at(dst, meta)
+}
+
+/// [`apply_meta_at`] under fake super: what is stored in the entry's place gets the stored mode,
+/// and its attributes (all of them, or, when the caller brings none, `user.blit.stat` alone)
+/// say the rest. A symlink can hold no `user.` attribute: only its time is set.
+fn apply_stored_meta_at(
+    dst: At<'_>,
+    meta: &Entry,
+    opts: MetaOpts,
+    xattrs: Option<&Xattrs>,
+) -> Result<()> {
+    let (stored, values) = crate::fakesuper::store(meta, xattrs);
+    if stored.kind != Kind::Symlink {
+        // Writable by its owner first: `user.` attributes need write access.
+        chmod_at(dst, stored.perm)?;
+        match xattrs {
+            Some(_) => sync_xattrs(&values, dst, false)?,
+            None => xattr::set(
+                xattr_path(dst),
+                crate::fakesuper::STAT,
+                &crate::fakesuper::stat_value(meta),
+            )
+            .at(Op::Xattr, &dst.path())?,
+        }
+    }
+    let _ = opts;
     set_mtime_at(dst, meta)
 }
 
@@ -911,7 +1072,9 @@ pub fn xattrs_of(at: At<'_>) -> Result<Xattrs> {
     Ok(out)
 }
 
-fn sync_xattrs(want: &Xattrs, dst: At<'_>) -> Result<()> {
+/// Makes `dst`'s extended attributes `want`. Without `system_xattrs`, privileged ones it has
+/// are left alone (see `crate::trust`).
+fn sync_xattrs(want: &Xattrs, dst: At<'_>, system_xattrs: bool) -> Result<()> {
     // The usual case, nothing wanted and nothing there, costs one size query relative to the
     // folder instead of a listing through the whole path (a deep tree's folders paid ~15 µs).
     if want.is_empty() && !has_xattrs(dst)? {
@@ -920,7 +1083,8 @@ fn sync_xattrs(want: &Xattrs, dst: At<'_>) -> Result<()> {
     let have = xattrs_of(dst)?;
     let p = xattr_path(dst);
     for (name, _) in &have {
-        if !want.iter().any(|(n, _)| n == name) {
+        let managed = system_xattrs || !crate::trust::privileged_xattr(name);
+        if managed && !want.iter().any(|(n, _)| n == name) {
             xattr::remove(&p, name).at(Op::Xattr, &dst.path())?;
         }
     }
@@ -949,8 +1113,12 @@ pub fn link_is_dir(_at: At<'_>) -> bool {
     false
 }
 
-/// Recreates a fifo or device node (devices need root).
-pub fn make_special_at(at: At<'_>, meta: &Entry) -> Result<()> {
+/// Recreates a fifo or device node (devices need root). Under fake super it is an empty plain
+/// file instead, which its attributes describe (see [`crate::fakesuper`]).
+pub fn make_special_at(at: At<'_>, meta: &Entry, opts: MetaOpts) -> Result<()> {
+    if opts.fake_super {
+        return create_temp(at, 0o600).map(drop);
+    }
     let ft = match meta.kind {
         Kind::Fifo => FileType::Fifo,
         Kind::CharDevice => FileType::CharacterDevice,
@@ -1248,6 +1416,8 @@ mod tests {
         let opts = MetaOpts {
             owner: false,
             xattrs: false,
+            system_xattrs: true,
+            fake_super: false,
         };
         assert!(apply_meta_at(at, &meta, opts, None).is_err());
         assert!(chmod_at(at, 0o777).is_err());

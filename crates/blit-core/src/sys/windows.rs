@@ -89,6 +89,17 @@ impl Dir {
         &self.path
     }
 
+    /// No identity is read here (folders are reached by path); `(0, 0)` checks nothing.
+    pub fn id(&self) -> Result<(u64, u64)> {
+        Ok((0, 0))
+    }
+
+    /// The folder holding this one.
+    pub fn open_parent(&self) -> Result<Dir> {
+        let parent = self.path.parent().unwrap_or(&self.path);
+        Dir::open(parent)
+    }
+
     pub fn read_names(&self) -> Result<Vec<(OsString, Option<Kind>)>> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.path).at(Op::ReadDir, &self.path)? {
@@ -353,6 +364,8 @@ pub fn set_mtime_at(dst: At<'_>, meta: &Entry) -> Result<()> {
     let opts = MetaOpts {
         owner: false,
         xattrs: false,
+        system_xattrs: true,
+        fake_super: false,
     };
     apply_meta_at(dst, meta, opts, None)
 }
@@ -508,7 +521,7 @@ pub fn symlink_at(target: &Path, at: At<'_>, is_dir: bool) -> Result<()> {
     .at(Op::Symlink, &path)
 }
 
-pub fn make_special_at(at: At<'_>, _meta: &Entry) -> Result<()> {
+pub fn make_special_at(at: At<'_>, _meta: &Entry, _opts: MetaOpts) -> Result<()> {
     Err(Error::io(
         Op::Create,
         at.path(),

@@ -79,7 +79,7 @@ impl Server {
     pub fn self_signed(dir: &Path) -> io::Result<Server> {
         let identity = dir.join("identity.pem");
         if !identity.exists() {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
             let made = rcgen::generate_simple_self_signed(vec!["blit-daemon".to_string()])
                 .map_err(other)?;
             let pem = format!("{}{}", made.key_pair.serialize_pem(), made.cert.pem());
@@ -121,15 +121,32 @@ impl Server {
     }
 }
 
+/// Makes the folder holding the identity (and its missing parents), readable by its owner
+/// alone.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// Writes a private key's file: a new file (never one that stands there already, nor through a
+/// symlink planted under its name), readable by its owner alone.
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
+    o.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
-    o.open(path)?.write_all(bytes)
+    o.open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
+        .write_all(bytes)
 }
 
 /// Accepts exactly one certificate (by fingerprint), or on first use any, remembering which.
@@ -211,12 +228,63 @@ pub fn known_hosts_path() -> Option<PathBuf> {
     Some(base.join("blit").join("known_hosts"))
 }
 
-fn known_fingerprint(file: &Path, host: &str) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines().find_map(|l| {
-        let mut parts = l.split_whitespace();
-        (parts.next() == Some(host)).then(|| parts.next().map(str::to_string))?
-    })
+/// The fingerprint `known_hosts` records for `host`, if any. The file is read as bytes and every
+/// line must parse (`HOST FINGERPRINT`, or a `#` comment): trust fails closed, so a file that
+/// cannot be read or understood is an error naming it, never "host unknown", which would trust
+/// whoever answers on first use and record it beside the real fingerprint.
+fn known_fingerprint(file: &Path, host: &str) -> io::Result<Option<String>> {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", file.display()),
+            ))
+        }
+    };
+    let bad = |n: usize, why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} line {n}: {why}; fix or remove it (trust is never decided from a file that \
+                 does not parse)",
+                file.display()
+            ),
+        )
+    };
+    let mut found: Option<String> = None;
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = std::str::from_utf8(line).map_err(|_| bad(i + 1, "not UTF-8"))?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(h), Some(fp), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad(i + 1, "not `HOST FINGERPRINT`"));
+        };
+        if !is_fingerprint(fp) {
+            return Err(bad(i + 1, "the fingerprint is not 64 hexadecimal digits"));
+        }
+        if h == host {
+            match &found {
+                Some(f) if !f.eq_ignore_ascii_case(fp) => {
+                    return Err(bad(
+                        i + 1,
+                        &format!("a second, different certificate for {h}"),
+                    ))
+                }
+                _ => found = Some(fp.to_string()),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `s` is a SHA-256 fingerprint as Blit writes it: 64 hexadecimal digits.
+pub fn is_fingerprint(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn remember(file: &Path, host: &str, fp: &str) -> io::Result<()> {
@@ -231,9 +299,31 @@ fn remember(file: &Path, host: &str, fp: &str) -> io::Result<()> {
 }
 
 /// Runs the client's handshake. `host` is `HOST:PORT` as the user wrote it (the known_hosts key).
+/// Without a pin, the daemon's certificate is checked against known_hosts, which must exist
+/// somewhere (`$BLIT_KNOWN_HOSTS`, the user's config folder): with nowhere to keep it nothing
+/// could ever be checked, and the connection is refused.
 pub fn connect(mut sock: TcpStream, host: &str, pin: Option<&str>) -> io::Result<Session> {
-    let known = known_hosts_path();
-    let recorded = known.as_deref().and_then(|k| known_fingerprint(k, host));
+    if let Some(p) = pin.filter(|p| !is_fingerprint(p)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--tls-fingerprint {p:?} is not 64 hexadecimal digits (a SHA-256)"),
+        ));
+    }
+    let (known, recorded) = match pin {
+        Some(_) => (None, None),
+        None => {
+            let file = known_hosts_path().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no known_hosts to check the daemon's certificate against (HOME, \
+                     XDG_CONFIG_HOME and BLIT_KNOWN_HOSTS are all unset): pin it with \
+                     --tls-fingerprint, or set BLIT_KNOWN_HOSTS",
+                )
+            })?;
+            let recorded = known_fingerprint(&file, host)?;
+            (Some(file), recorded)
+        }
+    };
     let want = pin.map(str::to_string).or(recorded.clone());
     let verifier = Arc::new(Pinned {
         want,
@@ -253,12 +343,12 @@ pub fn connect(mut sock: TcpStream, host: &str, pin: Option<&str>) -> io::Result
         rustls::client::UnbufferedClientConnection::new(Arc::new(config), name).map_err(other)?;
     let early = handshake(&mut conn, &mut sock, |c, b| c.process_tls_records(b))?;
     let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(other)?;
-    if pin.is_none() && recorded.is_none() {
+    if let (None, Some(file)) = (&recorded, known) {
         let seen = verifier.seen.lock().unwrap().clone();
-        if let (Some(fp), Some(file)) = (seen, known) {
+        if let Some(fp) = seen {
             eprintln!(
                 "blit: trusting {host} on first use: certificate fingerprint {fp} (recorded in {})",
-                file.display()
+                crate::names::escape(&file)
             );
             remember(&file, host, &fp)?;
         }
@@ -404,6 +494,31 @@ mod tests {
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 4099) as u8).collect()
+    }
+
+    /// The identity's file is made new, owner-only: a symlink planted under its name (to make
+    /// the daemon write its key elsewhere) or a file already there is refused, and left as it
+    /// was.
+    #[cfg(unix)]
+    #[test]
+    fn a_private_key_is_written_only_to_a_new_file_of_its_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"the attacker's file").unwrap();
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        assert!(write_private(&planted, b"KEY").is_err());
+        assert!(write_private(&target, b"KEY").is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"the attacker's file");
+        let fresh = dir.path().join("fresh");
+        write_private(&fresh, b"KEY").unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let nested = dir.path().join("a/b");
+        private_dir(&nested).unwrap();
+        let mode = std::fs::metadata(&nested).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     /// A daemon identity and a listener; the client pins the fingerprint (no known_hosts).
