@@ -100,6 +100,11 @@ pub struct TransferArgs {
     /// received are checked by BLAKE3 and kept)
     #[arg(long)]
     pub resume: bool,
+    /// Remote: the most memory (MiB) what the other side sends may take here: listings being
+    /// gathered (about 350 bytes per entry; one connection may use half), data not yet
+    /// written (default 320)
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..))]
+    pub max_memory: Option<u64>,
     /// Pull: restore owners, setuid/setgid bits, device nodes and security./trusted. xattrs
     /// exactly as the daemon describes them (a restore of a system backup, as root). Without
     /// it, what a daemon sends is kept only as far as any user could make it: files belong to

@@ -88,6 +88,9 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
     let cancel = CancelToken::new();
     install_interrupt_handler(cancel.clone());
     blit_core::sys::raise_fd_limit();
+    if let Some(mib) = a.max_memory {
+        blit_core::remote::budget::set_process_cap((mib as usize) << 20);
+    }
 
     let mut excludes = a.exclude.clone();
     for file in &a.exclude_from {

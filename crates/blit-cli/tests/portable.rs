@@ -342,7 +342,9 @@ fn delete_after_deletes_once_every_copy_is_done() {
 // client crosses the loopback to the native daemon), TLS on, the certificate pinned.
 // ---------------------------------------------------------------------------------------------
 
-/// A native `blit-daemon` serving `root` as module `m`; killed on drop.
+/// A native `blit-daemon` serving `root` as module `m`, trusted with everything (its sessions
+/// run as root and keep owners, modes and devices, behind a token), as a file server's would;
+/// killed on drop.
 struct Served {
     child: std::process::Child,
     port: u16,
@@ -350,14 +352,27 @@ struct Served {
     _tls: tempfile::TempDir,
 }
 
+/// The token of the served module.
+const TOKEN: &str = "portable-tests-token";
+
 impl Served {
     fn start(root: &Path) -> Served {
         use std::io::BufRead;
         let bin = Path::new(env!("CARGO_BIN_EXE_blit")).with_file_name("blit-daemon");
         let tls = tempfile::tempdir().unwrap();
+        let token = tls.path().join("token");
+        fs::write(&token, TOKEN).unwrap();
+        let config = tls.path().join("daemon.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\n[[module]]\nname = \"m\"\npath = {:?}\n\
+             token_file = {:?}\nuid = \"root\"\nkeep = [\"all\"]\n",
+            s(root),
+            s(&token)
+        );
+        fs::write(&config, text).unwrap();
         let mut child = std::process::Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--module"])
-            .arg(format!("m={}", s(root)))
+            .arg("--config")
+            .arg(&config)
             .arg("--tls-dir")
             .arg(tls.path())
             .stdin(std::process::Stdio::null())
@@ -393,11 +408,18 @@ impl Served {
         format!("blit://127.0.0.1:{}/m/{path}", self.port)
     }
 
-    /// Runs the client (`args` starts with the verb) with the daemon's certificate pinned.
+    /// Runs the client (`args` starts with the verb) with the daemon's certificate pinned and
+    /// the module's token; a pull takes the daemon's metadata as sent (`--trust-metadata`).
     fn run(&self, args: &[&str]) -> assert_cmd::assert::Assert {
         let mut all = vec![args[0], "--tls-fingerprint", &self.fingerprint];
+        let pull = args.len() >= 3 && args[args.len() - 2].starts_with("blit://");
+        if pull {
+            all.push("--trust-metadata");
+        }
         all.extend_from_slice(&args[1..]);
-        run(all)
+        let mut cmd = common::blit();
+        cmd.args(all).env("BLIT_TOKEN", TOKEN);
+        common::finish(cmd)
     }
 }
 

@@ -85,7 +85,7 @@ impl FakeTree {
                     .into_iter()
                     .map(Listed::Ok)
                     .collect(),
-                temps: Vec::new(),
+                more: false,
                 last: true,
             },
             Req::Read { rel, .. } | Req::ReadRange { rel, .. } => {
@@ -104,7 +104,7 @@ impl FakeTree {
                     .and_then(|f| f.iter().find(|e| e.name == name).cloned().map(Listed::Ok));
                 Rep::Entries {
                     entries: found.into_iter().collect(),
-                    temps: Vec::new(),
+                    more: false,
                     last: true,
                 }
             }
@@ -554,47 +554,34 @@ const ONE_PEER_MIB: u64 = 256;
 /// And 64 of them at once, all together.
 const MANY_PEERS_MIB: u64 = 1024;
 
-/// A listing reply frame of the most entries the frame limit lets through, each as small as
-/// the encoding allows.
-fn bloated_listing(last: bool) -> Vec<u8> {
+/// A listing reply frame of as many entries as the frame limit lets through, with names of
+/// `pad` bytes more than they need: as small as the encoding allows (`pad` 0: the most items a
+/// frame can hold, which decoding refuses), or larger, so that frame after frame is taken and a
+/// listing grows.
+fn bloated_listing(last: bool, pad: usize) -> Vec<u8> {
     let tiny = |i: u32| {
-        let mut e = wire_entry(format!("{i:x}").as_bytes(), 0, 0, 0);
+        let name = format!("{i:x}{}", "x".repeat(pad));
+        let mut e = wire_entry(name.as_bytes(), 0, 0, 0);
         (e.mtime_sec, e.mtime_nsec, e.perm, e.dev, e.nlink) = (0, 0, 0, 0, 0);
         Listed::Ok(e)
     };
-    let mut n = 1u32;
-    let mut entries: Vec<Listed> = Vec::new();
-    loop {
-        let batch: Vec<Listed> = (entries.len() as u32..n).map(tiny).collect();
-        entries.extend(batch);
+    let frame = |n: u32| {
         let rep = Rep::Entries {
-            entries,
-            temps: Vec::new(),
+            entries: (0..n).map(tiny).collect(),
             last,
+            more: false,
         };
-        let msg = Msg::Rep { id: 0, rep };
-        let len = wire::encode_msg(&msg).map(|f| f.len());
-        let Msg::Rep {
-            rep: Rep::Entries { entries: back, .. },
-            ..
-        } = msg
-        else {
-            unreachable!()
-        };
-        entries = back;
-        match len {
-            Ok(l) if l < wire::MAX_FRAME - 64 => n = n * 3 / 2 + 1,
-            _ => {
-                entries.truncate(entries.len() * 9 / 10);
-                let rep = Rep::Entries {
-                    entries,
-                    temps: Vec::new(),
-                    last,
-                };
-                return wire::encode_msg(&Msg::Rep { id: 0, rep }).unwrap();
-            }
+        wire::encode_msg(&Msg::Rep { id: 0, rep })
+    };
+    // The most entries that still fit, by halving the step.
+    let (mut n, mut step) = (0u32, 1u32 << 20);
+    while step > 0 {
+        if frame(n + step).is_ok() {
+            n += step;
         }
+        step /= 2;
     }
+    frame(n).unwrap()
 }
 
 /// The same reply frame (made with request id 0) for request `id`: the id is patched into the
@@ -622,11 +609,20 @@ fn with_id(frame: &[u8], id: u32) -> Vec<u8> {
     out
 }
 
-/// Answers every listing request of a push with frame after frame of bloated listings (a
-/// listing that never ends), as long as the daemon reads them; returns when it hangs up.
-fn flood_listings(mut s: TcpStream, frames: usize) {
-    static BLOATED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let bloated = BLOATED.get_or_init(|| bloated_listing(false));
+/// A bloated listing frame (see [`bloated_listing`]), made once per `pad` and shared.
+fn bloated(pad: usize) -> Vec<u8> {
+    static MADE: std::sync::Mutex<Vec<(usize, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap();
+    if !made.iter().any(|(p, _)| *p == pad) {
+        made.push((pad, bloated_listing(false, pad)));
+    }
+    made.iter().find(|(p, _)| *p == pad).unwrap().1.clone()
+}
+
+/// Answers every listing request with `frames` frames of a bloated listing (one that does not
+/// end), as long as the other side reads them; returns when it hangs up.
+fn flood_listings(mut s: TcpStream, frames: usize, pad: usize) {
+    let bloated = bloated(pad);
     s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
     while let Ok(Some(frame)) = wire::read_frame(&mut s) {
         let Frame::Msg(m) = frame else { continue };
@@ -637,7 +633,7 @@ fn flood_listings(mut s: TcpStream, frames: usize) {
         else {
             continue;
         };
-        let f = with_id(bloated, id);
+        let f = with_id(&bloated, id);
         for _ in 0..frames {
             if s.write_all(&f).is_err() {
                 return;
@@ -647,7 +643,7 @@ fn flood_listings(mut s: TcpStream, frames: usize) {
 }
 
 /// A push whose listings never end: the daemon must cut the session rather than hold them.
-fn listing_bomb(d: &Daemon, frames: usize) {
+fn listing_bomb(d: &Daemon, frames: usize, pad: usize) {
     let hello = Hello {
         module: "m".into(),
         path: b"landing".to_vec(),
@@ -656,7 +652,7 @@ fn listing_bomb(d: &Daemon, frames: usize) {
     };
     let (s, answer) = raw_hello(d, hello);
     assert_eq!(answer, Msg::Welcome(None));
-    flood_listings(s, frames);
+    flood_listings(s, frames, pad);
 }
 
 /// Reads with the largest `have` vector a frame holds, sent without reading any reply, on a
@@ -665,7 +661,8 @@ fn listing_bomb(d: &Daemon, frames: usize) {
 fn have_bomb(d: &Daemon, requests: u32) {
     static FRAME: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let frame = FRAME.get_or_init(|| {
-        let have = vec![[7u8; 32]; (wire::MAX_FRAME - 4096) / 33];
+        let n = (wire::MAX_FRAME - 4096) / (wire::HAVE_HASH + 1);
+        let have = vec![[7u8; wire::HAVE_HASH]; n];
         let req = Req::Read {
             rel: b"f".to_vec(),
             expect: None,
@@ -690,23 +687,28 @@ fn one_hostile_client_cannot_fill_the_daemons_memory() {
     let m = nobody_module(&sb);
     m.file("f", noise(8 << 20, 1));
     m.chown_all(NOBODY, NOBODY);
-    let mut d = Daemon::with_config_plain(&[module("m", m.root()).defaults().read_only()], "");
+    let ro = module("m", m.root()).defaults().read_only();
+    let mut d = Daemon::with_config_plain(&[ro], "");
     have_bomb(&d, 600);
     let peak = peak_mib(d.pid());
+    eprintln!("one client, have vectors: the daemon's peak {peak} MiB");
     d.assert_healthy();
     assert!(
         peak < ONE_PEER_MIB,
         "have vectors: the daemon reached {peak} MiB"
     );
 
-    let mut d = Daemon::quick_plain(&[("m", m.root())]);
-    listing_bomb(&d, 40);
-    let peak = peak_mib(d.pid());
-    d.assert_healthy();
-    assert!(
-        peak < ONE_PEER_MIB,
-        "endless listing: the daemon reached {peak} MiB"
-    );
+    for pad in [0, 200] {
+        let mut d = Daemon::quick_plain(&[("m", m.root())]);
+        listing_bomb(&d, 400, pad);
+        let peak = peak_mib(d.pid());
+        eprintln!("one client, endless listing (names +{pad} bytes): the daemon's peak {peak} MiB");
+        d.assert_healthy();
+        assert!(
+            peak < ONE_PEER_MIB,
+            "endless listing: the daemon reached {peak} MiB"
+        );
+    }
 }
 
 #[test]
@@ -715,21 +717,20 @@ fn sixty_four_hostile_clients_at_once_stay_within_a_gib() {
     let m = nobody_module(&sb);
     m.file("f", noise(8 << 20, 1));
     m.chown_all(NOBODY, NOBODY);
-    let mut d =
-        Daemon::with_config_plain(&[module("m", m.root()).defaults()], "max_connections = 128");
+    let m64 = module("m", m.root()).defaults();
+    let mut d = Daemon::with_config_plain(&[m64], "max_connections = 128");
     std::thread::scope(|s| {
         for i in 0..64 {
             let d = &d;
-            s.spawn(move || {
-                if i % 2 == 0 {
-                    have_bomb(d, 200)
-                } else {
-                    listing_bomb(d, 20)
-                }
+            // The heaviest attack on most: listings that are taken and grow.
+            s.spawn(move || match i % 4 {
+                0 => have_bomb(d, 200),
+                _ => listing_bomb(d, 400, 200),
             });
         }
     });
     let peak = peak_mib(d.pid());
+    eprintln!("64 clients at once: the daemon's peak {peak} MiB");
     d.assert_healthy();
     assert!(
         peak < MANY_PEERS_MIB,
@@ -765,34 +766,35 @@ fn client_peak(mut child: std::process::Child) -> u64 {
 #[test]
 fn a_hostile_daemon_cannot_fill_a_pulling_clients_memory() {
     let sb = Sandbox::new();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let daemon = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let (version, _) = wire::read_client_preamble(&mut s).unwrap();
-        wire::write_server_preamble(&mut s, version, false).unwrap();
-        let _hello = wire::read_frame(&mut s);
-        let root = wire_entry(b"m", 1, 4096, 1);
-        s.write_all(&wire::encode_msg(&Msg::Welcome(Some(root))).unwrap())
+    for pad in [0, 200] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let daemon = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let (version, _) = wire::read_client_preamble(&mut s).unwrap();
+            wire::write_server_preamble(&mut s, version, false).unwrap();
+            let _hello = wire::read_frame(&mut s);
+            let root = wire_entry(b"m", 1, 4096, 1);
+            s.write_all(&wire::encode_msg(&Msg::Welcome(Some(root))).unwrap())
+                .unwrap();
+            flood_listings(s, 400, pad);
+        });
+        let child = blit()
+            .args(["copy", "--no-tls", "--no-progress"])
+            .arg(format!("blit://127.0.0.1:{port}/m"))
+            .arg(sb.join(format!("dst{pad}")))
+            .env("BLIT_KNOWN_HOSTS", known_hosts())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
             .unwrap();
-        flood_listings(s, 40);
-    });
-    let child = blit()
-        .args([
-            "copy",
-            "--no-tls",
-            "--no-progress",
-            &format!("blit://127.0.0.1:{port}/m"),
-        ])
-        .arg(sb.join("dst"))
-        .env("BLIT_KNOWN_HOSTS", known_hosts())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let peak = client_peak(child);
-    let _ = daemon.join();
-    assert!(peak < ONE_PEER_MIB, "the client reached {peak} MiB");
+        let peak = client_peak(child);
+        let _ = daemon.join();
+        eprintln!(
+            "a daemon whose listings never end (names +{pad} bytes): the client's peak {peak} MiB"
+        );
+        assert!(peak < ONE_PEER_MIB, "the client reached {peak} MiB");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

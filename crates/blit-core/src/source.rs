@@ -24,6 +24,9 @@ use crate::tempname;
 pub struct Listed {
     pub entries: Vec<(OsString, Result<Entry>)>,
     pub temps: Vec<OsString>,
+    /// What holding a listing that came from a peer costs against the connection's memory
+    /// budget; given back when the listing is dropped (nothing for a local one).
+    pub charge: crate::remote::budget::Charge,
 }
 
 pub trait Source: Sync {
@@ -124,6 +127,7 @@ pub fn list_local(
     let mut out = Listed {
         entries: Vec::with_capacity(names.len()),
         temps: Vec::new(),
+        charge: Default::default(),
     };
     for (name, hint) in names {
         if hint.is_some_and(|k| tempname::is_leftover(&name, k == Kind::Dir)) {

@@ -120,6 +120,8 @@ struct Listing {
     temps: Vec<OsString>,
     /// Names that were listed but could not be stat'ed: their counterparts are left alone.
     unknown: HashSet<OsString>,
+    /// A peer's listing stays charged to its connection until merged.
+    _charge: crate::remote::budget::Charge,
 }
 
 /// A folder pair being merged.
@@ -293,7 +295,12 @@ struct Syncer<'a, S: Source> {
     release: Mutex<Vec<Release>>,
     failed_src: Mutex<HashSet<PathBuf>>,
     cross_device: AtomicBool,
+    /// Copy and deletion tasks handed out and not yet started (see [`Syncer::task`]).
+    queued: AtomicUsize,
 }
+
+/// Tasks that may wait for a worker at once; past it, a merge does the work itself.
+const QUEUED_TASKS: usize = 16_384;
 
 /// Runs the whole sync of `source` into `dst_root`. `Err` only for refusals before anything
 /// changed.
@@ -348,6 +355,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             release: Mutex::default(),
             failed_src: Mutex::default(),
             cross_device: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
         }
     }
 
@@ -483,6 +491,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             entries,
             unknown,
             temps: listed.temps,
+            _charge: listed.charge,
         }
     }
 
@@ -809,7 +818,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         match &node.dst {
             Some(dir) if self.opts.max_delete.is_none() && !self.opts.delete_after => {
                 let dir = Arc::clone(dir);
-                s.spawn(move |_| {
+                self.task(s, move || {
                     if self.cancelled() {
                         return;
                     }
@@ -822,6 +831,22 @@ impl<'a, S: Source> Syncer<'a, S> {
             }
             _ => self.deletes.lock().unwrap().push(b),
         }
+    }
+
+    /// Runs `f` (a copy or a deletion the merge of a folder hands out) as a task of the walk,
+    /// or at once, on the merging thread, when [`QUEUED_TASKS`] tasks already wait: each holds
+    /// its entries, and a folder of a million new files (or a peer's listing of them) would
+    /// otherwise queue a million before the first is done. Folders are always tasks (they
+    /// walk on; run in place they would recurse).
+    fn task<'s>(&'s self, s: &rayon::Scope<'s>, f: impl FnOnce() + Send + 's) {
+        if self.queued.load(Ordering::Relaxed) >= QUEUED_TASKS {
+            return f();
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        s.spawn(move |_| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            f()
+        });
     }
 
     /// One source entry `a`, with its destination counterpart `b` if any.
@@ -846,7 +871,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 let (src, dst) = (Arc::clone(&node.src), node.dst.clone());
                 let (setgid, acl) = (node.dst_setgid, node.dst_acl);
                 let hold = node.fresh.as_ref().map(|f| Hold::another(self, f));
-                s.spawn(move |_| {
+                self.task(s, move || {
                     // Held to the end of the task: the folder is named only after this write.
                     let hold = hold;
                     if self.cancelled() {

@@ -18,6 +18,9 @@ pub struct File {
     pub idle_timeout: Option<u64>,
     /// Worker threads per session.
     pub workers: Option<usize>,
+    /// MiB that what clients send may take in the daemon's memory, all sessions together (each
+    /// session up to half of it); a client past it has its session ended.
+    pub max_memory: Option<usize>,
     /// TLS on every session (default true); `false` serves plain TCP.
     pub tls: Option<bool>,
     /// PEM certificate chain and private key; without them a self-signed certificate is made
@@ -116,6 +119,12 @@ pub fn build(file: File, listen: Option<String>) -> anyhow::Result<Config> {
     }
     if modules.is_empty() {
         bail!("no modules to serve (give --module NAME=PATH or a config with [[module]])");
+    }
+    if let Some(mib) = file.max_memory {
+        if mib < 64 {
+            bail!("max_memory = {mib}: at least 64 (MiB)");
+        }
+        blit_core::remote::budget::set_process_cap(mib << 20);
     }
     let idle_timeout = Duration::from_secs(file.idle_timeout.unwrap_or(600).max(1));
     let opening = idle_timeout.min(blit_core::remote::server::OPENING_DEADLINE);

@@ -54,6 +54,8 @@ pub fn run() -> anyhow::Result<()> {
         file.tls_dir = args.tls_dir;
     }
     let cfg = config::build(file, args.listen)?;
+    // Deep trees and many sessions hold many folders open at once.
+    blit_core::sys::raise_fd_limit();
     let listener = TcpListener::bind(&cfg.listen)
         .map_err(|e| anyhow::anyhow!("listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;

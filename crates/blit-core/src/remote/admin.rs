@@ -16,7 +16,7 @@ use crate::sys::{self, At, Dir};
 use crate::tree::{self, Then, Visit};
 
 /// Entries `find` returns at most (the answer is one frame).
-const FIND_MAX: usize = 10_000;
+const FIND_MAX: usize = 4096;
 
 pub fn answer(module: &Module, root: &OwnedFd, rel: &Path, req: AdminReq) -> AdminRep {
     let r = match req {

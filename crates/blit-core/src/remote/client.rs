@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::budget::Charge;
 use super::chan::Chan;
 use super::names;
 use super::peer::{Handler, Peer};
@@ -152,10 +153,10 @@ fn secure(_stream: TcpStream, _url: &RemoteUrl, _access: &Access) -> io::Result<
 struct Quiet;
 
 impl Handler for Quiet {
-    fn request(&self, peer: &Arc<Peer>, _id: u32, _req: Req) {
+    fn request(&self, peer: &Arc<Peer>, _id: u32, _req: Req, _charge: Charge) {
         peer.close("the daemon sent a request during a pull");
     }
-    fn message(&self, _peer: &Arc<Peer>, _msg: Msg) {}
+    fn message(&self, _peer: &Arc<Peer>, _msg: Msg, _charge: Charge) {}
 }
 
 /// `blit copy|mirror|move blit://… LOCAL`: the engine runs here, reading through the daemon.
@@ -263,7 +264,8 @@ pub fn push(
             "{url}: unexpected answer to the hello"
         )));
     }
-    let (tx, rx) = mpsc::channel::<Option<Msg>>();
+    // The daemon's reports, each held (and charged) until shown.
+    let (tx, rx) = mpsc::channel::<Option<(Msg, Charge)>>();
     let tx2 = tx.clone();
     // Only a move may remove anything here; a daemon asking otherwise is refused.
     let tree = ServeTree::new(
@@ -271,8 +273,8 @@ pub fn push(
         name.clone(),
         job.mode != Mode::Move,
         job.opts.workers.unwrap_or_else(job::default_workers),
-        Box::new(move |m| {
-            let _ = tx.send(Some(m));
+        Box::new(move |m, charge| {
+            let _ = tx.send(Some((m, charge)));
         }),
         Box::new(move |_| {
             let _ = tx2.send(None);
@@ -287,7 +289,7 @@ pub fn push(
     let mut streams: Option<std::thread::JoinHandle<Vec<Arc<Peer>>>> = None;
     loop {
         let msg = match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(m)) => m,
+            Ok(Some((m, _charge))) => m,
             Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if cancel.is_cancelled() {
@@ -419,7 +421,7 @@ fn attach(
                 root.file_name().unwrap_or_default().to_os_string(),
                 true,
                 1,
-                Box::new(|_| {}),
+                Box::new(|_, _| {}),
                 Box::new(|_| {}),
             )
             .ok()?;

@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Opening connections one address may hold at once.
-pub const PER_ADDRESS: usize = 32;
+/// Opening connections one address may hold at once: room for a burst of honest clients on one
+/// host (each opening lasts a few round trips), far below what a flood needs to matter.
+pub const PER_ADDRESS: usize = 128;
 /// Opening connections the daemon holds at once, from all addresses.
 pub const IN_ALL: usize = 512;
 

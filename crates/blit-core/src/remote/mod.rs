@@ -4,6 +4,7 @@
 //! the client's tree the same way, while the client serves it ([`serve`]). docs/PROTOCOL.md
 //! describes the design and the wire format.
 
+pub mod budget;
 mod chan;
 pub mod client;
 pub mod names;

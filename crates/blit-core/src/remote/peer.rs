@@ -15,11 +15,11 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use super::wire::{self, Frame, Msg, Rep, Req};
-
+use super::budget::{Budget, Charge};
 use super::chan::Chan;
 #[cfg(any(target_os = "linux", target_os = "macos", windows))]
 use super::tls::Writer as TlsWriter;
+use super::wire::{self, Frame, Msg, Rep, Req};
 
 /// What arrives for a request.
 #[derive(Debug)]
@@ -28,30 +28,60 @@ pub enum Incoming {
     Data { offset: u64, data: Vec<u8> },
 }
 
-/// Frames of file data a reply may have buffered before the reader waits for the requester:
-/// bounds memory per transfer (and pushes back on the sender through TCP).
-const DATA_QUEUE: usize = 8;
+/// Frames of file data a transfer being copied may have buffered before the reader waits for
+/// it: bounds memory per transfer (and pushes back on the sender through TCP).
+const DATA_QUEUE: usize = 4;
+
+/// An item on its way to the requester, with what holding it costs.
+type Routed = (Incoming, Charge);
 
 enum Route {
     /// Listings and small replies: never block the reader.
-    Open(Sender<Incoming>),
-    /// File data: bounded.
-    Bounded(SyncSender<Incoming>),
+    Open(Sender<Routed>),
+    /// File data of a transfer being copied: bounded; the reader waits for room.
+    Bounded(SyncSender<Routed>),
+    /// File data of a small file asked for ahead of its copy: room for all of it; more than
+    /// that is a peer sending what was not asked for, and ends the session (waiting for a copy
+    /// that may be far off would stop every other reply).
+    Ahead(SyncSender<Routed>),
 }
 
 impl Route {
-    fn send(&self, i: Incoming) -> bool {
+    /// Hands the item over; `Err` only for a peer that overfilled an ahead route.
+    fn send(&self, i: Routed) -> io::Result<()> {
         match self {
-            Route::Open(s) => s.send(i).is_ok(),
-            Route::Bounded(s) => s.send(i).is_ok(),
+            Route::Open(s) => {
+                let _ = s.send(i);
+            }
+            Route::Bounded(s) => {
+                let _ = s.send(i);
+            }
+            Route::Ahead(s) => {
+                if let Err(mpsc::TrySendError::Full(_)) = s.try_send(i) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer sent more data for a file than the file holds",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn clone_route(&self) -> Route {
+        match self {
+            Route::Open(s) => Route::Open(s.clone()),
+            Route::Bounded(s) => Route::Bounded(s.clone()),
+            Route::Ahead(s) => Route::Ahead(s.clone()),
         }
     }
 }
 
-/// Hears what the other side sends besides replies.
+/// Hears what the other side sends besides replies. Each request and message comes with its
+/// charge against the connection's memory budget, to be dropped when it is no longer held.
 pub trait Handler: Send + Sync + 'static {
-    fn request(&self, peer: &Arc<Peer>, id: u32, req: Req);
-    fn message(&self, peer: &Arc<Peer>, msg: Msg);
+    fn request(&self, peer: &Arc<Peer>, id: u32, req: Req, charge: Charge);
+    fn message(&self, peer: &Arc<Peer>, msg: Msg, charge: Charge);
     /// The connection ended (cleanly or not).
     fn closed(&self, _why: &str) {}
 }
@@ -75,18 +105,26 @@ pub struct Peer {
     closed: Mutex<Option<String>>,
     is_closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// What the other side's frames held here take, capped (see `budget`).
+    held: Arc<Budget>,
 }
 
 /// A request's replies, as they come. Dropping it before the end discards what is still on its
 /// way and tells the other side to stop sending it.
 pub struct Replies {
     id: u32,
-    rx: Receiver<Incoming>,
+    rx: Receiver<Routed>,
     peer: Arc<Peer>,
 }
 
 impl Replies {
     pub fn next(&self) -> io::Result<Incoming> {
+        self.next_charged().map(|(i, _)| i)
+    }
+
+    /// The next item with its charge, for a caller that keeps what it carries (a listing
+    /// being gathered).
+    pub fn next_charged(&self) -> io::Result<Routed> {
         self.rx.recv().map_err(|_| self.peer.lost())
     }
 }
@@ -143,6 +181,7 @@ impl Peer {
             closed: Mutex::new(None),
             is_closed: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            held: Budget::connection(),
         });
         let w = {
             let peer = Arc::clone(&peer);
@@ -267,11 +306,23 @@ impl Peer {
         self.request_on(req, Route::Bounded(tx), rx)
     }
 
+    /// Sends a request for a small file ahead of its copy, whose whole reply (`frames` data
+    /// frames and the end) waits unread until then.
+    pub fn request_ahead(self: &Arc<Self>, req: Req, frames: usize) -> io::Result<Replies> {
+        let (tx, rx) = mpsc::sync_channel(frames + 1);
+        self.request_on(req, Route::Ahead(tx), rx)
+    }
+
+    /// Bytes the other side's frames take here now (what this side has not yet used).
+    pub fn held(&self) -> usize {
+        self.held.used()
+    }
+
     fn request_on(
         self: &Arc<Self>,
         req: Req,
         route: Route,
-        rx: Receiver<Incoming>,
+        rx: Receiver<Routed>,
     ) -> io::Result<Replies> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -324,22 +375,30 @@ impl Peer {
         self.serving.lock().unwrap().remove(&id);
     }
 
-    fn route(&self, id: u32, item: Incoming, last: bool) {
+    /// Hands an item to the request `id` awaits, charged at `weight`; an item for no request
+    /// (one cancelled, or never made) is dropped. `Err` when holding it would exceed the budget,
+    /// or the peer overfilled a route: the session ends.
+    fn route(&self, id: u32, item: Incoming, last: bool, weight: usize) -> io::Result<()> {
         // Look up without holding the lock while sending (a bounded send may wait).
         let route = {
             let mut p = self.pending.lock().unwrap();
             if last {
                 p.remove(&id)
             } else {
-                p.get(&id).map(|r| match r {
-                    Route::Open(s) => Route::Open(s.clone()),
-                    Route::Bounded(s) => Route::Bounded(s.clone()),
-                })
+                p.get(&id).map(Route::clone_route)
             }
         };
-        if let Some(r) = route {
-            r.send(item);
+        match route {
+            Some(r) => r.send((item, self.charge(weight)?)),
+            None => Ok(()),
         }
+    }
+
+    /// Charges what the other side sent against this connection's budget.
+    pub(crate) fn charge(&self, weight: usize) -> io::Result<Charge> {
+        self.held
+            .charge(weight)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 }
 
@@ -443,19 +502,19 @@ fn read_loop(
     mut r: Box<dyn BufRead + Send>,
     handler: &dyn Handler,
 ) -> io::Result<()> {
-    while let Some(frame) = wire::read_frame(&mut r)? {
+    while let Some((frame, weight)) = wire::read_frame_weighed(&mut r)? {
         match frame {
             Frame::Data { id, offset, data } => {
-                peer.route(id, Incoming::Data { offset, data }, false)
+                peer.route(id, Incoming::Data { offset, data }, false, weight)?
             }
             Frame::Msg(msg) => match *msg {
                 Msg::Rep { id, rep } => {
                     let last = !matches!(rep, Rep::Entries { last: false, .. });
-                    peer.route(id, Incoming::Rep(rep), last);
+                    peer.route(id, Incoming::Rep(rep), last, weight)?;
                 }
-                Msg::Req { id, req } => handler.request(peer, id, req),
+                Msg::Req { id, req } => handler.request(peer, id, req, peer.charge(weight)?),
                 Msg::Cancel(id) => peer.cancel_received(id),
-                msg => handler.message(peer, msg),
+                msg => handler.message(peer, msg, peer.charge(weight)?),
             },
         }
     }
@@ -470,8 +529,8 @@ mod tests {
 
     struct Ignore;
     impl Handler for Ignore {
-        fn request(&self, _: &Arc<Peer>, _: u32, _: Req) {}
-        fn message(&self, _: &Arc<Peer>, _: Msg) {}
+        fn request(&self, _: &Arc<Peer>, _: u32, _: Req, _: Charge) {}
+        fn message(&self, _: &Arc<Peer>, _: Msg, _: Charge) {}
     }
 
     /// Two peers over loopback; `b` gives up after 300 ms of silence.
@@ -499,7 +558,7 @@ mod tests {
     }
     const LIMIT: u32 = 50_000;
     impl Handler for Endless {
-        fn request(&self, peer: &Arc<Peer>, id: u32, _: Req) {
+        fn request(&self, peer: &Arc<Peer>, id: u32, _: Req, _: Charge) {
             peer.serving(id);
             let (peer, sent, done) = (
                 Arc::clone(peer),
@@ -526,7 +585,7 @@ mod tests {
                 done.store(true, Ordering::Relaxed);
             });
         }
-        fn message(&self, _: &Arc<Peer>, _: Msg) {}
+        fn message(&self, _: &Arc<Peer>, _: Msg, _: Charge) {}
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use super::budget::Charge;
 use super::names;
 use super::peer::{Handler, Peer};
 use super::wire::{self, Expect, Listed, Msg, Rep, Req, WireEntry, WireError};
@@ -20,11 +21,14 @@ use crate::error::{Error, Op, Result};
 use crate::source::{self, RESUME_BLOCK};
 use crate::sys::{self, At};
 
+/// Hears the messages that are not requests, each with its charge (held until dropped).
+pub type OnMessage = Box<dyn Fn(Msg, Charge) + Send + Sync>;
+
 pub struct ServeTree {
     tree: Arc<Tree>,
     pool: Pool,
     /// Messages that are not requests go here (the push client hears the daemon's events).
-    on_message: Box<dyn Fn(Msg) + Send + Sync>,
+    on_message: OnMessage,
     on_closed: Box<dyn Fn(&str) + Send + Sync>,
 }
 
@@ -35,7 +39,7 @@ impl ServeTree {
         root_name: std::ffi::OsString,
         read_only: bool,
         workers: usize,
-        on_message: Box<dyn Fn(Msg) + Send + Sync>,
+        on_message: OnMessage,
         on_closed: Box<dyn Fn(&str) + Send + Sync>,
     ) -> io::Result<Self> {
         let pool = Pool::new(workers.max(1))?;
@@ -104,7 +108,18 @@ impl ServeTree {
 impl Tree {
     fn serve(&self, peer: &Peer, id: u32, req: Req) -> io::Result<()> {
         let rep = match req {
-            Req::List { rel, xattrs } => return self.list(peer, id, &rel, xattrs),
+            Req::List {
+                rel,
+                xattrs,
+                after,
+                max_bytes,
+            } => {
+                let page = Page {
+                    after: after.as_deref(),
+                    max_bytes: (max_bytes as usize).clamp(PAGE_MIN, PAGE_MAX),
+                };
+                return self.list(peer, id, &rel, xattrs, page);
+            }
             Req::Read { rel, expect, have } => {
                 return self.read(peer, id, &rel, expect, &have, None)
             }
@@ -135,8 +150,8 @@ impl Tree {
         match looked {
             Ok(w) => Rep::Entries {
                 entries: vec![Listed::Ok(w)],
-                temps: Vec::new(),
                 last: true,
+                more: false,
             },
             Err(e) => Rep::Err(to_wire(&e, rel)),
         }
@@ -163,53 +178,98 @@ impl Tree {
         ))
     }
 
-    fn list(&self, peer: &Peer, id: u32, rel: &[u8], xattrs: bool) -> io::Result<()> {
-        let listed = wire_rel(rel).and_then(|rel| {
+    /// Sends one page of a folder's listing: the names after `page.after`, in byte order, as
+    /// many as about `page.max_bytes` of entries take (at least one), in frames of at most
+    /// [`wire::LISTING_BUDGET`]; the last frame says whether names remain.
+    fn list(
+        &self,
+        peer: &Peer,
+        id: u32,
+        rel: &[u8],
+        xattrs: bool,
+        page: Page<'_>,
+    ) -> io::Result<()> {
+        let names = wire_rel(rel).and_then(|rel| {
             let dir = self.dirs.dir(&rel)?;
-            let l = source::list_local(&dir, &rel, &|_, _| true, xattrs)?;
-            Ok((dir, l))
+            let names = page_names(&dir, page.after)?;
+            Ok((dir, names))
         });
-        let (dir, listed) = match listed {
+        let (dir, names) = match names {
             Ok(x) => x,
             Err(e) => {
                 let rep = Rep::Err(to_wire(&e, rel));
                 return peer.send(&Msg::Rep { id, rep });
             }
         };
-        let temps = listed
-            .temps
-            .into_iter()
-            .filter_map(|t| names::to_wire(&t).ok())
-            .collect();
+        let dir_rel = names::rel_from_wire(rel).unwrap_or_default();
         let mut batch = Vec::new();
-        let mut budget = 0usize;
-        for (name, entry) in listed.entries {
-            let item = match entry.and_then(|e| describe(&dir, &name, &e, xattrs, self.fake_super))
-            {
-                Ok(w) => Listed::Ok(w),
-                Err(e) => {
-                    let w = to_wire(&e, &rel_bytes(rel, &name));
-                    Listed::Err(lossy(&name), w)
-                }
+        let (mut in_frame, mut in_page) = (0usize, 0usize);
+        let mut names = names.into_iter().peekable();
+        for (name, hint) in names.by_ref() {
+            let Some(item) = self.listed(&dir, &dir_rel, rel, &name, hint, xattrs) else {
+                continue;
             };
-            budget += listed_size(&item);
-            batch.push(item);
-            if budget >= wire::LISTING_BUDGET {
+            let size = listed_size(&item);
+            if !batch.is_empty() && in_frame + size > wire::LISTING_BUDGET {
                 let rep = Rep::Entries {
                     entries: std::mem::take(&mut batch),
-                    temps: Vec::new(),
                     last: false,
+                    more: false,
                 };
                 peer.send(&Msg::Rep { id, rep })?;
-                budget = 0;
+                in_frame = 0;
+            }
+            in_frame += size;
+            in_page += size;
+            batch.push(item);
+            if in_page >= page.max_bytes {
+                break;
             }
         }
         let rep = Rep::Entries {
             entries: batch,
-            temps,
             last: true,
+            more: names.peek().is_some(),
         };
         peer.send(&Msg::Rep { id, rep })
+    }
+
+    /// One name of a folder as its listing describes it; `None` for one of Blit's temporaries.
+    fn listed(
+        &self,
+        dir: &sys::Dir,
+        dir_rel: &Path,
+        rel: &[u8],
+        name: &OsStr,
+        hint: Option<Kind>,
+        xattrs: bool,
+    ) -> Option<Listed> {
+        if hint.is_some_and(|k| crate::tempname::is_leftover(name, k == Kind::Dir)) {
+            return None;
+        }
+        let at = At::new(dir, name);
+        let described = sys::stat_at(at, dir_rel.join(name)).and_then(|e| {
+            if hint.is_none() && crate::tempname::is_leftover(name, e.kind == Kind::Dir) {
+                return Ok(None);
+            }
+            let e = source::with_xattr_probe(at, e, xattrs)?;
+            describe(dir, name, &e, xattrs, self.fake_super).map(Some)
+        });
+        let item = match described {
+            Ok(None) => return None,
+            Ok(Some(w)) => Listed::Ok(w),
+            Err(e) => Listed::Err(lossy(name), to_wire(&e, &rel_bytes(rel, name))),
+        };
+        if listed_size(&item) > wire::LISTING_BUDGET {
+            // Attributes too large for one message: that entry fails, the listing goes on.
+            let e = Error::io(
+                Op::Xattr,
+                dir.path().join(name),
+                io::Error::other("its extended attributes are larger than one message carries"),
+            );
+            return Some(Listed::Err(lossy(name), to_wire(&e, &rel_bytes(rel, name))));
+        }
+        Some(item)
     }
 
     fn read(
@@ -218,7 +278,7 @@ impl Tree {
         id: u32,
         rel: &[u8],
         expect: Option<Expect>,
-        have: &[[u8; 32]],
+        have: &[[u8; wire::HAVE_HASH]],
         range: Option<std::ops::Range<u64>>,
     ) -> io::Result<()> {
         match self.send_file(peer, id, rel, expect, have, range) {
@@ -240,7 +300,7 @@ impl Tree {
         id: u32,
         rel: &[u8],
         expect: Option<Expect>,
-        have: &[[u8; 32]],
+        have: &[[u8; wire::HAVE_HASH]],
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Rep> {
         // Cancelled while it waited for a worker (a copy that failed before its data came).
@@ -254,6 +314,16 @@ impl Tree {
         let before = sys::stat_fd(&file, at)?;
         if before.kind != Kind::File || expect.is_some_and(|x| !matches_expect(&before, x)) {
             return Ok(Rep::Changed);
+        }
+        if have.len() as u64 > before.size.div_ceil(RESUME_BLOCK) {
+            return Err(Error::io(
+                Op::Read,
+                at.path(),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "more resume hashes than the file has blocks",
+                ),
+            ));
         }
         let mut sent = 0u64;
         // Blocks the receiver holds: sent only where they differ (read whole, holes included,
@@ -275,7 +345,7 @@ impl Tree {
             if peer.is_cancelled(id) {
                 return Ok(Rep::Changed);
             }
-            if blake3::hash(&buf).as_bytes() != want {
+            if blake3::hash(&buf).as_bytes()[..wire::HAVE_HASH] != want[..] {
                 let mut frame = wire::buffer(17 + len);
                 frame.extend_from_slice(&wire::data_header(id, off, len));
                 frame.extend_from_slice(&buf);
@@ -366,6 +436,35 @@ impl Tree {
     }
 }
 
+/// What a listing request asks for (see `Req::List`).
+#[derive(Clone, Copy)]
+struct Page<'a> {
+    after: Option<&'a [u8]>,
+    max_bytes: usize,
+}
+
+/// The page sizes a listing request may ask for: at least this (each page reads the folder's
+/// names again, so tiny pages would make a large folder cost its square)...
+const PAGE_MIN: usize = 64 << 10;
+/// ...and at most this (what the requester holds of one page at once).
+const PAGE_MAX: usize = 16 << 20;
+
+/// A folder's names after `after`, in byte order (the order of the wire and of the
+/// receiver's merge), each with its type when the listing gives it.
+fn page_names(
+    dir: &sys::Dir,
+    after: Option<&[u8]>,
+) -> Result<Vec<(std::ffi::OsString, Option<Kind>)>> {
+    // Compared as their encoded bytes: a name's wire bytes on Unix, and on Windows too for
+    // every name the wire can carry (valid Unicode).
+    let mut names = dir.read_names()?;
+    if let Some(a) = after {
+        names.retain(|(n, _)| n.as_encoded_bytes() > a);
+    }
+    names.sort_unstable_by(|(a, _), (b, _)| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    Ok(names)
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Requests waiting for a worker, at most. Past it the connection's reader waits for room, so a
@@ -420,12 +519,14 @@ impl Drop for Pool {
 }
 
 impl Handler for ServeTree {
-    fn request(&self, peer: &Arc<Peer>, id: u32, req: Req) {
+    fn request(&self, peer: &Arc<Peer>, id: u32, req: Req, charge: Charge) {
         // Marked now, on the reader's thread, so a cancel read after it is heard.
         peer.serving(id);
         let peer = Arc::clone(peer);
         let tree = Arc::clone(&self.tree);
         self.pool.spawn(move || {
+            // The request stays charged while it waits for a worker and is served.
+            let _charge = charge;
             if let Err(e) = tree.serve(&peer, id, req) {
                 peer.close(&format!("send failed: {e}"));
             }
@@ -433,8 +534,8 @@ impl Handler for ServeTree {
         });
     }
 
-    fn message(&self, _peer: &Arc<Peer>, msg: Msg) {
-        (self.on_message)(msg);
+    fn message(&self, _peer: &Arc<Peer>, msg: Msg, charge: Charge) {
+        (self.on_message)(msg, charge);
     }
 
     fn closed(&self, why: &str) {
@@ -483,17 +584,22 @@ fn data_regions(f: &File, e: &Entry) -> Vec<(u64, u64)> {
     vec![(0, e.size)]
 }
 
+/// What an item takes once decoded by the receiver: the measure frames are filled to, so that
+/// an honest frame decodes well within [`wire::DECODE_BUDGET`] (and its encoding, never larger,
+/// within [`wire::MAX_FRAME`]).
 fn listed_size(l: &Listed) -> usize {
-    match l {
-        Listed::Ok(w) => {
-            96 + w.name.len()
-                + w.link.as_ref().map_or(0, Vec::len)
-                + w.xattrs
-                    .as_ref()
-                    .map_or(0, |x| x.iter().map(|(n, v)| n.len() + v.len() + 8).sum())
+    const PAIR: usize = std::mem::size_of::<(Vec<u8>, Vec<u8>)>();
+    std::mem::size_of::<Listed>()
+        + match l {
+            Listed::Ok(w) => {
+                w.name.len()
+                    + w.link.as_ref().map_or(0, Vec::len)
+                    + w.xattrs
+                        .as_ref()
+                        .map_or(0, |x| x.iter().map(|(n, v)| PAIR + n.len() + v.len()).sum())
+            }
+            Listed::Err(n, e) => n.len() + e.op.len() + e.path.len() + e.message.len(),
         }
-        Listed::Err(n, e) => 64 + n.len() + e.path.len() + e.message.len(),
-    }
 }
 
 /// A served root as the wire describes it, looked at through `path` (which it was resolved to),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::beneath;
+use super::budget::Charge;
 use super::chan::Chan;
 use super::client::action_code;
 use super::creds::{self, Creds};
@@ -388,7 +389,7 @@ fn pull(
         served.name.clone(),
         module.read_only,
         settings.workers,
-        Box::new(|_| {}),
+        Box::new(|_, _| {}),
         Box::new(move |_| {
             let _ = tx.send(());
         }),
@@ -435,10 +436,10 @@ fn shown(module: &Module, rel: &Path) -> String {
 struct Replies;
 
 impl Handler for Replies {
-    fn request(&self, peer: &Arc<Peer>, _id: u32, _req: Req) {
+    fn request(&self, peer: &Arc<Peer>, _id: u32, _req: Req, _charge: Charge) {
         peer.close("the client sent a request during a push");
     }
-    fn message(&self, _peer: &Arc<Peer>, _msg: Msg) {}
+    fn message(&self, _peer: &Arc<Peer>, _msg: Msg, _charge: Charge) {}
 }
 
 fn push(
@@ -506,10 +507,12 @@ fn push(
             includes: push.includes.clone(),
             max_delete: push.max_delete,
             delete_after: push.delete_after,
+            // The daemon's setting bounds what a client may ask (each worker copying a file
+            // holds a few of its frames).
             workers: Some(
                 push.workers
                     .map_or(settings.workers, |w| w as usize)
-                    .clamp(1, 64),
+                    .clamp(1, settings.workers.max(1)),
             ),
             fsync: push.fsync,
             verify: push.verify,

@@ -24,16 +24,23 @@ use crate::trust::Trust;
 
 /// Listings requested ahead of the engine, at most.
 const PREFETCH: usize = 64;
+/// Folders waiting for their turn to be requested ahead, at most (more are listed when the
+/// engine comes to them, without a head start).
+const PREFETCH_WAITING: usize = 4096;
+/// A listing asked for ahead comes as one page of about this many bytes (most folders whole);
+/// the rest, if any, is asked for when the engine takes the listing...
+const AHEAD_PAGE: u32 = 256 << 10;
+/// ...in pages of about this many (each page makes the sender read the folder's names again).
+const PAGE: u32 = 16 << 20;
+/// No listing is asked for ahead while the peer's frames hold this much here already.
+const AHEAD_HELD_MAX: usize = 16 << 20;
 /// Files requested ahead of the engine: only small ones (their whole reply fits the bounded
 /// queue of a transfer, so an unread one never holds up the connection), at most this many
 /// bytes in flight.
 const AHEAD_FILE_MAX: u64 = 256 << 10;
-const AHEAD_BYTES: u64 = 64 << 20;
+const AHEAD_BYTES: u64 = 16 << 20;
 /// And at most this many (empty files weigh nothing against the bytes).
 const AHEAD_FILES: usize = 1024;
-/// The most entries one folder's listing may hold: a peer that never ends a listing would
-/// otherwise grow this process's memory without bound.
-const MAX_LISTED: usize = 8_000_000;
 /// A stripe of a large file is at least this long, so the per-stripe cost (a request, an
 /// `open` and two `fstat`s at the sender, a thread here) stays negligible next to its data.
 const STRIPE_MIN: u64 = 16 << 20;
@@ -219,7 +226,12 @@ impl RemoteSource {
         }
     }
 
-    fn read_request(&self, rel: &Path, expect: Expect, have: Vec<[u8; 32]>) -> io::Result<Replies> {
+    fn read_request(
+        &self,
+        rel: &Path,
+        expect: Expect,
+        have: Vec<[u8; wire::HAVE_HASH]>,
+    ) -> io::Result<Replies> {
         self.peer.request_data(Req::Read {
             rel: rel_bytes(rel),
             expect: Some(expect),
@@ -268,10 +280,19 @@ impl RemoteSource {
             .and_then(|e| admitted(&self.trust, e).map_err(|e| self.lost(Op::Stat, rel, e)))
     }
 
-    fn list_request(&self, rel: &Path, xattrs: bool) -> io::Result<Replies> {
+    /// Asks for a page of a folder's listing: the names after `after`, about `max_bytes`.
+    fn list_request(
+        &self,
+        rel: &Path,
+        xattrs: bool,
+        after: Option<Vec<u8>>,
+        max_bytes: u32,
+    ) -> io::Result<Replies> {
         self.peer.request(Req::List {
             rel: rel_bytes(rel),
             xattrs,
+            after,
+            max_bytes,
         })
     }
 
@@ -542,6 +563,78 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
     })
 }
 
+impl RemoteSource {
+    /// One item of a listing of the folder `rel`, as the engine takes it: its local name and
+    /// entry (or why it failed); `None` for a name reserved for Blit's temporaries, which is
+    /// passed over.
+    fn listed_entry(&self, rel: &Path, item: WireListed) -> Option<(OsString, Result<Entry>)> {
+        match item {
+            WireListed::Ok(mut w) => {
+                let raw = std::mem::take(&mut w.name);
+                if names::reserved(&raw, w.kind == wire::kind_code(Kind::Dir)) {
+                    return None;
+                }
+                Some(match names::from_wire_or_lossy(raw) {
+                    Ok(name) => {
+                        let child = to_entry(rel.join(&name), &w)
+                            .map_err(|e| self.lost(Op::ReadDir, rel, e))
+                            .and_then(|e| {
+                                admitted(&self.trust, e).map_err(|e| {
+                                    Error::io(Op::Create, self.shown_path(&rel.join(&name)), e)
+                                })
+                            });
+                        (name, child)
+                    }
+                    // A name this OS cannot hold: that entry fails, by its shown name.
+                    Err((e, shown)) => {
+                        let path = self.shown_path(&rel.join(&shown));
+                        (shown, Err(Error::io(Op::ReadDir, path, e)))
+                    }
+                })
+            }
+            WireListed::Err(raw, e) => {
+                let name = names::from_wire_or_lossy(raw).unwrap_or_else(|(_, shown)| shown);
+                Some((name, Err(self.wire_error(e))))
+            }
+        }
+    }
+}
+
+/// A listing page that does not go past the one before: the folder would be asked for again
+/// and again.
+fn out_of_order() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the peer's listing does not advance",
+    )
+}
+
+/// What one entry of a gathered listing takes in memory: the item itself, its name, its path
+/// and what it carries (a link's target, xattrs), each allocation at least a small block.
+fn held_size(name: &OsStr, entry: &Result<Entry>) -> usize {
+    fn alloc(n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            n.max(24).next_multiple_of(16) + 16
+        }
+    }
+    let mut n = std::mem::size_of::<(OsString, Result<Entry>)>() + alloc(name.len());
+    match entry {
+        Ok(e) => {
+            n += alloc(e.rel.as_os_str().len());
+            if let Some(x) = &e.extra {
+                n += 64 + x.link.as_ref().map_or(0, |l| alloc(l.as_os_str().len()));
+                for (k, v) in x.xattrs.iter().flatten() {
+                    n += 48 + alloc(k.len()) + alloc(v.len());
+                }
+            }
+        }
+        Err(e) => n += 128 + e.to_string().len(),
+    }
+    n
+}
+
 /// A peer's entry as this side takes it (see `crate::trust`).
 fn admitted(trust: &Trust, e: Entry) -> io::Result<Entry> {
     trust
@@ -585,60 +678,44 @@ impl Source for RemoteSource {
             p.queued.remove(rel);
             p.asked.remove(rel)
         };
-        let replies = match ahead {
+        let mut replies = match ahead {
             Some(r) => r,
             None => self
-                .list_request(rel, xattrs)
+                .list_request(rel, xattrs, None, PAGE)
                 .map_err(|e| self.lost(Op::ReadDir, rel, e))?,
         };
         let mut out = Listed::default();
         let mut subdirs = Vec::new();
+        // The greatest name received (as the wire's bytes), to ask for what follows, and the
+        // one the last page was asked after.
+        let mut last_name: Option<Vec<u8>> = None;
+        let mut asked_after: Option<Vec<u8>> = None;
         loop {
-            let rep = replies.next().map_err(|e| self.lost(Op::ReadDir, rel, e))?;
-            let (entries, temps, last) = match rep {
+            // The frame's charge is given back once its entries are taken into the listing,
+            // which is charged for what they take there, for as long as it is held.
+            let (rep, _frame) = replies
+                .next_charged()
+                .map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+            let (entries, last, more) = match rep {
                 Incoming::Rep(Rep::Entries {
                     entries,
-                    temps,
                     last,
-                }) => (entries, temps, last),
+                    more,
+                }) => (entries, last, more),
                 Incoming::Rep(Rep::Err(e)) => return Err(self.wire_error(e)),
                 _ => return Err(self.lost(Op::ReadDir, rel, unexpected())),
             };
-            // The peer's own temporaries: nothing this side needs (only a destination's are
-            // cleaned up), so not even held.
-            drop(temps);
             for item in entries {
-                let (name, entry) = match item {
-                    WireListed::Ok(mut w) => {
-                        let raw = std::mem::take(&mut w.name);
-                        names::plain(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
-                        if names::reserved(&raw, w.kind == wire::kind_code(Kind::Dir)) {
-                            continue;
-                        }
-                        match names::from_wire_or_lossy(raw) {
-                            Ok(name) => {
-                                let path = self.shown_path(&rel.join(&name));
-                                let child = to_entry(rel.join(&name), &w)
-                                    .map_err(|e| self.lost(Op::ReadDir, rel, e))
-                                    .and_then(|e| {
-                                        admitted(&self.trust, e)
-                                            .map_err(|e| Error::io(Op::Create, path, e))
-                                    });
-                                (name, child)
-                            }
-                            // A name this OS cannot hold: that entry fails, by its shown name.
-                            Err((e, shown)) => {
-                                let path = self.shown_path(&rel.join(&shown));
-                                (shown, Err(Error::io(Op::ReadDir, path, e)))
-                            }
-                        }
-                    }
-                    WireListed::Err(raw, e) => {
-                        names::plain(&raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
-                        let name =
-                            names::from_wire_or_lossy(raw).unwrap_or_else(|(_, shown)| shown);
-                        (name, Err(self.wire_error(e)))
-                    }
+                let raw = match &item {
+                    WireListed::Ok(w) => &w.name,
+                    WireListed::Err(raw, _) => raw,
+                };
+                names::plain(raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                if last_name.as_ref().is_none_or(|l| raw > l) {
+                    last_name = Some(raw.clone());
+                }
+                let Some((name, entry)) = self.listed_entry(rel, item) else {
+                    continue;
                 };
                 if let Ok(e) = &entry {
                     let is_dir = e.kind == Kind::Dir;
@@ -649,24 +726,41 @@ impl Source for RemoteSource {
                         subdirs.push(e.rel.clone());
                     }
                 }
+                let held = self
+                    .peer
+                    .charge(held_size(&name, &entry))
+                    .map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                out.charge.absorb(held);
                 out.entries.push((name, entry));
             }
-            if last {
+            if !last {
+                continue;
+            }
+            if !more {
                 break;
             }
-            if out.entries.len() > MAX_LISTED {
-                let why = format!("the listing holds more than {MAX_LISTED} entries");
-                return Err(self.lost(Op::ReadDir, rel, io::Error::other(why)));
-            }
+            // The rest of the folder, after the last name received; a page that did not get past
+            // the one before would be asked for again and again.
+            let after = last_name
+                .clone()
+                .filter(|l| asked_after.as_ref().is_none_or(|a| l > a))
+                .ok_or_else(|| self.lost(Op::ReadDir, rel, out_of_order()))?;
+            asked_after = Some(after.clone());
+            replies = self
+                .list_request(rel, xattrs, Some(after), PAGE)
+                .map_err(|e| self.lost(Op::ReadDir, rel, e))?;
         }
         // Ask for the subfolders now, so their listings travel while this one is merged; those
         // beyond the window wait their turn and are asked as listings are taken.
         let mut ahead = self.prefetched.lock().unwrap();
         for sub in subdirs {
+            if ahead.waiting.len() >= PREFETCH_WAITING {
+                break;
+            }
             ahead.queued.insert(sub.clone());
             ahead.waiting.push_back(sub);
         }
-        while ahead.asked.len() < PREFETCH {
+        while ahead.asked.len() < PREFETCH && self.peer.held() < AHEAD_HELD_MAX {
             let Some(sub) = ahead.waiting.pop_front() else {
                 break;
             };
@@ -674,7 +768,7 @@ impl Source for RemoteSource {
                 // The engine listed it already, without waiting for its turn here.
                 continue;
             }
-            if let Ok(r) = self.list_request(&sub, xattrs) {
+            if let Ok(r) = self.list_request(&sub, xattrs, None, AHEAD_PAGE) {
                 ahead.asked.insert(sub, r);
             }
         }
@@ -806,7 +900,13 @@ impl Source for RemoteSource {
                 continue;
             };
             let rel = Self::rel_of(dir, name);
-            if let Ok(r) = self.read_request(&rel, expect_of(e), Vec::new()) {
+            let req = Req::Read {
+                rel: rel_bytes(&rel),
+                expect: Some(expect_of(e)),
+                have: Vec::new(),
+            };
+            let frames = (e.size.div_ceil(wire::DATA_CHUNK as u64) as usize).max(1);
+            if let Ok(r) = self.peer.request_ahead(req, frames) {
                 ahead.bytes += e.size;
                 ahead.files.insert(rel, (r, e.size));
             }
@@ -818,21 +918,26 @@ impl Source for RemoteSource {
 /// incomplete rest (so nothing unverified remains past them). Opened the way the transfer will
 /// write it ([`sys::open_partial`]): whatever else stands under the name is removed first, so
 /// the blocks described are the file's own.
-fn partial_blocks(tmp: At<'_>) -> Result<Vec<[u8; 32]>> {
+fn partial_blocks(tmp: At<'_>) -> Result<Vec<[u8; wire::HAVE_HASH]>> {
     let file = sys::open_partial(tmp)?;
     let len = file
         .metadata()
         .map_err(|e| Error::io(Op::Stat, tmp.path(), e))?
         .len();
-    // The hashes travel in one request frame.
-    let max = (wire::MAX_FRAME - 4096) / 33;
+    // The hashes travel in one request frame (the blocks past them are sent again).
+    let max = (wire::MAX_FRAME - 4096) / (wire::HAVE_HASH + 1);
     let blocks = ((len / RESUME_BLOCK) as usize).min(max);
     let mut out = Vec::with_capacity(blocks);
     let mut buf = vec![0u8; RESUME_BLOCK as usize];
     for i in 0..blocks {
         read_exact_at(&file, &mut buf, i as u64 * RESUME_BLOCK)
             .map_err(|e| Error::io(Op::Read, tmp.path(), e))?;
-        out.push(*blake3::hash(&buf).as_bytes());
+        let h = blake3::hash(&buf);
+        out.push(
+            h.as_bytes()[..wire::HAVE_HASH]
+                .try_into()
+                .expect("a prefix"),
+        );
     }
     let keep = blocks as u64 * RESUME_BLOCK;
     if len > keep {

@@ -8,8 +8,11 @@
 //! - type 1, file data: request id (u32 LE), offset (u64 LE), then the raw bytes, so bulk data
 //!   costs no encoding at all.
 //!
-//! Every length is checked before anything is allocated: a frame longer than [`MAX_FRAME`] is an
-//! error, and so is any body that does not decode completely.
+//! Every length is checked before anything is allocated: a message frame longer than
+//! [`MAX_FRAME`] (or a data frame with more than [`DATA_CHUNK`] bytes) is an error, and so is any
+//! body that does not decode completely. What a message decodes into is bounded too: each list
+//! in it is counted as it is read, at the size its items take in memory (see [`bounded`]), so a
+//! frame of a megabyte cannot become a hundred megabytes of tiny structures.
 
 use std::io::{self, Read, Write};
 
@@ -19,17 +22,27 @@ pub const MAGIC: &[u8; 4] = b"BLIT";
 /// Version 2 added striped transfers of large files (`ReadRange`, `Role::Attach`,
 /// `Msg::Streams`, `PushJob::streams`); version 3 added `Stat` (a file that changed while read is
 /// looked at again before it is read again) and `Msg::Cancel`; version 4 added
-/// `PushJob::delete_after`. Older encodings of these messages differ, so an older peer is
-/// refused at the preamble rather than misread.
-pub const VERSION: u16 = 4;
-/// A frame's body may not exceed this. Data frames carry at most [`DATA_CHUNK`] bytes; a message
-/// with more (a huge folder's listing) is split by its sender.
-pub const MAX_FRAME: usize = 4 << 20;
+/// `PushJob::delete_after`; version 5 bounds what a peer can make the other side hold: listings
+/// come in pages asked for one at a time (`List::after`, `List::max_bytes`, `Entries::more`),
+/// carry no temporaries, messages are at most 1 MiB, and resume hashes are 16 bytes. Older
+/// encodings of these messages differ, so an older peer is refused at the preamble rather than
+/// misread.
+pub const VERSION: u16 = 5;
+/// A message frame's body may not exceed this (a data frame's: [`DATA_CHUNK`] bytes and its
+/// 12-byte header). A listing larger than this is cut into frames by its sender.
+pub const MAX_FRAME: usize = 1 << 20;
 /// File data per frame: large enough that the per-frame cost vanishes, small enough that one
 /// big file does not hold the connection for long.
 pub const DATA_CHUNK: usize = 1 << 20;
-/// Listing entries per reply frame are limited by this many bytes of names and attributes.
-pub const LISTING_BUDGET: usize = 1 << 20;
+/// Listing entries per reply frame are limited by this many bytes of names and attributes (a
+/// generous estimate of their encoding, below [`MAX_FRAME`]).
+pub const LISTING_BUDGET: usize = MAX_FRAME - (64 << 10);
+/// Bytes of resume hash per block (a BLAKE3 prefix: what tells a block already held from one that
+/// differs; 128 bits put a mistaken match beyond reach).
+pub const HAVE_HASH: usize = 16;
+/// What one message may decode into beyond its own bytes: the memory of the items of its lists.
+/// Twice what an honest sender puts in a frame (see [`LISTING_BUDGET`]).
+pub const DECODE_BUDGET: usize = 2 << 20;
 
 const TYPE_MSG: u8 = 0;
 const TYPE_DATA: u8 = 1;
@@ -152,7 +165,9 @@ pub struct PushJob {
     pub mode: u8,
     pub dry_run: bool,
     pub checksum: bool,
+    #[serde(deserialize_with = "bounded::vec")]
     pub excludes: Vec<String>,
+    #[serde(deserialize_with = "bounded::vec")]
     pub includes: Vec<String>,
     pub max_delete: Option<u64>,
     pub delete_after: bool,
@@ -197,10 +212,11 @@ pub enum AdminReq {
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum AdminRep {
-    Modules(Vec<ModuleInfo>),
+    Modules(#[serde(deserialize_with = "bounded::vec")] Vec<ModuleInfo>),
     /// `more`: the answer was cut to fit a frame (`ls`: ask again after the last name; `find`:
     /// it stopped at its limit).
     Entries {
+        #[serde(deserialize_with = "bounded::vec")]
         entries: Vec<(Vec<u8>, WireEntry)>,
         more: bool,
     },
@@ -230,18 +246,25 @@ pub struct ModuleInfo {
 /// Requests from the side running the engine to the side holding the source tree.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum Req {
-    /// A folder's entries; with `xattrs`, each entry's extended attributes too.
+    /// A page of a folder's entries, in name order (bytes): those after `after` (from the
+    /// first if `None`), about `max_bytes` of them (at least one); with `xattrs`, each entry's
+    /// extended attributes too. The last reply says whether more follow (ask again after the
+    /// last name), so a receiver holds only what it asked for.
     List {
         rel: Vec<u8>,
         xattrs: bool,
+        after: Option<Vec<u8>>,
+        max_bytes: u32,
     },
     /// Send a file's content; `expect` is what the listing saw (a differing file is "changed").
-    /// `have`: BLAKE3 of the first blocks (of `source::RESUME_BLOCK` bytes) the receiver
-    /// already holds from an interrupted run; blocks that match are not sent again.
+    /// `have`: the first [`HAVE_HASH`] bytes of the BLAKE3 of each of the first blocks (of
+    /// `source::RESUME_BLOCK` bytes) the receiver already holds from an interrupted run;
+    /// blocks that match are not sent again. At most as many as the file has blocks.
     Read {
         rel: Vec<u8>,
         expect: Option<Expect>,
-        have: Vec<[u8; 32]>,
+        #[serde(deserialize_with = "bounded::vec")]
+        have: Vec<[u8; HAVE_HASH]>,
     },
     Hash(Vec<u8>),
     Remove(Vec<u8>),
@@ -273,11 +296,13 @@ pub struct Expect {
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum Rep {
-    /// Part of a listing; `last` ends it.
+    /// Part of a listing (or a `Stat`'s entry); `last` ends the reply, and with `more` says the
+    /// folder has names after the last one sent.
     Entries {
+        #[serde(deserialize_with = "bounded::vec")]
         entries: Vec<Listed>,
-        temps: Vec<Vec<u8>>,
         last: bool,
+        more: bool,
     },
     /// A `Read` is complete (its data frames came before): this many bytes.
     ReadDone(u64),
@@ -312,6 +337,7 @@ pub struct WireEntry {
     pub nlink: u64,
     pub blocks: u64,
     pub rdev: u64,
+    #[serde(deserialize_with = "bounded::option_vec")]
     pub xattrs: Option<Vec<(Vec<u8>, Vec<u8>)>>,
     pub link: Option<Vec<u8>>,
 }
@@ -342,6 +368,7 @@ pub struct Finished {
     pub unchanged: u64,
     pub kept: u64,
     pub interrupted: bool,
+    #[serde(deserialize_with = "bounded::vec")]
     pub methods: Vec<(String, u64)>,
     pub source_entries: u64,
     pub dest_entries: u64,
@@ -389,22 +416,25 @@ pub fn data_header(id: u32, offset: u64, len: usize) -> [u8; 17] {
 
 /// Reads one frame; `Ok(None)` at a clean end of stream (between frames).
 pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
+    read_frame_weighed(r).map(|f| f.map(|(f, _)| f))
+}
+
+/// [`read_frame`], with the memory the frame takes once decoded (see [`decode_weighed`]).
+pub fn read_frame_weighed(r: &mut impl Read) -> io::Result<Option<(Frame, usize)>> {
     let mut head = [0u8; 5];
     match r.read(&mut head[..1])? {
         0 => return Ok(None),
         _ => r.read_exact(&mut head[1..])?,
     }
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if len > MAX_FRAME {
-        return Err(invalid(format!(
-            "frame of {len} bytes exceeds the limit of {MAX_FRAME}"
-        )));
-    }
     match head[4] {
+        TYPE_MSG if len > MAX_FRAME => Err(invalid(format!(
+            "message of {len} bytes exceeds the limit of {MAX_FRAME}"
+        ))),
         TYPE_MSG => {
             let mut body = vec![0u8; len];
             r.read_exact(&mut body)?;
-            decode_msg(&body).map(|m| Some(Frame::Msg(Box::new(m))))
+            decode_weighed(&body).map(|(m, w)| Some((Frame::Msg(Box::new(m)), w)))
         }
         TYPE_DATA => {
             if len < 12 {
@@ -424,7 +454,8 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
             let offset = u64::from_le_bytes(h[4..12].try_into().expect("8 bytes"));
             let mut data = buffer_len(len - 12);
             r.read_exact(&mut data)?;
-            Ok(Some(Frame::Data { id, offset, data }))
+            let weight = data.capacity();
+            Ok(Some((Frame::Data { id, offset, data }, weight)))
         }
         t => Err(invalid(format!("unknown frame type {t}"))),
     }
@@ -432,12 +463,105 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
 
 /// Decodes a message body, which must be consumed exactly.
 pub fn decode_msg(body: &[u8]) -> io::Result<Msg> {
-    let (msg, rest) =
-        postcard::take_from_bytes::<Msg>(body).map_err(|e| invalid(format!("bad message: {e}")))?;
+    decode_weighed(body).map(|(m, _)| m)
+}
+
+/// Decodes a message body, and says how much memory the message takes: its bytes and what its
+/// lists decoded into (the measure a receiver charges for holding it).
+pub fn decode_weighed(body: &[u8]) -> io::Result<(Msg, usize)> {
+    bounded::DECODED.with(|d| d.set(0));
+    let decoded = postcard::take_from_bytes::<Msg>(body);
+    let extra = bounded::DECODED.with(|d| d.replace(0));
+    let (msg, rest) = decoded.map_err(|e| {
+        // The codec keeps no text of its own errors: the budget's is told apart here.
+        if extra > DECODE_BUDGET {
+            invalid(format!(
+                "bad message: it decodes into more than {} MiB",
+                DECODE_BUDGET >> 20
+            ))
+        } else {
+            invalid(format!("bad message: {e}"))
+        }
+    })?;
     if !rest.is_empty() {
         return Err(invalid("trailing bytes after a message"));
     }
-    Ok(msg)
+    Ok((msg, body.len() + extra))
+}
+
+/// Deserializers for the lists of a message that count each item, at its size in memory,
+/// against [`DECODE_BUDGET`] as it is read: decoding stops at the budget, not at the end of
+/// memory. (A list of bytes needs none: its items take what the frame holds.)
+mod bounded {
+    use std::cell::Cell;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
+
+    thread_local! {
+        /// Bytes of list items decoded for the message being decoded on this thread.
+        pub(super) static DECODED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Counts `n` more bytes; past the budget the count is left above it, which is how the
+    /// caller tells this error from the codec's own.
+    fn charge<E: Error>(n: usize) -> Result<(), E> {
+        DECODED.with(|d| {
+            let now = d.get().saturating_add(n);
+            d.set(now);
+            if now > super::DECODE_BUDGET {
+                return Err(E::custom("past the decoding budget"));
+            }
+            Ok(())
+        })
+    }
+
+    struct Items<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Items<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            loop {
+                charge::<A::Error>(std::mem::size_of::<T>().max(1))?;
+                match seq.next_element()? {
+                    Some(item) => out.push(item),
+                    None => return Ok(out),
+                }
+            }
+        }
+    }
+
+    pub fn vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(Items(PhantomData))
+    }
+
+    pub fn option_vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<T>>, D::Error> {
+        struct Opt<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Opt<T> {
+            type Value = Option<Vec<T>>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an optional list")
+            }
+
+            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+                vec(d).map(Some)
+            }
+        }
+        d.deserialize_option(Opt(PhantomData))
+    }
 }
 
 /// Writes the client's preamble: the versions it speaks, and whether it wants TLS.
@@ -534,7 +658,7 @@ mod tests {
             req: Req::Read {
                 rel: b"a/b".to_vec(),
                 expect: None,
-                have: vec![[7; 32]],
+                have: vec![[7; HAVE_HASH]],
             },
         };
         let bytes = encode_msg(&msg).unwrap();
@@ -561,6 +685,44 @@ mod tests {
         full.resize(full.len() + DATA_CHUNK, 0);
         assert!(read_frame(&mut &full[..]).is_ok());
         assert!(read_frame(&mut &[][..]).unwrap().is_none());
+    }
+
+    /// A frame of a megabyte of tiny list items is refused while being decoded, once its items
+    /// would take more than the budget in memory; a frame of ordinary size decodes.
+    #[test]
+    fn a_message_cannot_decode_into_more_than_its_budget() {
+        let tiny = |i: usize| {
+            Listed::Ok(WireEntry {
+                name: vec![b'a' + (i % 26) as u8],
+                ..WireEntry::default()
+            })
+        };
+        let entries: Vec<Listed> = (0..60_000).map(tiny).collect();
+        let msg = Msg::Rep {
+            id: 1,
+            rep: Rep::Entries {
+                entries,
+                last: true,
+                more: false,
+            },
+        };
+        let frame = encode_msg(&msg).unwrap();
+        assert!(frame.len() < MAX_FRAME, "{} bytes", frame.len());
+        let e = decode_msg(&frame[5..]).unwrap_err();
+        assert!(e.to_string().contains("decodes into more than"), "{e}");
+        let few: Vec<Listed> = (0..1000).map(tiny).collect();
+        let ok = Msg::Rep {
+            id: 1,
+            rep: Rep::Entries {
+                entries: few,
+                last: true,
+                more: false,
+            },
+        };
+        let frame = encode_msg(&ok).unwrap();
+        let (back, weight) = decode_weighed(&frame[5..]).unwrap();
+        assert_eq!(back, ok);
+        assert!(weight > frame.len() * 5, "weighed only {weight}");
     }
 
     #[test]
