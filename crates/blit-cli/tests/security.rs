@@ -1111,7 +1111,11 @@ fn the_daemon_never_keeps_its_key_in_the_working_folder() {
     let sb = Sandbox::new();
     let m = nobody_module(&sb);
     let bin = sb.join("blit-daemon-bin");
-    std::fs::copy(daemon_binary(), &bin).unwrap();
+    // A link, not a copy: a copy's open descriptor, inherited by a process another test thread
+    // forks at that moment, would make starting it fail as "text file busy".
+    if std::fs::hard_link(daemon_binary(), &bin).is_err() {
+        std::fs::copy(daemon_binary(), &bin).unwrap();
+    }
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cwd = sb.join("cwd");
     std::fs::create_dir(&cwd).unwrap();
@@ -1170,4 +1174,243 @@ fn an_open_writable_module_is_announced_on_the_loopback_too() {
         err.contains("warning") && err.contains("\"m\""),
         "no warning: {err:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. What each module option trusts a client with, and a client its daemon
+// ---------------------------------------------------------------------------------------------
+
+/// Makes a character device at `path` (/dev/null's numbers).
+fn char_device(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o640, libc::makedev(1, 3)) };
+    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+}
+
+/// A tree with what only root can make: a setuid-root file, files of other owners, a
+/// setgid folder, a `trusted.` attribute, besides ordinary entries.
+fn privileged_tree(t: &Tree) {
+    t.file("plain.txt", b"plain")
+        .file("suid", b"#!/bin/sh\n")
+        .chmod("suid", 0o4755)
+        .file("theirs.txt", b"someone else's")
+        .chown("theirs.txt", 1234, 5678)
+        .file("readonly", b"r")
+        .chmod("readonly", 0o400)
+        .file("shared/group.txt", b"g")
+        .chmod("shared", 0o2775)
+        .file("attrs.txt", b"with attributes")
+        .set_xattr("attrs.txt", "user.color", b"blue")
+        .set_xattr("attrs.txt", "trusted.secret", b"root only")
+        .symlink("link", "plain.txt")
+        .fifo("pipe")
+        .hardlink("hard", "plain.txt");
+}
+
+/// The quick start's module (sessions as `nobody`): a root client's tree arrives as `nobody`
+/// would have made it (owners `nobody`, no setuid or setgid bits on files, no `trusted.`
+/// attribute, devices refused by name), and a second mirror finds nothing to do.
+#[test]
+fn a_default_module_keeps_what_its_user_could_make() {
+    let sb = Sandbox::new();
+    let m = nobody_module(&sb);
+    let src = sb.src();
+    privileged_tree(&src);
+    let d = Daemon::quick(&[("m", m.root())]);
+    let a = go(argv(&[
+        &"mirror",
+        &"--no-progress",
+        &src.root(),
+        &d.url("m", "x"),
+    ]));
+    expect_code(&a, 0);
+    let x = Tree::at(m.p("x"));
+    for rel in x.rel_paths() {
+        let md = x.meta(&rel);
+        assert_eq!((md.uid(), md.gid()), (NOBODY, NOBODY), "{rel:?}");
+        if !md.is_dir() {
+            assert_eq!(md.mode() & 0o6000, 0, "{rel:?}: special bits kept");
+        }
+    }
+    assert_eq!(x.mode("suid") & 0o7777, 0o755);
+    assert_eq!(
+        x.mode("shared") & 0o7777,
+        0o2775,
+        "a folder's setgid bit grants nothing"
+    );
+    assert_eq!(x.mode("readonly") & 0o7777, 0o400);
+    assert_eq!(x.read("theirs.txt"), b"someone else's");
+    let xa = xattrs_of(&x.p("attrs.txt"));
+    assert_eq!(
+        xa.get(std::ffi::OsStr::new("user.color"))
+            .map(Vec::as_slice),
+        Some(&b"blue"[..])
+    );
+    assert!(
+        !xa.contains_key(std::ffi::OsStr::new("trusted.secret")),
+        "{xa:?}"
+    );
+    assert!(x.meta("pipe").file_type().is_fifo());
+    assert_eq!(x.ino("hard"), x.ino("plain.txt"));
+    // Nothing changes a second time: what was not kept is not taken for a difference.
+    let a = go(argv(&[
+        &"mirror",
+        &"-v",
+        &"--no-progress",
+        &src.root(),
+        &d.url("m", "x"),
+    ]));
+    expect_code(&a, 0);
+    let v = verbose_entries(&stdout_of(&a));
+    assert!(v.is_empty(), "a second mirror changed {v:?}");
+
+    // A device is refused by name, the rest goes on.
+    char_device(&src.p("null"));
+    let a = go(argv(&[
+        &"copy",
+        &"--no-progress",
+        &src.root(),
+        &d.url("m", "x"),
+    ]));
+    expect_code(&a, 1);
+    assert!(
+        stderr_of(&a).contains("null") && stderr_of(&a).contains("device"),
+        "{}",
+        stderr_of(&a)
+    );
+    assert!(!x.exists("null"));
+}
+
+/// A root client pulling from a daemon keeps by default only what any user could make; with
+/// `--trust-metadata`, everything, exactly (a restore).
+#[test]
+fn a_root_client_takes_from_a_daemon_only_what_it_trusts() {
+    let sb = Sandbox::new();
+    let m = sb.tree("mod");
+    privileged_tree(&m);
+    char_device(&m.p("null"));
+    let d = Daemon::serve(&[("m", m.root())]);
+    let pull = |extra: &[&str], to: &Path| {
+        let mut cmd = blit();
+        cmd.args(["copy", "--no-progress"])
+            .args(extra)
+            .arg(d.url("m", ""))
+            .arg(to)
+            .env("BLIT_KNOWN_HOSTS", known_hosts())
+            .env("BLIT_TOKEN", FIXTURE_TOKEN);
+        finish(cmd)
+    };
+    let plain = sb.join("plain");
+    let a = pull(&[], &plain);
+    expect_code(&a, 1);
+    let err = stderr_of(&a);
+    assert!(
+        err.contains("null") && err.contains("--trust-metadata"),
+        "{err}"
+    );
+    let p = Tree::at(&plain);
+    assert!(!p.exists("null"));
+    assert_eq!(p.mode("suid") & 0o7777, 0o755);
+    assert_eq!(
+        (p.meta("theirs.txt").uid(), p.meta("theirs.txt").gid()),
+        (0, 0)
+    );
+    let xa = xattrs_of(&p.p("attrs.txt"));
+    assert!(xa.contains_key(std::ffi::OsStr::new("user.color")));
+    assert!(
+        !xa.contains_key(std::ffi::OsStr::new("trusted.secret")),
+        "{xa:?}"
+    );
+
+    let restored = sb.join("restored");
+    let a = pull(&["--trust-metadata"], &restored);
+    expect_code(&a, 0);
+    assert_trees_equal(m.root(), &restored);
+    // Local runs and pushes have nothing to trust: the option is refused there.
+    let a = go(argv(&[
+        &"copy",
+        &"--trust-metadata",
+        &m.root(),
+        &sb.join("local"),
+    ]));
+    expect_code(&a, 2);
+}
+
+/// A module with `fake_super`, served by sessions as `nobody`, holds a root tree exactly: what
+/// only root could make is kept in `user.blit.*` attributes of what `nobody` can make, a second
+/// mirror finds nothing to do, and a trusted pull gives the tree back as it was. A client cannot
+/// forge those attributes.
+#[test]
+fn fake_super_keeps_a_system_backup_exactly() {
+    let sb = Sandbox::new();
+    let m = nobody_module(&sb);
+    let src = sb.src();
+    privileged_tree(&src);
+    char_device(&src.p("null"));
+    src.file("forged", b"f")
+        .set_xattr("forged", "user.blit.stat", b"104755 0 0 0");
+    let mut d = Daemon::with_config(
+        &[module("m", m.root()).defaults().with("fake_super = true")],
+        "",
+    );
+    let a = go(argv(&[
+        &"mirror",
+        &"--no-progress",
+        &src.root(),
+        &d.url("m", "backup"),
+    ]));
+    expect_code(&a, 0);
+    let b = Tree::at(m.p("backup"));
+    for rel in b.rel_paths() {
+        let md = b.meta(&rel);
+        assert_eq!(md.uid(), NOBODY, "{rel:?}");
+        assert_eq!(md.mode() & 0o7000, 0, "{rel:?}: special bits on disk");
+        assert!(
+            !md.file_type().is_char_device(),
+            "{rel:?}: a device on disk"
+        );
+        if md.is_file() || md.is_dir() {
+            assert!(
+                xattrs_of(&b.p(&rel)).contains_key(std::ffi::OsStr::new("user.blit.stat")),
+                "{rel:?}"
+            );
+        }
+    }
+    let xa = xattrs_of(&b.p("attrs.txt"));
+    assert!(!xa.contains_key(std::ffi::OsStr::new("trusted.secret")));
+    assert_eq!(
+        xa.get(std::ffi::OsStr::new("user.blit.x.trusted.secret"))
+            .map(Vec::as_slice),
+        Some(&b"root only"[..])
+    );
+    assert_eq!(
+        xattrs_of(&b.p("forged"))
+            .get(std::ffi::OsStr::new("user.blit.stat"))
+            .map(Vec::as_slice),
+        Some(&b"100644 0 0 0"[..]),
+        "a client's own user.blit.stat was taken"
+    );
+    let a = go(argv(&[
+        &"mirror",
+        &"-v",
+        &"--no-progress",
+        &src.root(),
+        &d.url("m", "backup"),
+    ]));
+    expect_code(&a, 0);
+    let v = verbose_entries(&stdout_of(&a));
+    assert!(v.is_empty(), "a second mirror changed {v:?}");
+    let restored = sb.join("restored");
+    let mut cmd = blit();
+    cmd.args(["mirror", "--no-progress", "--trust-metadata"])
+        .arg(d.url("m", "backup"))
+        .arg(&restored)
+        .env("BLIT_KNOWN_HOSTS", known_hosts());
+    expect_code(&finish(cmd), 0);
+    // The forged attribute came back as the client sent it: a user attribute of its file.
+    src.remove("forged");
+    std::fs::remove_file(restored.join("forged")).unwrap();
+    assert_trees_equal(src.root(), &restored);
+    d.assert_healthy();
 }

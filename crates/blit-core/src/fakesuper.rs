@@ -14,7 +14,8 @@
 //!   permission bits without the special ones, and with the owner's read and write (and a
 //!   folder's search) bits, so the daemon's user can always read them back.
 //! - symlinks are real symlinks; the kernel lets no one set a `user.` attribute on one, so a
-//!   link's owner is not kept (as with rsync).
+//!   link's owner is not kept: it is given back as its folder's (rsync gives the daemon's user),
+//!   which is right for the usual tree, where a link belongs to whoever owns its folder.
 //!
 //! A peer can never set a `user.blit.` attribute itself: [`crate::trust`] drops that namespace
 //! from everything a peer sends, so a client cannot forge the stored metadata.
@@ -125,13 +126,23 @@ pub fn present_xattrs(xattrs: &Xattrs) -> Xattrs {
             // SAFETY: `real` is a suffix of `name` split after an ASCII prefix, so it is a
             // valid encoded OsStr.
             let real = unsafe { OsStr::from_encoded_bytes_unchecked(real) };
-            out.push((real.to_os_string(), value.clone()));
+            // Only a privileged attribute is kept this way; anything else under the prefix was
+            // not written by Blit, and stands for nothing.
+            if crate::trust::privileged_xattr(real) {
+                out.push((real.to_os_string(), value.clone()));
+            }
         } else if !is_own(name) && !crate::trust::privileged_xattr(name) {
             out.push((name.clone(), value.clone()));
         }
     }
     out.sort();
     out
+}
+
+/// The owner and group `user.blit.stat` gives, among a stored entry's attributes.
+pub fn owner_in(xattrs: &Xattrs) -> Option<(u32, u32)> {
+    let (_, v) = xattrs.iter().find(|(n, _)| n == STAT)?;
+    parse_stat(v).map(|s| (s.uid, s.gid))
 }
 
 /// Whether the attribute is one of Blit's own.

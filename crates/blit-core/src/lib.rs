@@ -41,6 +41,13 @@ pub mod tempname;
 mod tree;
 pub mod trust;
 
+/// Entry points for the fuzz targets (`fuzz/`): decoders that are otherwise internal. Not an
+/// API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::fakesuper::{parse_stat, present};
+}
+
 pub use cancel::CancelToken;
 pub use endpoint::Endpoint;
 pub use error::{Error, Op};

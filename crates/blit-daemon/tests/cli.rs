@@ -244,3 +244,120 @@ fn prints_where_it_listens_first() {
     assert_ne!(port, 0);
     assert_ne!(port, 1);
 }
+
+/// What a module trusts clients with is checked before the daemon starts: a session run as
+/// root, or a module keeping privileged metadata, needs a token; owners, devices and system
+/// xattrs can only be kept by root sessions (or in attributes, with fake super); `keep` takes
+/// known names only.
+#[test]
+fn refuses_modules_that_would_trust_anyone_with_root() {
+    let s = Scratch::new();
+    let dir = s.dir("served");
+    let token = s.write("token", "secret\n");
+    let module = |lines: &str| format!("[[module]]\nname = \"m\"\npath = {dir:?}\n{lines}\n");
+    let cases = [
+        ("uid = \"root\"", "needs a token_file"),
+        ("keep = [\"setid\"]", "needs a token_file"),
+        ("keep = [\"all\"]", "needs sessions run as root"),
+        ("keep = [\"everything\"]", "not one of"),
+        (
+            &format!("keep = [\"owner\"]\ntoken_file = {token:?}") as &str,
+            "needs sessions run as root",
+        ),
+        (
+            &format!("keep = [\"devices\"]\nuid = \"nobody\"\ntoken_file = {token:?}"),
+            "needs sessions run as root",
+        ),
+        ("fake_super = true\nkeep = [\"setid\"]", "drop `keep`"),
+        ("uid = \"no-such-user-here\"", "no user named"),
+        ("gid = \"no-such-group-here\"", "no group named"),
+    ];
+    for (lines, needle) in cases {
+        let cfg = config(&s, &module(lines));
+        expect_refusal(&["--config".as_ref(), os(&cfg)], needle);
+    }
+    // Allowed: root sessions keeping everything behind a token; fake super without one.
+    for lines in [
+        format!("uid = \"root\"\nkeep = [\"all\"]\ntoken_file = {token:?}"),
+        "fake_super = true".to_string(),
+        "uid = \"nobody\"\ngid = \"nogroup\"\nkeep = [\"setid\"]\ntoken_file = ".to_string()
+            + &format!("{token:?}"),
+    ] {
+        let cfg = config(&s, &module(&lines));
+        let mut child = Command::new(DAEMON)
+            .args(["--listen", "127.0.0.1:0", "--no-tls", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            line.starts_with("blit-daemon listening on"),
+            "{lines}: did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A daemon that is not root cannot act as another user, and says so instead of serving as
+/// itself under another's name.
+#[test]
+fn a_daemon_not_run_as_root_refuses_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !runs_as_root() {
+        return;
+    }
+    let s = Scratch::new();
+    std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = s.dir("served");
+    let bin = s.join("blit-daemon-bin");
+    // A link, not a copy: a copy's open descriptor, inherited by a process another test thread
+    // forks at that moment, would make starting it fail as "text file busy".
+    if std::fs::hard_link(DAEMON, &bin).is_err() {
+        std::fs::copy(DAEMON, &bin).unwrap();
+    }
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = config(
+        &s,
+        &format!("[[module]]\nname = \"m\"\npath = {dir:?}\nuid = \"root\"\n"),
+    );
+    let out = (0..20)
+        .find_map(|_| {
+            let run = Command::new(&bin)
+                .args(["--listen", "127.0.0.1:0", "--no-tls", "--config"])
+                .arg(&cfg)
+                .uid(65534)
+                .gid(65534)
+                .stdin(Stdio::null())
+                .output();
+            match run {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    None
+                }
+                other => Some(other.unwrap()),
+            }
+        })
+        .expect("the daemon's copy stayed busy");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("only a daemon run as root"), "{err}");
+}
+
+/// Whether this test runs as root (the test above needs to drop to `nobody`).
+fn runs_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

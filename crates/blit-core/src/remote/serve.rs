@@ -649,6 +649,15 @@ pub fn describe(
         let (p, values) = crate::fakesuper::present(e.clone(), &sys::xattrs_of(at)?);
         presented = p;
         (&presented, Some(values))
+    } else if fake_super && e.kind == Kind::Symlink {
+        // A link's owner could not be kept: its folder's stands in for it.
+        let folder = sys::xattrs_of(At::new(dir, OsStr::new(".")))?;
+        let mut p = e.clone();
+        if let Some((uid, gid)) = crate::fakesuper::owner_in(&folder) {
+            (p.uid, p.gid) = (uid, gid);
+        }
+        presented = p;
+        (&presented, None)
     } else if xattrs && e.xattrs {
         (e, Some(sys::xattrs_of(at)?))
     } else {

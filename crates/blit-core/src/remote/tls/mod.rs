@@ -21,7 +21,10 @@ use rustls::unbuffered::{
 };
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SupportedCipherSuite};
 
-use record::{Kernel, Opener, Sealer, Shared};
+/// The record reader, public for its fuzz target alone.
+#[doc(hidden)]
+pub use record::Opener;
+use record::{Kernel, Sealer, Shared};
 pub use record::{Reader, Session, Writer};
 
 /// TLS 1.3 suites only (both ends are Blit), fastest first as measured here with *ring*
@@ -243,7 +246,7 @@ fn known_fingerprint(file: &Path, host: &str) -> io::Result<Option<String>> {
             ))
         }
     };
-    let bad = |n: usize, why: &str| {
+    fingerprint_in(&bytes, host).map_err(|(n, why)| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -252,28 +255,31 @@ fn known_fingerprint(file: &Path, host: &str) -> io::Result<Option<String>> {
                 file.display()
             ),
         )
-    };
+    })
+}
+
+/// The fingerprint a known_hosts file's `bytes` record for `host`, if any; `Err` with the line
+/// number and what is wrong with it for a file that does not parse as a whole.
+pub fn fingerprint_in(bytes: &[u8], host: &str) -> Result<Option<String>, (usize, String)> {
     let mut found: Option<String> = None;
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = std::str::from_utf8(line).map_err(|_| bad(i + 1, "not UTF-8"))?;
+        let bad = |why: &str| (i + 1, why.to_string());
+        let line = std::str::from_utf8(line).map_err(|_| bad("not UTF-8"))?;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let mut parts = line.split_whitespace();
         let (Some(h), Some(fp), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad(i + 1, "not `HOST FINGERPRINT`"));
+            return Err(bad("not `HOST FINGERPRINT`"));
         };
         if !is_fingerprint(fp) {
-            return Err(bad(i + 1, "the fingerprint is not 64 hexadecimal digits"));
+            return Err(bad("the fingerprint is not 64 hexadecimal digits"));
         }
         if h == host {
             match &found {
                 Some(f) if !f.eq_ignore_ascii_case(fp) => {
-                    return Err(bad(
-                        i + 1,
-                        &format!("a second, different certificate for {h}"),
-                    ))
+                    return Err(bad(&format!("a second, different certificate for {h}")))
                 }
                 _ => found = Some(fp.to_string()),
             }
@@ -489,6 +495,8 @@ fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::unbuffered::{EncodeTlsData, EncryptError};
+    use rustls::ContentType;
     use std::net::TcpListener;
     use std::thread;
 
@@ -815,9 +823,226 @@ mod tests {
         assert_eq!(got, b"abc");
     }
 
-    /// Not a test: moves 2 GiB one way over loopback through plain TCP, Blit's record layer and
-    /// rustls's buffered connection, and prints the rates (the receiver reads and drops the
-    /// bytes, so no disk or page cache is involved). Run with
+    /// Writes records made by `from`'s sealer to its socket, as they are (a misbehaving peer's).
+    fn send_raw(from: &mut Session, records: &[Vec<u8>]) {
+        for r in records {
+            from.sock.write_all(r).unwrap();
+        }
+    }
+
+    /// One application data record from `from`.
+    fn data_record(from: &mut Session, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        from.seal.seal(data, &mut out).unwrap();
+        assert_eq!(out.len(), 1, "more than one record was made");
+        out.pop().unwrap()
+    }
+
+    /// A handshake record from `from` holding `payload`, after which its sealer moves to new
+    /// keys `key_updates` times (as many times as `payload` says it does).
+    fn handshake_record(from: &mut Session, payload: &[u8], key_updates: usize) -> Vec<u8> {
+        let record = from.seal.record(ContentType::Handshake, payload).unwrap();
+        for _ in 0..key_updates {
+            from.seal.next_key().unwrap();
+        }
+        record
+    }
+
+    fn assert_invalid(e: &io::Error, names: &str) {
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(
+            e.to_string().contains(names),
+            "{e:?} does not name {names:?}"
+        );
+    }
+
+    /// KeyUpdate, update not requested.
+    const KEY_UPDATE: [u8; 5] = [24, 0, 0, 1, 0];
+    /// KeyUpdate, update requested.
+    const KEY_UPDATE_ASKING: [u8; 5] = [24, 0, 0, 1, 1];
+    /// A NewSessionTicket: lifetime 60 s, age_add 0, a 1-byte nonce, a 1-byte ticket, no
+    /// extensions.
+    const TICKET: [u8; 19] = [4, 0, 0, 15, 0, 0, 0, 60, 0, 0, 0, 0, 1, 0, 0, 1, 0xaa, 0, 0];
+
+    /// Handshake messages must not span a change of keys (RFC 8446 §5.1): a KeyUpdate with more
+    /// handshake bytes behind it in its record is refused, not followed.
+    #[test]
+    fn a_key_update_not_ending_its_record_is_refused() {
+        let (_dir, mut client, mut server) = pair();
+        let two = [KEY_UPDATE, KEY_UPDATE].concat();
+        let records = [
+            handshake_record(&mut client, &two, 2),
+            data_record(&mut client, b"after"),
+        ];
+        send_raw(&mut client, &records);
+        let e = server.read(&mut [0u8; 64]).unwrap_err();
+        assert_invalid(&e, "key update not at the end of its record");
+    }
+
+    /// Handshake records are never empty (RFC 8446 §5.1).
+    #[test]
+    fn an_empty_handshake_record_is_refused() {
+        let (_dir, mut client, mut server) = pair();
+        let records = [
+            handshake_record(&mut client, &[], 0),
+            data_record(&mut client, b"after"),
+        ];
+        send_raw(&mut client, &records);
+        let e = server.read(&mut [0u8; 64]).unwrap_err();
+        assert_invalid(&e, "an empty handshake record");
+    }
+
+    /// 32 key updates in a row, each asking for ours, are followed and answered by one key
+    /// update before our next record; after application data, 33 in a row are refused.
+    #[test]
+    fn a_flood_of_key_updates_is_refused_and_requests_are_answered_once() {
+        let (_dir, mut client, server) = pair();
+        let mut records = Vec::new();
+        for _ in 0..32 {
+            records.push(handshake_record(&mut client, &KEY_UPDATE_ASKING, 1));
+        }
+        records.push(data_record(&mut client, b"a"));
+        for _ in 0..33 {
+            records.push(handshake_record(&mut client, &KEY_UPDATE, 1));
+        }
+        records.push(data_record(&mut client, b"b"));
+        send_raw(&mut client, &records);
+        let (mut r, mut w) = server.split().unwrap();
+        let mut a = [0u8; 1];
+        r.read_exact(&mut a).unwrap();
+        assert_eq!(&a, b"a");
+        w.write_all(b"xy").unwrap();
+        w.write_all(b"z").unwrap();
+        assert_eq!(
+            w.seal.updates, 1,
+            "32 requests were not answered by one key update"
+        );
+        let (mut cr, _cw) = client.split().unwrap();
+        let mut xyz = [0u8; 3];
+        cr.read_exact(&mut xyz).unwrap();
+        assert_eq!(&xyz, b"xyz");
+        let e = r.read(&mut [0u8; 64]).unwrap_err();
+        assert_invalid(&e, "key updates in a row");
+    }
+
+    /// An empty application data record moves no data, so it does not restart the count of key
+    /// updates in a row (else a peer could flood them at no cost).
+    #[test]
+    fn empty_records_do_not_restart_the_key_update_count() {
+        let (_dir, mut client, mut server) = pair();
+        let mut records = Vec::new();
+        for i in 0..33 {
+            if i == 16 {
+                let empty = client.seal.record(ContentType::ApplicationData, &[]);
+                records.push(empty.unwrap());
+            }
+            records.push(handshake_record(&mut client, &KEY_UPDATE, 1));
+        }
+        records.push(data_record(&mut client, b"b"));
+        send_raw(&mut client, &records);
+        let e = server.read(&mut [0u8; 64]).unwrap_err();
+        assert_invalid(&e, "key updates in a row");
+    }
+
+    /// Only a server may send a NewSessionTicket (RFC 8446 §4.6.1).
+    #[test]
+    fn a_session_ticket_from_a_client_is_refused() {
+        let (_dir, mut client, mut server) = pair();
+        let records = [
+            handshake_record(&mut client, &TICKET, 0),
+            data_record(&mut client, b"after"),
+        ];
+        send_raw(&mut client, &records);
+        let e = server.read(&mut [0u8; 64]).unwrap_err();
+        assert_invalid(&e, "session ticket");
+    }
+
+    /// The client leaves a ticket unused (see `Opener::session_ticket`).
+    #[test]
+    fn a_session_ticket_to_a_client_is_ignored() {
+        let (_dir, mut client, mut server) = pair();
+        let records = [
+            handshake_record(&mut server, &TICKET, 0),
+            data_record(&mut server, b"after"),
+        ];
+        send_raw(&mut server, &records);
+        let mut got = [0u8; 5];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"after");
+    }
+
+    /// Every alert but close_notify ends the connection with an error (RFC 8446 §6), at either
+    /// level, user_canceled included; so do a malformed alert and a close_notify with a level
+    /// TLS does not define. Nothing sent after it is read, however often the reader tries.
+    #[test]
+    fn any_alert_but_close_notify_is_fatal() {
+        let alerts: [&[u8]; 11] = [
+            &[1, 90],
+            &[2, 90],
+            &[1, 42],
+            &[2, 40],
+            &[2, 255],
+            &[0, 0],
+            &[255, 0],
+            &[3, 0],
+            &[1, 0, 0],
+            &[1],
+            &[],
+        ];
+        for alert in alerts {
+            let (_dir, mut client, mut server) = pair();
+            let records = [
+                client.seal.record(ContentType::Alert, alert).unwrap(),
+                data_record(&mut client, b"after"),
+            ];
+            send_raw(&mut client, &records);
+            let e = server.read(&mut [0u8; 64]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "alert {alert:?}: {e}");
+            let again = server.read(&mut [0u8; 64]);
+            assert!(again.is_err(), "alert {alert:?}, then read {again:?}");
+        }
+    }
+
+    /// close_notify (at either level) ends the stream; nothing behind it is delivered.
+    #[test]
+    fn nothing_after_close_notify_is_read() {
+        for level in [1u8, 2] {
+            let (_dir, mut client, mut server) = pair();
+            let records = [
+                data_record(&mut client, b"before"),
+                client.seal.record(ContentType::Alert, &[level, 0]).unwrap(),
+                data_record(&mut client, b"after"),
+            ];
+            send_raw(&mut client, &records);
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"before");
+            assert_eq!(server.read(&mut [0u8; 8]).unwrap(), 0);
+        }
+    }
+
+    /// A record that fails to open ends the connection: a forged record between two genuine
+    /// ones is not skipped by a caller reading on after the error.
+    #[test]
+    fn nothing_is_read_after_a_record_fails() {
+        let (_dir, mut client, mut server) = pair();
+        let one = data_record(&mut client, b"one");
+        let two = data_record(&mut client, b"two");
+        let mut forged = one.clone();
+        forged[5] ^= 1;
+        send_raw(&mut client, &[one, forged, two]);
+        let mut got = [0u8; 3];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"one");
+        let e = server.read(&mut [0u8; 64]).unwrap_err();
+        assert_invalid(&e, "did not decrypt");
+        let again = server.read(&mut [0u8; 64]);
+        assert!(again.is_err(), "read on after a failed record: {again:?}");
+    }
+
+    /// Not a test: moves 2 GiB one way over loopback through plain TCP, Blit's record layer,
+    /// rustls's buffered connection and rustls's unbuffered API, and prints the rates (the
+    /// receiver reads and drops the bytes, so no disk or page cache is involved). Run with
     /// `cargo test --release -p blit-core --lib tls::tests::throughput -- --ignored --nocapture`.
     #[test]
     #[ignore]
@@ -905,5 +1130,240 @@ mod tests {
         send(&mut rustls::Stream::new(&mut conn, &mut sock));
         rx.join().unwrap();
         report("rustls buffered connection", t);
+
+        // As a record layer built on rustls's unbuffered API would move the data: the socket
+        // and the buffers are the caller's, rustls seals into and opens from them.
+        let (_dir, server, listener) = daemon();
+        let addr = listener.local_addr().unwrap();
+        let config = Arc::new(unbuffered_server_config(&server));
+        let rx = thread::spawn(move || {
+            let mut sock = listener.accept().unwrap().0;
+            let mut conn = rustls::server::UnbufferedServerConnection::new(config).unwrap();
+            let early = handshake(&mut conn, &mut sock, |c, b| c.process_tls_records(b)).unwrap();
+            assert_eq!(
+                unbuffered_receive(&mut conn, &mut sock, early, TOTAL),
+                TOTAL
+            );
+        });
+        let config = Arc::new(unbuffered_client_config(&server.fingerprint));
+        let name = ServerName::try_from("blit-daemon").unwrap();
+        let mut conn = rustls::client::UnbufferedClientConnection::new(config, name).unwrap();
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let early = handshake(&mut conn, &mut sock, |c, b| c.process_tls_records(b)).unwrap();
+        let t = std::time::Instant::now();
+        unbuffered_send(&mut conn, &mut sock, early, &chunk, TOTAL / chunk.len());
+        rx.join().unwrap();
+        report("rustls unbuffered API", t);
+    }
+
+    /// The largest TLS 1.3 record on the wire: header, 16 KiB of plaintext, and the most
+    /// expansion RFC 8446 §5.2 allows.
+    const MAX_RECORD: usize = 5 + (1 << 14) + 256;
+
+    /// The daemon's configuration for the unbuffered measurement: its certificate and suites,
+    /// but no secret extraction (rustls keeps the record layer there), and no session tickets
+    /// (said again here because the measurement relies on it: the sending client then never
+    /// has a post-handshake message to read).
+    fn unbuffered_server_config(server: &Server) -> ServerConfig {
+        let mut config = (*server.config).clone();
+        config.enable_secret_extraction = false;
+        config.send_tls13_tickets = 0;
+        config
+    }
+
+    /// The client's configuration as `connect` builds it with a pin, less secret extraction.
+    fn unbuffered_client_config(fingerprint: &str) -> ClientConfig {
+        let verifier = Arc::new(Pinned {
+            want: Some(fingerprint.to_string()),
+            seen: Mutex::new(None),
+            provider: provider(),
+        });
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        config
+    }
+
+    /// Sealed bytes read and not yet discarded by rustls: `buf[start..end]`. A discard moves
+    /// `start` on; what is kept moves to the front only when a read needs the room, since
+    /// moving it after every record (as the handshake's driver may) would copy most of the
+    /// buffer once per 16 KiB received.
+    struct Incoming {
+        buf: Vec<u8>,
+        start: usize,
+        end: usize,
+    }
+
+    impl Incoming {
+        /// A buffer of `size` (at least one whole record more than `early`), holding `early`:
+        /// what the handshake read past its end.
+        fn new(size: usize, early: &[u8]) -> Incoming {
+            let mut buf = vec![0u8; size.max(early.len() + MAX_RECORD)];
+            buf[..early.len()].copy_from_slice(early);
+            Incoming {
+                buf,
+                start: 0,
+                end: early.len(),
+            }
+        }
+
+        fn pending(&mut self) -> &mut [u8] {
+            &mut self.buf[self.start..self.end]
+        }
+
+        fn discard(&mut self, n: usize) {
+            self.start += n;
+            assert!(
+                self.start <= self.end,
+                "rustls discarded more than it was given"
+            );
+        }
+
+        /// Reads more, first making room for a whole record behind the bytes kept (rustls asks
+        /// for more only when no whole record is left, so those are less than one record).
+        fn read_from(&mut self, sock: &mut impl Read) {
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.buf.len() - self.end < MAX_RECORD {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let n = sock.read(&mut self.buf[self.end..]).unwrap();
+            assert!(n > 0, "the peer closed the connection");
+            self.end += n;
+        }
+    }
+
+    /// Appends a record rustls has ready (after the handshake, a key update or an alert) to
+    /// the `queued` bytes of `out`, growing `out` to the size rustls asks for.
+    fn encode_pending<D>(e: &mut EncodeTlsData<'_, D>, out: &mut Vec<u8>, queued: &mut usize) {
+        loop {
+            match e.encode(&mut out[*queued..]) {
+                Ok(n) => {
+                    *queued += n;
+                    return;
+                }
+                Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                    out.resize(*queued + required_size, 0)
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// The unbuffered measurement's sender: `chunks` times `chunk`, each sealed by rustls into
+    /// one reusable buffer (grown once, to the size rustls asks for) and written with one
+    /// `write_all`, as `send` writes each chunk.
+    fn unbuffered_send(
+        conn: &mut rustls::client::UnbufferedClientConnection,
+        sock: &mut TcpStream,
+        early: Early,
+        chunk: &[u8],
+        chunks: usize,
+    ) {
+        // The daemon sends nothing after the handshake, so this normally stays empty and the
+        // socket is not read; what does come is handled as rustls asks.
+        let mut incoming = Incoming::new(MAX_RECORD, &early.sealed);
+        let mut outgoing = Vec::new();
+        let mut queued = 0;
+        let mut sent = 0;
+        while sent < chunks {
+            let UnbufferedStatus { mut discard, state } =
+                conn.process_tls_records(incoming.pending());
+            let mut read = false;
+            match state.unwrap() {
+                ConnectionState::WriteTraffic(mut w) => loop {
+                    match w.encrypt(chunk, &mut outgoing[queued..]) {
+                        Ok(n) => {
+                            sock.write_all(&outgoing[..queued + n]).unwrap();
+                            queued = 0;
+                            sent += 1;
+                            break;
+                        }
+                        Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => outgoing.resize(queued + required_size, 0),
+                        Err(e) => panic!("{e}"),
+                    }
+                },
+                ConnectionState::EncodeTlsData(mut e) => {
+                    encode_pending(&mut e, &mut outgoing, &mut queued)
+                }
+                ConnectionState::TransmitTlsData(t) => {
+                    sock.write_all(&outgoing[..queued]).unwrap();
+                    queued = 0;
+                    t.done();
+                }
+                // Data from the daemon is not part of the measurement: taken and dropped.
+                ConnectionState::ReadTraffic(mut r) => {
+                    while let Some(record) = r.next_record() {
+                        discard += record.unwrap().discard;
+                    }
+                }
+                ConnectionState::BlockedHandshake => read = true,
+                s => panic!("unexpected {s:?} while sending"),
+            }
+            incoming.discard(discard);
+            if read {
+                incoming.read_from(sock);
+            }
+        }
+    }
+
+    /// The unbuffered measurement's receiver: reads into one reusable 1 MiB buffer, has rustls
+    /// open the records there, and copies each record's plaintext to a 1 MiB buffer of its
+    /// own, as a `Read` built on it would hand it out (the other receivers get theirs that
+    /// way, by `read` into 1 MiB), until `total` bytes have come; returns how many did.
+    fn unbuffered_receive(
+        conn: &mut rustls::server::UnbufferedServerConnection,
+        sock: &mut TcpStream,
+        early: Early,
+        total: usize,
+    ) -> usize {
+        let mut got = early.plain.len();
+        let mut incoming = Incoming::new(1 << 20, &early.sealed);
+        let mut user = vec![0u8; 1 << 20];
+        let mut outgoing = Vec::new();
+        let mut queued = 0;
+        while got < total {
+            let UnbufferedStatus { mut discard, state } =
+                conn.process_tls_records(incoming.pending());
+            let mut read = false;
+            match state.unwrap() {
+                ConnectionState::ReadTraffic(mut r) => {
+                    while let Some(record) = r.next_record() {
+                        let record = record.unwrap();
+                        discard += record.discard;
+                        let n = record.payload.len();
+                        user[..n].copy_from_slice(record.payload);
+                        // Keeps the copy, as the caller of `read` would look at the bytes.
+                        std::hint::black_box(&mut user);
+                        got += n;
+                    }
+                }
+                // No whole record is left: more bytes are needed.
+                ConnectionState::WriteTraffic(_) | ConnectionState::BlockedHandshake => read = true,
+                ConnectionState::EncodeTlsData(mut e) => {
+                    encode_pending(&mut e, &mut outgoing, &mut queued)
+                }
+                ConnectionState::TransmitTlsData(t) => {
+                    sock.write_all(&outgoing[..queued]).unwrap();
+                    queued = 0;
+                    t.done();
+                }
+                s => panic!("unexpected {s:?} while receiving"),
+            }
+            incoming.discard(discard);
+            if read {
+                incoming.read_from(sock);
+            }
+        }
+        got
     }
 }

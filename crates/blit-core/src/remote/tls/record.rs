@@ -14,7 +14,9 @@
 //!
 //! What rustls would otherwise do for us and is done here: sequence numbers, a key update well
 //! before the cipher's confidentiality limit (and on the peer's request), the peer's key
-//! updates, and close_notify (a connection that ends without one is an error, not an end).
+//! updates (each ending its record, a bounded number in a row), close_notify (a connection
+//! that ends without one is an error, not an end), and the end of the connection at any other
+//! alert or any record that fails to open (nothing behind it is delivered).
 
 use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::net::TcpStream;
@@ -44,6 +46,16 @@ const BATCH: usize = 64;
 const KEY_UPDATE: u8 = 24;
 const NEW_SESSION_TICKET: u8 = 4;
 const CLOSE_NOTIFY: u8 = 0;
+/// The two alert levels TLS defines (RFC 8446 §6).
+const WARNING: u8 = 1;
+const FATAL: u8 = 2;
+/// The peer's key updates allowed in a row, with no application data between them; one more is
+/// refused. Each costs us a key derivation, and one asking for ours makes us send a record, so
+/// an unbounded run would let a peer keep us busy while moving no data. An honest peer sends
+/// one per few thousand records (Blit, at most one per record it sends, see `Sealer::seal`), or
+/// one per explicit request, so 32 in a row only comes from a misbehaving peer. It is the bound
+/// rustls and BoringSSL put on their own connections (`kMaxKeyUpdates`).
+const MAX_KEY_UPDATES: u32 = 32;
 
 fn invalid(why: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {why}"))
@@ -53,6 +65,11 @@ fn invalid(why: impl std::fmt::Display) -> io::Error {
 pub(super) enum Kernel {
     Client(KernelConnection<ClientConnectionData>),
     Server(KernelConnection<ServerConnectionData>),
+    /// No handshake behind it: the fixed, public keys of [`Opener::for_fuzzing`], the same
+    /// in every epoch.
+    Fixed {
+        server: bool,
+    },
 }
 
 impl Kernel {
@@ -60,7 +77,12 @@ impl Kernel {
         match self {
             Kernel::Client(k) => k.negotiated_cipher_suite(),
             Kernel::Server(k) => k.negotiated_cipher_suite(),
+            Kernel::Fixed { .. } => rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
         }
+    }
+
+    fn is_server(&self) -> bool {
+        matches!(self, Kernel::Server(_) | Kernel::Fixed { server: true })
     }
 
     fn next_keys(&mut self, sending: bool) -> io::Result<ConnectionTrafficSecrets> {
@@ -69,6 +91,7 @@ impl Kernel {
             (Kernel::Client(k), false) => k.update_rx_secret(),
             (Kernel::Server(k), true) => k.update_tx_secret(),
             (Kernel::Server(k), false) => k.update_rx_secret(),
+            (Kernel::Fixed { .. }, _) => return Ok(fuzz_keys()),
         };
         next.map(|(_, keys)| keys).map_err(invalid)
     }
@@ -179,7 +202,7 @@ impl Sealer {
     }
 
     /// One record holding a copy of `payload`.
-    fn record(&mut self, typ: ContentType, payload: &[u8]) -> io::Result<Vec<u8>> {
+    pub(super) fn record(&mut self, typ: ContentType, payload: &[u8]) -> io::Result<Vec<u8>> {
         let inner = payload.len() + 1;
         let header = header(inner);
         let mut record = Vec::with_capacity(HEADER + inner + TAG);
@@ -235,10 +258,16 @@ impl Sealer {
     /// A KeyUpdate (not asking the peer to update too) under the old key, then the new key.
     fn rekey(&mut self, out: &mut Vec<Vec<u8>>) -> io::Result<()> {
         out.push(self.record(ContentType::Handshake, &[KEY_UPDATE, 0, 0, 1, 0])?);
+        self.next_key()?;
+        self.updates += 1;
+        Ok(())
+    }
+
+    /// Moves to the next sending key, as after sending a KeyUpdate.
+    pub(super) fn next_key(&mut self) -> io::Result<()> {
         let keys = self.shared.kernel.lock().unwrap().next_keys(true)?;
         self.key = SealKey::new(keys)?;
         self.seq = 0;
-        self.updates += 1;
         Ok(())
     }
 
@@ -260,6 +289,13 @@ pub struct Opener {
     /// Opened plaintext not yet taken.
     plain: Range<usize>,
     closed: bool,
+    /// Whether this is the daemon's side (which no session ticket may reach).
+    server: bool,
+    /// The peer's key updates since its last record of application data.
+    key_updates: u32,
+    /// Why the stream broke, once it has: every later read fails the same way, so nothing behind
+    /// a bad record or an error alert is ever delivered, however often the caller tries.
+    failed: Option<String>,
 }
 
 impl Opener {
@@ -276,6 +312,7 @@ impl Opener {
         let mut buf = vec![0u8; RECV_BUFFER.max(early + HEADER + MAX_SEALED)];
         buf[..plain.len()].copy_from_slice(plain);
         buf[plain.len()..early].copy_from_slice(sealed);
+        let server = shared.kernel.lock().unwrap().is_server();
         Opener {
             shared,
             dec,
@@ -285,52 +322,79 @@ impl Opener {
             end: early,
             plain: 0..plain.len(),
             closed: false,
+            server,
+            key_updates: 0,
+            failed: None,
         }
     }
 
     /// The next plaintext, reading from `sock` as needed; empty at the peer's close_notify.
-    fn fill(&mut self, sock: &mut impl Read) -> io::Result<&[u8]> {
+    #[doc(hidden)]
+    pub fn fill(&mut self, sock: &mut impl Read) -> io::Result<&[u8]> {
         loop {
+            if let Some(why) = &self.failed {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, why.clone()));
+            }
             if !self.plain.is_empty() || self.closed {
                 return Ok(&self.buf[self.plain.clone()]);
             }
-            let have = self.end - self.start;
-            if have >= HEADER {
-                let h = &self.buf[self.start..self.start + HEADER];
-                let len = u16::from_be_bytes([h[3], h[4]]) as usize;
-                if h[0] != u8::from(ContentType::ApplicationData) || h[1..3] != [3, 3] {
-                    return Err(invalid("a malformed record"));
-                }
-                if len > MAX_SEALED {
-                    return Err(invalid("a record longer than allowed"));
-                }
-                if have >= HEADER + len {
-                    let body = self.start + HEADER..self.start + HEADER + len;
-                    self.start = body.end;
-                    self.open(body)?;
-                    continue;
+            match self.next_record() {
+                Ok(true) => continue,
+                Ok(false) => self.read_more(sock)?,
+                Err(e) => {
+                    self.failed = Some(e.to_string());
+                    return Err(e);
                 }
             }
-            if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-            } else if self.buf.len() - self.start < HEADER + MAX_SEALED {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            let n = sock.read(&mut self.buf[self.end..])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the connection ended without a TLS close (cut off?)",
-                ));
-            }
-            self.end += n;
         }
     }
 
-    fn consume(&mut self, n: usize) {
+    /// Opens the record at the start of the sealed bytes; false if it is not all there yet.
+    fn next_record(&mut self) -> io::Result<bool> {
+        let have = self.end - self.start;
+        if have < HEADER {
+            return Ok(false);
+        }
+        let h = &self.buf[self.start..self.start + HEADER];
+        let len = u16::from_be_bytes([h[3], h[4]]) as usize;
+        if h[0] != u8::from(ContentType::ApplicationData) || h[1..3] != [3, 3] {
+            return Err(invalid("a malformed record"));
+        }
+        if len > MAX_SEALED {
+            return Err(invalid("a record longer than allowed"));
+        }
+        if have < HEADER + len {
+            return Ok(false);
+        }
+        let body = self.start + HEADER..self.start + HEADER + len;
+        self.start = body.end;
+        self.open(body)?;
+        Ok(true)
+    }
+
+    /// Reads more sealed bytes, first making room for a whole record behind those kept.
+    fn read_more(&mut self, sock: &mut impl Read) -> io::Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.buf.len() - self.start < HEADER + MAX_SEALED {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = sock.read(&mut self.buf[self.end..])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the connection ended without a TLS close (cut off?)",
+            ));
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    #[doc(hidden)]
+    pub fn consume(&mut self, n: usize) {
         self.plain.start = (self.plain.start + n).min(self.plain.end);
     }
 
@@ -350,50 +414,188 @@ impl Opener {
         let at = opened.payload.as_ptr() as usize - base;
         let range = at..at + opened.payload.len();
         match typ {
-            ContentType::ApplicationData => self.plain = range,
-            ContentType::Alert => {
-                let alert = &self.buf[range];
-                if alert.len() == 2 && alert[1] == CLOSE_NOTIFY {
-                    self.closed = true;
-                    self.plain = 0..0;
-                } else {
-                    return Err(invalid(format!("the peer sent alert {alert:?}")));
-                }
-            }
+            ContentType::ApplicationData => self.application_data(range),
+            ContentType::Alert => self.alert(range)?,
             ContentType::Handshake => self.handshake(range)?,
             _ => return Err(invalid("an unexpected record type")),
         }
         Ok(())
     }
 
-    /// Post-handshake messages: the peer's key updates. (Session tickets are never sent: the
-    /// daemon is configured to send none; one arriving anyway is ignored.)
-    fn handshake(&mut self, range: Range<usize>) -> io::Result<()> {
-        let mut rest = range;
+    /// Plaintext for the caller. Only a record that carries some ends a run of key updates: an
+    /// empty one costs the peer nothing, so it must not reset the bound on them.
+    fn application_data(&mut self, range: Range<usize>) {
+        if !range.is_empty() {
+            self.key_updates = 0;
+        }
+        self.plain = range;
+    }
+
+    /// An alert is 2 bytes, level and description (RFC 8446 §6). close_notify ends the stream
+    /// (the level, warning or fatal, does not matter in TLS 1.3); every other alert, a warning
+    /// or user_canceled included, ends the connection with an error, since TLS 1.3 leaves no
+    /// alert but close_notify that a connection could go on after. A level TLS does not
+    /// define, or an alert of another length (a fragment, or several in one record, both
+    /// forbidden by §5.1), is malformed.
+    fn alert(&mut self, range: Range<usize>) -> io::Result<()> {
+        match self.buf[range] {
+            [WARNING | FATAL, CLOSE_NOTIFY] => {
+                self.closed = true;
+                self.plain = 0..0;
+                Ok(())
+            }
+            [level @ (WARNING | FATAL), description] => Err(invalid(format!(
+                "the peer sent alert {description} (level {level})"
+            ))),
+            ref alert => Err(invalid(format!(
+                "a malformed alert ({} bytes)",
+                alert.len()
+            ))),
+        }
+    }
+
+    /// Post-handshake messages (RFC 8446 §4.6): the peer's key updates, and session tickets
+    /// (see [`Opener::session_ticket`]). A message must lie whole in its record: they are a few
+    /// bytes, and no TLS stack splits them.
+    fn handshake(&mut self, mut rest: Range<usize>) -> io::Result<()> {
+        if rest.is_empty() {
+            // RFC 8446 §5.1: handshake records are never empty.
+            return Err(invalid("an empty handshake record"));
+        }
         while !rest.is_empty() {
-            let m = &self.buf[rest.clone()];
-            if m.len() < 4 {
-                return Err(invalid("a truncated handshake message"));
+            let (typ, body) = self.message(rest.clone())?;
+            rest.start = body.end;
+            match typ {
+                KEY_UPDATE => self.key_update(body, rest.is_empty())?,
+                NEW_SESSION_TICKET => self.session_ticket()?,
+                t => return Err(invalid(format!("unexpected handshake message {t}"))),
             }
-            let len = u32::from_be_bytes([0, m[1], m[2], m[3]]) as usize;
-            if m.len() < 4 + len {
-                return Err(invalid("a truncated handshake message"));
-            }
-            match (m[0], &m[4..4 + len]) {
-                (KEY_UPDATE, [asked @ (0 | 1)]) => {
-                    if *asked == 1 {
-                        self.shared.update_asked.store(true, Ordering::Release);
-                    }
-                    let keys = self.shared.kernel.lock().unwrap().next_keys(false)?;
-                    self.dec = decrypter(self.shared.suite, keys)?;
-                    self.seq = 0;
-                }
-                (NEW_SESSION_TICKET, _) => {}
-                (t, _) => return Err(invalid(format!("unexpected handshake message {t}"))),
-            }
-            rest.start += 4 + len;
         }
         Ok(())
+    }
+
+    /// The type and body of the handshake message at the start of `at`.
+    fn message(&self, at: Range<usize>) -> io::Result<(u8, Range<usize>)> {
+        let m = &self.buf[at.clone()];
+        if m.len() < 4 {
+            return Err(invalid("a truncated handshake message"));
+        }
+        let len = u32::from_be_bytes([0, m[1], m[2], m[3]]) as usize;
+        if m.len() - 4 < len {
+            return Err(invalid("a truncated handshake message"));
+        }
+        Ok((m[0], at.start + 4..at.start + 4 + len))
+    }
+
+    /// The peer's next keys, from the record after this one. A KeyUpdate must end its record
+    /// (`last`): bytes after it in the same record were sealed under the old key but would be
+    /// read as if under the new one, and RFC 8446 §5.1 forbids handshake messages spanning a
+    /// key change (unexpected_message).
+    fn key_update(&mut self, body: Range<usize>, last: bool) -> io::Result<()> {
+        if !last {
+            return Err(invalid(
+                "a key update not at the end of its record (RFC 8446 §5.1)",
+            ));
+        }
+        let asked = match self.buf[body] {
+            [0] => false,
+            [1] => true,
+            _ => return Err(invalid("a malformed key update")),
+        };
+        self.count_key_update()?;
+        if asked {
+            // Answered once, before our next record, however many requests come first.
+            self.shared.update_asked.store(true, Ordering::Release);
+        }
+        let keys = self.shared.kernel.lock().unwrap().next_keys(false)?;
+        self.dec = decrypter(self.shared.suite, keys)?;
+        self.seq = 0;
+        Ok(())
+    }
+
+    /// Refuses a peer that sends more than [`MAX_KEY_UPDATES`] key updates in a row.
+    fn count_key_update(&mut self) -> io::Result<()> {
+        self.key_updates += 1;
+        if self.key_updates > MAX_KEY_UPDATES {
+            return Err(invalid(format!(
+                "more than {MAX_KEY_UPDATES} key updates in a row with no data between them"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Only a server may send a NewSessionTicket (RFC 8446 §4.6.1), so one reaching the daemon
+    /// is refused. The client ignores one, as a client may (a ticket is an offer, and Blit's
+    /// client resumes nothing): Blit's daemon sends none, but a later one that does, or another
+    /// TLS server, should not make every client fail; and an ignored ticket changes no state.
+    fn session_ticket(&self) -> io::Result<()> {
+        if self.server {
+            return Err(invalid(
+                "a session ticket from the client (only a server may send one)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The AES-256-GCM key and IV of every epoch of a fuzzing opener: all zeros.
+const FUZZ_KEY: [u8; 32] = [0; 32];
+const FUZZ_IV: [u8; 12] = [0; 12];
+
+fn fuzz_keys() -> ConnectionTrafficSecrets {
+    ConnectionTrafficSecrets::Aes256Gcm {
+        key: AeadKey::from(FUZZ_KEY),
+        iv: Iv::new(FUZZ_IV),
+    }
+}
+
+/// The record reader without a handshake, for its fuzz target (`fuzz/fuzz_targets/records.rs`):
+/// the fuzzer cannot run a handshake, and would never find a record that opens under real
+/// keys. Nothing here is fit for a network: the keys are public constants.
+impl Opener {
+    /// An opener on the daemon's side (`server`) or the client's, whose keys in every epoch (a
+    /// key update included) are the all-zero AES-256-GCM key and IV.
+    #[doc(hidden)]
+    pub fn for_fuzzing(server: bool) -> io::Result<Opener> {
+        let kernel = Kernel::Fixed { server };
+        let rustls::SupportedCipherSuite::Tls13(suite) = kernel.suite() else {
+            return Err(invalid("TLS 1.3 was not chosen"));
+        };
+        let shared = Arc::new(Shared {
+            kernel: Mutex::new(kernel),
+            suite,
+            update_asked: AtomicBool::new(false),
+        });
+        Ok(Opener::new(
+            shared,
+            decrypter(suite, fuzz_keys())?,
+            0,
+            &[],
+            &[],
+        ))
+    }
+
+    /// The record with sequence number `seq` whose plaintext (content, content type, padding)
+    /// is `inner`, sealed under the keys of [`Opener::for_fuzzing`].
+    #[doc(hidden)]
+    pub fn seal_for_fuzzing(seq: u64, inner: &[u8]) -> io::Result<Vec<u8>> {
+        if inner.len() + TAG > u16::MAX as usize {
+            return Err(invalid("a record longer than its header can say"));
+        }
+        let key = SealKey::new(fuzz_keys())?;
+        let header = header(inner.len());
+        let mut record = Vec::with_capacity(HEADER + inner.len() + TAG);
+        record.extend_from_slice(&header);
+        record.extend_from_slice(inner);
+        let tag = key.seal(seq, header, &mut record[HEADER..])?;
+        record.extend_from_slice(tag.as_ref());
+        Ok(record)
+    }
+
+    /// The size of the receive buffer, which nothing the peer sends may change.
+    #[doc(hidden)]
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 }
 
