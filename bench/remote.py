@@ -6,6 +6,11 @@ rounds, medians, ratios to rsyncd. Same hygiene as bench/run.py (whose helpers i
 Workloads: push-1g pull-1g push-10k pull-10k noop-50k (push side, nothing changed). Blit runs
 with TLS (its default) and in plain TCP (`--no-tls`, like rsyncd), to show what TLS costs.
 
+Blit's daemon serves its module as rsyncd does here (`uid = root`): sessions as root keeping
+owners and everything else, behind a token; pulls take that metadata (`--trust-metadata`), as
+rsync run as root does. With BLIT_BASELINE=DIR, another build's `blit` and `blit-daemon` run
+beside (see bench/run.py).
+
 Usage: bench/remote.py [--rounds N] [--only W1,W2] [--data DIR] [--out FILE]
 """
 
@@ -50,10 +55,25 @@ class Servers:
         self.module = module_dir
         self.work = work
         self.procs = []
-        daemon = os.path.join(common.REPO, "target", "release", "blit-daemon")
-        # Blit with TLS (a self-signed identity kept in the work folder) and without.
-        self.blit_tls = self.start_blit(daemon, ["--tls-dir", os.path.join(work, "tls")])
-        self.blit_plain = self.start_blit(daemon, ["--no-tls"])
+        daemon = os.path.join(common.target_dir(), "release", "blit-daemon")
+        # Blit with TLS (a self-signed identity kept in the work folder) and without, its module
+        # trusted as rsyncd's is (sessions as root), which needs a token.
+        token = os.path.join(work, "token")
+        with open(token, "w") as fh:
+            fh.write("bench-token\n")
+        os.environ["BLIT_TOKEN"] = "bench-token"
+        conf = os.path.join(work, "blit-daemon.toml")
+        with open(conf, "w") as fh:
+            fh.write(f'[[module]]\nname = "m"\npath = "{module_dir}"\nuid = "root"\nkeep = ["all"]\n'
+                     f'token_file = "{token}"\n')
+        self.blit_tls = self.start_blit(daemon, ["--config", conf, "--tls-dir", os.path.join(work, "tls")])
+        self.blit_plain = self.start_blit(daemon, ["--config", conf, "--no-tls"])
+        # Another build, when asked for (its own quick form: sessions as root then).
+        old = common.baseline("blit-daemon")
+        self.baseline_tls = None
+        if old:
+            self.baseline_tls = self.start_blit(old, ["--module", f"m={module_dir}", "--tls-dir",
+                                                      os.path.join(work, "tls-baseline")])
         # rsyncd
         self.rsync_port = free_port()
         conf = os.path.join(work, "rsyncd.conf")
@@ -85,7 +105,7 @@ class Servers:
         time.sleep(1.0)
 
     def start_blit(self, daemon, extra):
-        p = subprocess.Popen([daemon, "--listen", "127.0.0.1:0", "--module", f"m={self.module}"] + extra,
+        p = subprocess.Popen([daemon, "--listen", "127.0.0.1:0"] + extra,
                              stdout=subprocess.PIPE, text=True)
         line = p.stdout.readline()
         self.procs.append(p)
@@ -118,20 +138,31 @@ def push_tools(blit, sv, big):
         # machines, two); this row shows it striped over two.
         t.insert(1, (ONE, lambda s, d: [blit, "copy", "-q", "--no-progress", "--streams", "2", s,
                                         f"blit://127.0.0.1:{sv.blit_tls}/m/{d}"]))
+    old = common.baseline("blit")
+    if old and sv.baseline_tls:
+        t.insert(1, (common.BASELINE, lambda s, d: [old, "copy", "-q", "--no-progress", s,
+                                                    f"blit://127.0.0.1:{sv.baseline_tls}/m/{d}"]))
     return t
 
 
 def pull_tools(blit, sv, big):
     t = [
-        ("blit", lambda s, d: [blit, "copy", "-q", "--no-progress", f"blit://127.0.0.1:{sv.blit_tls}/m/{s}", d]),
+        ("blit", lambda s, d: [blit, "copy", "-q", "--no-progress", "--trust-metadata",
+                               f"blit://127.0.0.1:{sv.blit_tls}/m/{s}", d]),
         ("rsyncd", lambda s, d: ["rsync", "-a", f"rsync://127.0.0.1:{sv.rsync_port}/m/{s}/", d + "/"]),
         ("rsync ssh", lambda s, d: ["rsync", "-a", "-e", sv.ssh, f"root@127.0.0.1:{sv.module}/{s}/", d + "/"]),
     ]
     t.insert(1, ("blit --no-tls", lambda s, d: [blit, "copy", "-q", "--no-progress", "--no-tls",
+                                                "--trust-metadata",
                                                 f"blit://127.0.0.1:{sv.blit_plain}/m/{s}", d]))
     if big:
         t.insert(1, (ONE, lambda s, d: [blit, "copy", "-q", "--no-progress", "--streams", "2",
+                                        "--trust-metadata",
                                         f"blit://127.0.0.1:{sv.blit_tls}/m/{s}", d]))
+    old = common.baseline("blit")
+    if old and sv.baseline_tls:
+        t.insert(1, (common.BASELINE, lambda s, d: [old, "copy", "-q", "--no-progress",
+                                                    f"blit://127.0.0.1:{sv.baseline_tls}/m/{s}", d]))
     return t
 
 
@@ -139,7 +170,12 @@ NOXA = "blit --no-xattrs (duty of rsyncd)"
 
 
 def mirror_tools(blit, sv):
-    return [
+    old = common.baseline("blit")
+    t = []
+    if old and sv.baseline_tls:
+        t.append((common.BASELINE, lambda s, d: [old, "mirror", "-q", "--no-progress", s,
+                                                 f"blit://127.0.0.1:{sv.baseline_tls}/m/{d}"]))
+    return t + [
         ("blit", lambda s, d: [blit, "mirror", "-q", "--no-progress", s, f"blit://127.0.0.1:{sv.blit_tls}/m/{d}"]),
         ("blit --no-tls", lambda s, d: [blit, "mirror", "-q", "--no-progress", "--no-tls", s,
                                         f"blit://127.0.0.1:{sv.blit_plain}/m/{d}"]),
@@ -173,7 +209,7 @@ class RemoteBench(common.Bench):
         tools = push_tools(self.blit, self.sv, big)
         results = {n: [] for n, _ in tools}
         for i in range(rounds):
-            for name, cmd in tools:
+            for name, cmd in common.rotated(tools, i):
                 # Large outputs are named apart, so clearing them never touches a small-file tree
                 # (whose delete would slow file creation for minutes).
                 rel = f"{'big-' if big else ''}push-{name.split()[0]}-{name.count('-')}"
@@ -191,7 +227,7 @@ class RemoteBench(common.Bench):
         base = os.path.join(self.data, "dst", "pulled-big" if big else "pulled")
         os.makedirs(base, exist_ok=True)
         for i in range(rounds):
-            for name, cmd in tools:
+            for name, cmd in common.rotated(tools, i):
                 dst = os.path.join(base, f"{name.split()[0]}-{name.count('-')}")
                 if big:
                     common.drop_big_outputs(base, "")
@@ -206,8 +242,8 @@ class RemoteBench(common.Bench):
         if not os.path.exists(replica):
             common.sh([self.blit, "mirror", "-q", "--no-progress", src, replica], check=True)
         results = {n: [] for n, _ in tools}
-        for _ in range(rounds):
-            for name, cmd in tools:
+        for i in range(rounds):
+            for name, cmd in common.rotated(tools, i):
                 self.prepare(src, 0, extra_warm=replica)
                 results[name].append(common.timed(cmd(src, rel)))
         self.record(label, results)
@@ -253,7 +289,8 @@ def main():
     args = ap.parse_args()
     only = args.only.split(",")
     need([("rsync", "rsync"), ("openssh-server", "sshd"), ("openssh-client", "ssh"), ("time", "/usr/bin/time")])
-    common.sh(["cargo", "build", "--release", "-q", "-p", "blit-daemon"], cwd=common.REPO, check=True)
+    common.sh(["cargo", "build", "--release", "-q", "-p", "blit-daemon", "-p", "blit-cli"], cwd=common.REPO,
+              check=True)
     b = RemoteBench(args)
     d = args.data
     module = os.path.join(d, "module")

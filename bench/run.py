@@ -10,6 +10,11 @@ pages are synced.
 
 Usage: bench/run.py [--rounds N] [--only W1,W2] [--data DIR] [--out FILE] [--no-install]
 Workloads: copy-1g copy-20k copy-20k-tmpfs noop-50k incr-50k copy-mixed noop-1m copy-1m
+
+Binaries come from $CARGO_TARGET_DIR (else target/). With BLIT_BASELINE=DIR (a folder holding
+another build's `blit`, and `blit-daemon` for bench/remote.py), a row "blit (baseline)" runs
+that build beside the current one, alternating like every other tool: a change's before/after
+table from one session.
 """
 
 import argparse
@@ -71,9 +76,28 @@ def version(tool):
     return "?"
 
 
+def target_dir():
+    """Where cargo puts its builds: $CARGO_TARGET_DIR, else the repository's target/."""
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+
+
+BASELINE = "blit (baseline)"
+
+
+def baseline(name):
+    """Another build's binary `name` from $BLIT_BASELINE, if that is set."""
+    d = os.environ.get("BLIT_BASELINE")
+    if not d:
+        return None
+    path = os.path.join(d, name)
+    if not os.path.exists(path):
+        sys.exit(f"BLIT_BASELINE: {path} does not exist")
+    return path
+
+
 def blit_bin():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "blit-cli"], cwd=REPO, check=True)
-    return os.path.join(REPO, "target", "release", "blit")
+    return os.path.join(target_dir(), "release", "blit")
 
 
 def noop_floor_bin():
@@ -82,7 +106,7 @@ def noop_floor_bin():
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return None
-    out = os.path.join(REPO, "target", "noop-floor")
+    out = os.path.join(target_dir(), "noop-floor")
     r = subprocess.run([cc, "-O2", "-pthread", "-o", out, os.path.join(HERE, "noop-floor.c")])
     return out if r.returncode == 0 else None
 
@@ -206,6 +230,14 @@ def drop_big_outputs(base, prefix):
             shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
+def rotated(tools, i):
+    """The tools in round `i`: each round starts one further along, so every tool takes every place
+    in the order. A large write slows whichever run follows it (the next run pays for memory the
+    kernel reclaims and hands back), so a fixed order would charge it to the same tool always."""
+    k = i % len(tools)
+    return tools[k:] + tools[:k]
+
+
 def prefault(nbytes):
     """Writes and deletes a tmpfs file, so the copy does not pay for fresh memory."""
     if nbytes <= 0:
@@ -279,6 +311,9 @@ def timed(argv):
 def copy_tools(blit):
     """Initial-copy commands: name -> argv(src, dst). DST never exists before the run."""
     t = [("blit", lambda s, d: [blit, "copy", "-q", "--no-progress", s, d])]
+    old = baseline("blit")
+    if old:
+        t.append((BASELINE, lambda s, d: [old, "copy", "-q", "--no-progress", s, d]))
     t.append(("cp -a", lambda s, d: ["cp", "-a", s, d]))
     if have("rsync"):
         t.append(("rsync -a", lambda s, d: ["rsync", "-a", s + "/", d + "/"]))
@@ -314,6 +349,9 @@ def mirror_tools(blit, duty=False, floor=False):
     xattrs by default and `rsync -a` does not; `blit --no-xattrs` does what `rsync -a` does, and
     `rsync -aX` what Blit does."""
     t = [("blit", lambda s, d: [blit, "mirror", "-q", "--no-progress", s, d])]
+    old = baseline("blit")
+    if old:
+        t.append((BASELINE, lambda s, d: [old, "mirror", "-q", "--no-progress", s, d]))
     if duty:
         t.append(("blit --no-xattrs (duty of rsync -a)",
                   lambda s, d: [blit, "mirror", "-q", "--no-progress", "--no-xattrs", s, d]))
@@ -384,8 +422,8 @@ class Bench:
         os.makedirs(dst_base, exist_ok=True)
         if not few_files and not dst_base.startswith("/dev/shm"):
             self.check_allocator(label)
-        for _ in range(rounds):
-            for name, cmd in tools:
+        for i in range(rounds):
+            for name, cmd in rotated(tools, i):
                 dst = os.path.join(dst_base, "copy-" + name.split()[0])
                 if few_files:
                     # Every tool's last copy goes, not only this one's: copies kept in the page
@@ -405,8 +443,8 @@ class Bench:
         if not os.path.exists(dst):
             sh([self.blit, "mirror", "-q", "--no-progress", src, dst], check=True)
         results = {name: [] for name, _ in tools}
-        for _ in range(rounds):
-            for name, cmd in tools:
+        for i in range(rounds):
+            for name, cmd in rotated(tools, i):
                 # The floors run last in each round, on trees the tools before them just walked:
                 # warm already, and the bench stays under its 15 minutes.
                 if not name.startswith("kernel floor"):
@@ -421,8 +459,8 @@ class Bench:
         dst = os.path.join(self.data, "dst", "incr")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         self.check_allocator(label)
-        for _ in range(rounds):
-            for name, cmd in tools:
+        for i in range(rounds):
+            for name, cmd in rotated(tools, i):
                 self.aside(dst)
                 sh(["cp", "-a", base, dst], check=True)
                 self.prepare(edited, 0, extra_warm=dst)
@@ -459,6 +497,8 @@ class Bench:
         for a, b in DUTY_PAIRS:
             if a in med and b in med:
                 print(f"  same duty: {a} / {b}: {med[a][0] / med[b][0]:.2f}")
+        if "blit" in med and BASELINE in med:
+            print(f"  blit / {BASELINE}: {med['blit'][0] / med[BASELINE][0]:.2f}")
         floor = [(k, v) for k, v in med.items() if "floor" in k and "kernel" not in k]
         for k, v in floor:
             if "blit" in med:

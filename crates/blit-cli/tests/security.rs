@@ -165,14 +165,14 @@ struct Pushed {
 
 /// Pushes `tree` into `m/<into>` as a raw client, answering every request until the daemon
 /// finishes.
-fn push_fake(d: &Daemon, into: &str, job: PushJob, tree: &FakeTree) -> Pushed {
+fn push_fake(addr: &str, into: &str, job: PushJob, tree: &FakeTree) -> Pushed {
     let hello = Hello {
         module: "m".into(),
         path: into.as_bytes().to_vec(),
         token: None,
         role: Role::Push(Box::new(job)),
     };
-    let (mut s, answer) = raw_hello(d, hello);
+    let (mut s, answer) = raw_hello_to(addr, hello);
     assert_eq!(answer, Msg::Welcome(None), "the push was not welcomed");
     let mut failures = Vec::new();
     while let Some(frame) = wire::read_frame(&mut s).expect("read from the daemon") {
@@ -216,6 +216,75 @@ fn nobody_module(sb: &Sandbox) -> Tree {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The attacker as an unprivileged local user
+// ---------------------------------------------------------------------------------------------
+
+/// Where the attacker process finds the daemon, and which attack it plays.
+const ATTACK_ADDR: &str = "BLIT_TEST_ATTACK_ADDR";
+const ATTACK: &str = "BLIT_TEST_ATTACK";
+
+/// What the attacker prints once it has played its attack: proof that it ran, and as whom.
+const ATTACKED: &str = "attack played as uid";
+
+/// Plays `attack` against `d` from a process of its own dropped to `nobody` (this test binary
+/// again, running [`attacker`]; the standard library drops root's supplementary groups with
+/// it): what an unprivileged local user can do, not root in disguise.
+/// Panics with the attacker's output if it failed.
+fn attack_as_nobody(sb: &Sandbox, d: &Daemon, attack: &str) {
+    let exe = sb.nobody_executable(&std::env::current_exe().unwrap(), "attacker");
+    let out = loop {
+        let run = std::process::Command::new(&exe)
+            .args(["attacker", "--exact", "--ignored", "--nocapture"])
+            .env(ATTACK_ADDR, d.addr())
+            .env(ATTACK, attack)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output();
+        match run {
+            // Another test thread's child may still hold a copied binary open for writing
+            // between its fork and its exec.
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => break other.expect("start the attacker"),
+        }
+    };
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.contains(&format!("{ATTACKED} {NOBODY}")),
+        "the attack {attack:?} as nobody failed:\n{said}"
+    );
+}
+
+/// The attacker's process (see [`attack_as_nobody`]); does nothing when run by hand.
+#[test]
+#[ignore = "the attacker process of the tests in this file, started by them as nobody"]
+fn attacker() {
+    let (Ok(addr), Ok(attack)) = (std::env::var(ATTACK_ADDR), std::env::var(ATTACK)) else {
+        return;
+    };
+    // SAFETY: no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_ne!(uid, 0, "the attacker must not be root");
+    match attack.split_once(':') {
+        None if attack == "privileged" => plant_privileged_files(&addr),
+        None if attack == "partial" => plant_a_partial(&addr),
+        Some(("resume", len)) => {
+            let big = victim_bytes(len.parse().unwrap());
+            let tree = FakeTree::default().folder("").file("victim", &big);
+            let pushed = push_fake(&addr, "landing", push_job(0, true), &tree);
+            assert!(pushed.finished.is_some(), "{pushed:?}");
+        }
+        _ => panic!("no attack {attack:?}"),
+    }
+    println!("{ATTACKED} {uid}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // 1. Privileged metadata from a client
 // ---------------------------------------------------------------------------------------------
 
@@ -229,14 +298,9 @@ fn setuid_capability() -> Vec<u8> {
     v
 }
 
-/// An unprivileged attacker pushes a setuid-root copy of `id`, a world-writable block device of
-/// the disk holding `/`, a file carrying `security.capability`, and one owned by root: none of
-/// it may come out as sent. Run as `nobody`, the copied `id` must not report euid 0.
-#[test]
-fn a_push_cannot_plant_setuid_root_files_devices_or_capabilities() {
-    let sb = Sandbox::new();
-    let m = nobody_module(&sb);
-    let mut d = Daemon::quick_plain(&[("m", m.root())]);
+/// The attacker's push of a setuid-root copy of `id`, a setgid file, a world-writable block
+/// device of the disk holding `/`, a file carrying `security.capability`, and one owned by root.
+fn plant_privileged_files(addr: &str) {
     let id_bin = std::fs::read("/usr/bin/id").unwrap();
     let mut suid = wire_entry(b"", 0, 0, 11);
     (suid.uid, suid.gid, suid.perm) = (0, 0, 0o4755);
@@ -255,7 +319,7 @@ fn a_push_cannot_plant_setuid_root_files_devices_or_capabilities() {
         .entry("disk", disk, b"")
         .entry("cap", cap, &id_bin)
         .entry("rooted", rooted, b"root's?");
-    let pushed = push_fake(&d, "landing", push_job(0, false), &tree);
+    let pushed = push_fake(addr, "landing", push_job(0, false), &tree);
     assert!(pushed.finished.is_some(), "{pushed:?}");
     assert!(
         pushed
@@ -264,6 +328,17 @@ fn a_push_cannot_plant_setuid_root_files_devices_or_capabilities() {
             .any(|f| f.contains("disk") && f.contains("device")),
         "the refused device is not reported: {pushed:?}"
     );
+}
+
+/// `nobody` pushes privileged files into the quick start's module (see
+/// [`plant_privileged_files`]): none of it may come out as sent. Run as `nobody`, the copied
+/// `id` must not report euid 0.
+#[test]
+fn a_push_cannot_plant_setuid_root_files_devices_or_capabilities() {
+    let sb = Sandbox::new();
+    let m = nobody_module(&sb);
+    let mut d = Daemon::quick_plain(&[("m", m.root())]);
+    attack_as_nobody(&sb, &d, "privileged");
 
     let landing = Tree::at(m.p("landing"));
     let id = landing.meta("id");
@@ -306,14 +381,8 @@ fn victim_bytes(len: usize) -> Vec<u8> {
     noise(len, 42)
 }
 
-/// A client may not name an entry of its tree after Blit's temporaries: a hard link of a module
-/// file planted under `victim`'s partial name would have had a later `--resume` push truncate
-/// that file and write the client's bytes into it.
-#[test]
-fn a_push_cannot_plant_an_entry_under_a_partial_files_name() {
-    let sb = Sandbox::new();
-    let m = nobody_module(&sb);
-    let mut d = Daemon::quick_plain(&[("m", m.root())]);
+/// The attacker's push of a hard link of a module file under `victim`'s partial name.
+fn plant_a_partial(addr: &str) {
     let partial = blit_core::tempname::partial(std::ffi::OsStr::new("victim"));
     let partial = partial.to_str().unwrap();
     let mut a = wire_entry(b"", 0, 0, 77);
@@ -324,7 +393,20 @@ fn a_push_cannot_plant_an_entry_under_a_partial_files_name() {
         .entry("important.txt", a.clone(), b"precious")
         .entry(partial, a, b"precious")
         .file("decoy", b"x");
-    push_fake(&d, "landing", push_job(0, false), &tree);
+    push_fake(addr, "landing", push_job(0, false), &tree);
+}
+
+/// A client may not name an entry of its tree after Blit's temporaries: a hard link of a module
+/// file planted under `victim`'s partial name would have had a later `--resume` push truncate
+/// that file and write the client's bytes into it.
+#[test]
+fn a_push_cannot_plant_an_entry_under_a_partial_files_name() {
+    let sb = Sandbox::new();
+    let m = nobody_module(&sb);
+    let mut d = Daemon::quick_plain(&[("m", m.root())]);
+    attack_as_nobody(&sb, &d, "partial");
+    let partial = blit_core::tempname::partial(std::ffi::OsStr::new("victim"));
+    let partial = partial.to_str().unwrap();
     let landing = Tree::at(m.p("landing"));
     assert_eq!(landing.read("important.txt"), b"precious");
     assert!(
@@ -332,11 +414,13 @@ fn a_push_cannot_plant_an_entry_under_a_partial_files_name() {
         "an entry was made under a reserved temporary name"
     );
 
-    let big = victim_bytes(3 << 20);
-    let tree = FakeTree::default().folder("").file("victim", &big);
-    push_fake(&d, "landing", push_job(0, true), &tree);
+    let len = 3 << 20;
+    attack_as_nobody(&sb, &d, &format!("resume:{len}"));
     assert!(landing.read("important.txt") == b"precious", "overwritten");
-    assert!(landing.read("victim") == big, "victim did not arrive whole");
+    assert!(
+        landing.read("victim") == victim_bytes(len),
+        "victim did not arrive whole"
+    );
     d.assert_healthy();
 }
 
@@ -374,11 +458,10 @@ fn resume_never_writes_through_what_stands_under_a_partial_name() {
             }
         }
         landing.chown_all(NOBODY, NOBODY);
-        let tree = FakeTree::default().folder("").file("victim", &big);
-        let finished = push_fake(&d, "landing", push_job(0, true), &tree);
+        attack_as_nobody(&sb, &d, &format!("resume:{}", big.len()));
         assert!(
             landing.read("important.txt") == b"precious",
-            "{what}: overwritten ({finished:?})"
+            "{what}: overwritten"
         );
         assert_eq!(
             std::fs::read(&outside).unwrap(),
@@ -387,7 +470,7 @@ fn resume_never_writes_through_what_stands_under_a_partial_name() {
         );
         assert!(
             std::fs::read(landing.p("victim")).is_ok_and(|v| v == big),
-            "{what}: victim did not arrive whole ({finished:?}; {})",
+            "{what}: victim did not arrive whole ({})",
             d.stderr()
         );
         d.assert_healthy();
@@ -708,6 +791,15 @@ fn one_hostile_client_cannot_fill_the_daemons_memory() {
             peak < ONE_PEER_MIB,
             "endless listing: the daemon reached {peak} MiB"
         );
+        if pad > 0 {
+            // Gathered to the connection's cap: the operator learns why the session was cut.
+            let logged = |d: &Daemon| d.stderr().contains("more than this connection may hold");
+            let until = Instant::now() + Duration::from_secs(10);
+            while !logged(&d) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(logged(&d), "the daemon did not log why: {}", d.stderr());
+        }
     }
 }
 

@@ -35,7 +35,8 @@ pub const XATTR_PREFIX: &str = "user.blit.x.";
 const STAT_MAX: usize = 64;
 
 /// How `e` (with extended attributes `xattrs`) is stored: the entry to write with the writer's
-/// own rights, and the attributes to give it.
+/// own rights, and the attributes to give it. (Written only where a daemon runs: Unix.)
+#[cfg_attr(not(unix), allow(dead_code))]
 pub fn store(e: &Entry, xattrs: Option<&Xattrs>) -> (Entry, Xattrs) {
     let mut stored = e.clone();
     let mut out = Xattrs::new();
@@ -163,6 +164,7 @@ pub struct Stat {
 
 const S_IFMT: u32 = 0o170000;
 
+#[cfg_attr(not(unix), allow(dead_code))]
 fn type_bits(kind: Kind) -> u32 {
     match kind {
         Kind::Fifo => 0o010000,
@@ -189,6 +191,7 @@ fn kind_of_bits(bits: u32) -> Option<Kind> {
 }
 
 /// The `user.blit.stat` value of `e`.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub fn stat_value(e: &Entry) -> Vec<u8> {
     let mode = type_bits(e.kind) | (e.perm & 0o7777);
     format!("{mode:o} {} {} {}", e.uid, e.gid, e.rdev).into_bytes()

@@ -20,7 +20,9 @@ struct Args {
     /// Address to listen on (default 127.0.0.1:9031; port 0 picks a free port)
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<String>,
-    /// Serve PATH as module NAME, writable and without a token (repeatable)
+    /// Serve PATH as module NAME, writable and without a token; as root, its sessions act as
+    /// nobody:nogroup (so PATH must be theirs to write). Repeatable; other options need --config
+    /// (see docs/SECURITY.md)
     #[arg(long, value_name = "NAME=PATH", value_parser = config::parse_module)]
     module: Vec<config::ModuleFile>,
     /// Serve plain TCP, without TLS (clients then need --no-tls)

@@ -91,11 +91,16 @@ impl Sandbox {
     /// The blit binary at a path `nobody` can execute: the build tree may sit under a folder that
     /// only root may enter.
     pub fn nobody_binary(&self) -> PathBuf {
-        let bin = self.join("blit-bin");
+        self.nobody_executable(&assert_cmd::cargo::cargo_bin("blit"), "blit-bin")
+    }
+
+    /// `built` as `name` in the sandbox, where `nobody` can execute it. Call after
+    /// [`Sandbox::give_to_nobody`]: it may be a hard link of `built`, which that would give away.
+    pub fn nobody_executable(&self, built: &Path, name: &str) -> PathBuf {
+        let bin = self.join(name);
         if !bin.exists() {
-            let built = assert_cmd::cargo::cargo_bin("blit");
-            if fs::hard_link(&built, &bin).is_err() {
-                fs::copy(&built, &bin).expect("copy blit binary");
+            if fs::hard_link(built, &bin).is_err() {
+                fs::copy(built, &bin).expect("copy a binary into the sandbox");
             }
             fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
         }

@@ -469,7 +469,12 @@ pub fn expect_refused(a: &Assert, needle: &str) {
 
 /// A raw session: preamble, then a hello; returns the stream and the daemon's answer.
 pub fn raw_hello(d: &Daemon, hello: Hello) -> (TcpStream, Msg) {
-    let mut s = raw_connect(d);
+    raw_hello_to(&d.addr(), hello)
+}
+
+/// [`raw_hello`] to a daemon known only by its address (from a process of its own).
+pub fn raw_hello_to(addr: &str, hello: Hello) -> (TcpStream, Msg) {
+    let mut s = raw_connect_to(addr);
     wire::write_client_preamble(&mut s, false).unwrap();
     assert_eq!(
         wire::read_server_preamble(&mut s).unwrap(),
@@ -603,7 +608,11 @@ pub fn send_data(s: &mut TcpStream, id: u32, at: u64, data: &[u8]) {
 }
 
 pub fn raw_connect(d: &Daemon) -> TcpStream {
-    let s = TcpStream::connect(d.addr()).expect("connect to the daemon");
+    raw_connect_to(&d.addr())
+}
+
+pub fn raw_connect_to(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to the daemon");
     s.set_read_timeout(Some(SOCKET_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(SOCKET_TIMEOUT)).unwrap();
     s

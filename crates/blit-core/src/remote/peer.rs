@@ -94,6 +94,10 @@ const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(20);
 /// them waits here instead of holding whole files in memory.
 const QUEUE_BYTES: usize = 16 << 20;
 
+/// Why a connection closed when the other side ended its stream in order: the one close that
+/// is not a failure.
+const CLOSED_IN_ORDER: &str = "the other side closed the connection";
+
 pub struct Peer {
     out: Arc<Mutex<Option<Sender<Vec<u8>>>>>,
     /// Requests from the other side being served here, and whether it has cancelled each.
@@ -198,7 +202,7 @@ impl Peer {
             let peer = Arc::clone(&peer);
             std::thread::spawn(move || {
                 let why = match read_loop(&peer, reader, &*handler) {
-                    Ok(()) => "the other side closed the connection".to_string(),
+                    Ok(()) => CLOSED_IN_ORDER.to_string(),
                     Err(e) => format!("connection lost: {e}"),
                 };
                 peer.close(&why);
@@ -234,6 +238,18 @@ impl Peer {
             .clone()
             .unwrap_or_else(|| "connection closed".into());
         io::Error::new(io::ErrorKind::ConnectionAborted, why)
+    }
+
+    /// After [`Peer::finish`]: `Err` with the reason if the connection ended other than by the
+    /// other side closing it in order (a broken stream, a frame over the memory budget), so a
+    /// server can log why a session was cut short.
+    pub fn outcome(&self) -> io::Result<()> {
+        let in_order = self.closed.lock().unwrap().as_deref() == Some(CLOSED_IN_ORDER);
+        if in_order || !self.is_closed() {
+            Ok(())
+        } else {
+            Err(self.lost())
+        }
     }
 
     pub fn is_closed(&self) -> bool {

@@ -399,7 +399,7 @@ fn pull(
     let peer = Peer::start(chan, Arc::new(tree))?;
     let _ = rx.recv();
     peer.finish();
-    Ok(())
+    peer.outcome()
 }
 
 /// Another connection for a running push: it joins the push's set of stripe carriers and
@@ -572,7 +572,7 @@ fn push(
         p.finish();
     }
     drop(dst);
-    Ok(())
+    peer.outcome()
 }
 
 #[allow(clippy::too_many_arguments)]
