@@ -129,32 +129,6 @@ fn ino_of(rel: &str) -> u64 {
         % 1_000_000
 }
 
-/// The push job a raw client sends: `mode` 0 copy, 1 mirror.
-fn push_job(mode: u8, resume: bool) -> PushJob {
-    PushJob {
-        mode,
-        dry_run: false,
-        checksum: false,
-        excludes: Vec::new(),
-        includes: Vec::new(),
-        max_delete: None,
-        delete_after: false,
-        workers: None,
-        fsync: false,
-        verify: false,
-        no_xattrs: false,
-        force: true,
-        resume,
-        events: false,
-        progress: false,
-        src: wire_entry(b"src", 1, 4096, 1),
-        into: false,
-        src_shown: "src".into(),
-        dst_shown: "m/landing".into(),
-        streams: 1,
-    }
-}
-
 /// What a raw push ended with: the daemon's totals (`None`: it hung up first) and the failures
 /// it reported on the way.
 #[derive(Debug)]
@@ -276,7 +250,7 @@ fn attacker() {
         Some(("resume", len)) => {
             let big = victim_bytes(len.parse().unwrap());
             let tree = FakeTree::default().folder("").file("victim", &big);
-            let pushed = push_fake(&addr, "landing", push_job(0, true), &tree);
+            let pushed = push_fake(&addr, "landing", raw_push_job(0, true), &tree);
             assert!(pushed.finished.is_some(), "{pushed:?}");
         }
         _ => panic!("no attack {attack:?}"),
@@ -319,7 +293,7 @@ fn plant_privileged_files(addr: &str) {
         .entry("disk", disk, b"")
         .entry("cap", cap, &id_bin)
         .entry("rooted", rooted, b"root's?");
-    let pushed = push_fake(addr, "landing", push_job(0, false), &tree);
+    let pushed = push_fake(addr, "landing", raw_push_job(0, false), &tree);
     assert!(pushed.finished.is_some(), "{pushed:?}");
     assert!(
         pushed
@@ -393,7 +367,7 @@ fn plant_a_partial(addr: &str) {
         .entry("important.txt", a.clone(), b"precious")
         .entry(partial, a, b"precious")
         .file("decoy", b"x");
-    push_fake(addr, "landing", push_job(0, false), &tree);
+    push_fake(addr, "landing", raw_push_job(0, false), &tree);
 }
 
 /// A client may not name an entry of its tree after Blit's temporaries: a hard link of a module
@@ -731,7 +705,7 @@ fn listing_bomb(d: &Daemon, frames: usize, pad: usize) {
         module: "m".into(),
         path: b"landing".to_vec(),
         token: None,
-        role: Role::Push(Box::new(push_job(0, false))),
+        role: Role::Push(Box::new(raw_push_job(0, false))),
     };
     let (s, answer) = raw_hello(d, hello);
     assert_eq!(answer, Msg::Welcome(None));

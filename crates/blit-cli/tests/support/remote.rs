@@ -144,6 +144,18 @@ pub fn daemon_binary() -> PathBuf {
     bin
 }
 
+/// The quick start's command line: each module as `--module NAME=PATH`, on a free port.
+fn quick_args(modules: &[(&str, &Path)]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--listen".into(), "127.0.0.1:0".into()];
+    for (name, path) in modules {
+        let mut m = OsString::from(format!("{name}="));
+        m.push(path.as_os_str());
+        args.push("--module".into());
+        args.push(m);
+    }
+    args
+}
+
 impl Daemon {
     /// Serves writable modules trusted with everything (see [`Module::trusted`]).
     pub fn serve(modules: &[(&str, &Path)]) -> Daemon {
@@ -169,14 +181,7 @@ impl Daemon {
     }
 
     fn serve_with(modules: &[(&str, &Path)], plain: bool) -> Daemon {
-        let mut args: Vec<OsString> = vec!["--listen".into(), "127.0.0.1:0".into()];
-        for (name, path) in modules {
-            let mut m = OsString::from(format!("{name}="));
-            m.push(path.as_os_str());
-            args.push("--module".into());
-            args.push(m);
-        }
-        Self::spawn(args, tempfile::tempdir().unwrap(), plain)
+        Self::spawn(quick_args(modules), tempfile::tempdir().unwrap(), plain)
     }
 
     /// Serves the modules through a TOML configuration (`--config`), with `extra` top-level
@@ -233,13 +238,7 @@ impl Daemon {
     /// Serves the modules with TLS and the identity kept in `identity` (another certificate
     /// than the shared one: an impostor, as far as clients that trusted the shared one know).
     pub fn serve_as(modules: &[(&str, &Path)], identity: &Path) -> Daemon {
-        let mut args: Vec<OsString> = vec!["--listen".into(), "127.0.0.1:0".into()];
-        for (name, path) in modules {
-            let mut m = OsString::from(format!("{name}="));
-            m.push(path.as_os_str());
-            args.push("--module".into());
-            args.push(m);
-        }
+        let args = quick_args(modules);
         Self::spawn_with_identity(args, tempfile::tempdir().unwrap(), Some(identity.into()))
     }
 
@@ -537,11 +536,10 @@ pub fn wire_entry(name: &[u8], kind: u8, size: u64, ino: u64) -> WireEntry {
     }
 }
 
-/// Opens a push (`mode`: 0 copy, 1 mirror) of a source folder into `m/landing` as a raw client
-/// would, striped over `streams` connections, and returns the socket once it is welcomed; the
-/// caller answers the daemon's requests.
-pub fn raw_push(d: &Daemon, mode: u8, streams: u8) -> TcpStream {
-    let job = PushJob {
+/// The job of a raw client's push (`mode`: 0 copy, 1 mirror) of a folder `src` into
+/// `m/landing`, over one connection, without events.
+pub fn raw_push_job(mode: u8, resume: bool) -> PushJob {
+    PushJob {
         mode,
         dry_run: false,
         checksum: false,
@@ -554,14 +552,25 @@ pub fn raw_push(d: &Daemon, mode: u8, streams: u8) -> TcpStream {
         verify: false,
         no_xattrs: false,
         force: true,
-        resume: false,
-        events: true,
+        resume,
+        events: false,
         progress: false,
         src: wire_entry(b"src", 1, 4096, 1),
         into: false,
         src_shown: "src".into(),
         dst_shown: "m/landing".into(),
+        streams: 1,
+    }
+}
+
+/// Opens a push (`mode`: 0 copy, 1 mirror) of a source folder into `m/landing` as a raw client
+/// would, striped over `streams` connections, and returns the socket once it is welcomed; the
+/// caller answers the daemon's requests.
+pub fn raw_push(d: &Daemon, mode: u8, streams: u8) -> TcpStream {
+    let job = PushJob {
+        events: true,
         streams,
+        ..raw_push_job(mode, false)
     };
     let hello = Hello {
         module: "m".into(),

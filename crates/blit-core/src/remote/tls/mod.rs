@@ -856,6 +856,20 @@ mod tests {
         );
     }
 
+    /// The client's side sends a handshake record of `payload` (after which its keys move on
+    /// `key_updates` times), then application data: the server must refuse the first, naming
+    /// `why`, and deliver nothing.
+    fn assert_handshake_refused(payload: &[u8], key_updates: usize, why: &str) {
+        let (_dir, mut client, mut server) = pair();
+        let records = [
+            handshake_record(&mut client, payload, key_updates),
+            data_record(&mut client, b"after"),
+        ];
+        send_raw(&mut client, &records);
+        let e = server.read(&mut [0u8; 64]).unwrap_err();
+        assert_invalid(&e, why);
+    }
+
     /// KeyUpdate, update not requested.
     const KEY_UPDATE: [u8; 5] = [24, 0, 0, 1, 0];
     /// KeyUpdate, update requested.
@@ -868,28 +882,14 @@ mod tests {
     /// handshake bytes behind it in its record is refused, not followed.
     #[test]
     fn a_key_update_not_ending_its_record_is_refused() {
-        let (_dir, mut client, mut server) = pair();
         let two = [KEY_UPDATE, KEY_UPDATE].concat();
-        let records = [
-            handshake_record(&mut client, &two, 2),
-            data_record(&mut client, b"after"),
-        ];
-        send_raw(&mut client, &records);
-        let e = server.read(&mut [0u8; 64]).unwrap_err();
-        assert_invalid(&e, "key update not at the end of its record");
+        assert_handshake_refused(&two, 2, "key update not at the end of its record");
     }
 
     /// Handshake records are never empty (RFC 8446 §5.1).
     #[test]
     fn an_empty_handshake_record_is_refused() {
-        let (_dir, mut client, mut server) = pair();
-        let records = [
-            handshake_record(&mut client, &[], 0),
-            data_record(&mut client, b"after"),
-        ];
-        send_raw(&mut client, &records);
-        let e = server.read(&mut [0u8; 64]).unwrap_err();
-        assert_invalid(&e, "an empty handshake record");
+        assert_handshake_refused(&[], 0, "an empty handshake record");
     }
 
     /// 32 key updates in a row, each asking for ours, are followed and answered by one key
@@ -947,14 +947,7 @@ mod tests {
     /// Only a server may send a NewSessionTicket (RFC 8446 §4.6.1).
     #[test]
     fn a_session_ticket_from_a_client_is_refused() {
-        let (_dir, mut client, mut server) = pair();
-        let records = [
-            handshake_record(&mut client, &TICKET, 0),
-            data_record(&mut client, b"after"),
-        ];
-        send_raw(&mut client, &records);
-        let e = server.read(&mut [0u8; 64]).unwrap_err();
-        assert_invalid(&e, "session ticket");
+        assert_handshake_refused(&TICKET, 0, "session ticket");
     }
 
     /// The client leaves a ticket unused (see `Opener::session_ticket`).
