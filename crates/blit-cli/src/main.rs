@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use args::{Cli, Command, TransferArgs};
+use blit_core::remote::Access;
 use blit_core::{CancelToken, Endpoint, Job, Mode, Options};
 
 fn main() -> ExitCode {
@@ -96,34 +97,27 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
     for file in &a.exclude_from {
         excludes.extend(blit_core::filter::Filter::read_pattern_file(file)?);
     }
-    let opts = Options {
-        trust_metadata: a.trust_metadata,
-        dry_run: a.dry_run,
-        checksum: a.checksum,
-        excludes,
-        includes: a.include.clone(),
-        max_delete: a.max_delete,
-        delete_after: a.delete_after,
-        workers: a.workers,
-        fsync: a.fsync,
-        verify: a.verify,
-        no_xattrs: a.no_xattrs,
-        force: a.force,
-        cancel,
+    let opts = Options::new(mode)
+        .dry_run(a.dry_run)
+        .checksum(a.checksum)
+        .excludes(excludes)
+        .includes(a.include.clone())
+        .max_delete(a.max_delete)
+        .delete_after(a.delete_after)
+        .workers(a.workers.map(|w| w as u32))
+        .fsync(a.fsync)
+        .verify(a.verify)
+        .no_xattrs(a.no_xattrs)
+        .force(a.force)
+        .resume(a.resume);
+    let access = Access {
         token: token(a.remote.token_file.as_deref())?,
-        no_tls: a.remote.no_tls,
-        tls_fingerprint: a.remote.tls_fingerprint.clone(),
-        resume: a.resume,
+        plain: a.remote.no_tls,
+        fingerprint: a.remote.tls_fingerprint.clone(),
         streams: a.streams.map(usize::from),
-        no_events: false,
-        no_progress: false,
+        trust_metadata: a.trust_metadata,
     };
     let printer = output::Printer::new(&a);
-    let opts = Options {
-        no_events: !printer.wants_events(),
-        no_progress: !printer.wants_progress(),
-        ..opts
-    };
     let (src, dst) = (endpoint(&a.src)?, endpoint(&a.dst)?);
     if a.trust_metadata && !matches!(src, Endpoint::Remote(_)) {
         anyhow::bail!(
@@ -131,7 +125,9 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
              module allows; a local run keeps everything)"
         );
     }
-    let job = Job::new(mode, src, dst, opts);
+    let job = Job::new(src, dst, opts)
+        .with_access(access)
+        .with_cancel(cancel);
     let summary = job.run(&printer)?;
     printer.finish(&summary);
     Ok(summary.exit_code.clamp(0, 255) as u8)

@@ -48,16 +48,6 @@ impl Printer {
         }
     }
 
-    /// Whether per-entry events are printed (a remote daemon need not send them otherwise).
-    pub fn wants_events(&self) -> bool {
-        self.verbose > 0 && !self.quiet
-    }
-
-    /// Whether byte counts feed a progress bar.
-    pub fn wants_progress(&self) -> bool {
-        self.bar.is_some()
-    }
-
     fn line(&self, to_stderr: bool, text: &str) {
         let _guard = self.out.lock();
         let print = || {
@@ -112,6 +102,16 @@ impl Printer {
 }
 
 impl Observer for Printer {
+    /// Per-entry events are printed with `-v` only.
+    fn wants_events(&self) -> bool {
+        self.verbose > 0 && !self.quiet
+    }
+
+    /// Byte counts feed the progress bar only.
+    fn wants_progress(&self) -> bool {
+        self.bar.is_some()
+    }
+
     fn found(&self, bytes: u64) {
         if let Some(pb) = &self.bar {
             pb.inc_length(bytes);

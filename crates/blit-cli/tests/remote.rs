@@ -1052,14 +1052,14 @@ fn a_file_changed_while_read_is_copied_as_it_has_become() {
     // It shrank, then (another run) it grew past the listing's size.
     for (round, now_len) in [(0u64, 1000usize), (1, (3 << 20) + 77)] {
         let now_data = noise(now_len, 40 + round);
-        let mut now = wire_entry(b"f.bin", 0, now_len as u64, 9);
+        let mut now = wire_entry(b"f.bin", Kind::File, now_len as u64, 9);
         now.mtime_sec = 1_700_000_000;
         now.mtime_nsec = 123;
-        let mut s = raw_push(&d, 0, 1);
+        let mut s = raw_push(&d, Mode::Copy, 1);
         let mut asked = Vec::new();
         let finished = serve_push(&mut s, |s, id, req| match req {
             Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
-                entries: vec![Listed::Ok(wire_entry(b"f.bin", 0, listed_len, 8))],
+                entries: vec![Listed::Ok(wire_entry(b"f.bin", Kind::File, listed_len, 8))],
                 more: false,
                 last: true,
             },
@@ -1138,12 +1138,12 @@ fn a_push_client_cannot_name_entries_outside_the_module() {
         b"x\0y",
     ];
     for (round, bad) in bad_names.iter().enumerate() {
-        let mut s = raw_push(&d, 1, 1);
+        let mut s = raw_push(&d, Mode::Mirror, 1);
         let finished = serve_push(&mut s, |s, id, req| match req {
             Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
                 entries: vec![
-                    Listed::Ok(wire_entry(bad, 0, 5, 2)),
-                    Listed::Ok(wire_entry(b"ok.txt", 0, 5, 3)),
+                    Listed::Ok(wire_entry(bad, Kind::File, 5, 2)),
+                    Listed::Ok(wire_entry(b"ok.txt", Kind::File, 5, 3)),
                 ],
                 more: false,
                 last: true,
@@ -1155,7 +1155,7 @@ fn a_push_client_cannot_name_entries_outside_the_module() {
             other => Rep::Err(WireError {
                 op: "open".into(),
                 path: format!("{other:?}").into_bytes(),
-                kind: 1,
+                kind: wire::ErrorKind::NotFound,
                 message: "no".into(),
             }),
         });
@@ -2501,7 +2501,7 @@ fn a_lost_extra_connection_sends_the_file_again_on_the_main_one() {
     let d = Daemon::serve_plain(&[("m", m.root())]);
     let len = 40usize << 20;
     let data = noise(len, 77);
-    let mut s = raw_push(&d, 0, 2);
+    let mut s = raw_push(&d, Mode::Copy, 2);
     let (session, secret) = match wire::read_frame(&mut s).unwrap() {
         Some(Frame::Msg(m)) => match *m {
             Msg::Streams {
@@ -2530,7 +2530,12 @@ fn a_lost_extra_connection_sends_the_file_again_on_the_main_one() {
     let mut asked = Vec::new();
     let finished = serve_push(&mut s, |s, id, req| match req {
         Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
-            entries: vec![Listed::Ok(wire_entry(b"big.bin", 0, len as u64, 8))],
+            entries: vec![Listed::Ok(wire_entry(
+                b"big.bin",
+                Kind::File,
+                len as u64,
+                8,
+            ))],
             more: false,
             last: true,
         },
@@ -2548,7 +2553,12 @@ fn a_lost_extra_connection_sends_the_file_again_on_the_main_one() {
         Req::Stat { .. } => {
             asked.push("stat".to_string());
             Rep::Entries {
-                entries: vec![Listed::Ok(wire_entry(b"big.bin", 0, len as u64, 8))],
+                entries: vec![Listed::Ok(wire_entry(
+                    b"big.bin",
+                    Kind::File,
+                    len as u64,
+                    8,
+                ))],
                 more: false,
                 last: true,
             }
@@ -2564,7 +2574,7 @@ fn a_lost_extra_connection_sends_the_file_again_on_the_main_one() {
     let f = finished.expect("the daemon hung up without finishing");
     assert_eq!(f.refused, None);
     assert_eq!(
-        f.actions[0],
+        (f.actions.create.count, f.actions.create.bytes),
         (2, len as u64),
         "the folder and the whole file created"
     );
@@ -2582,7 +2592,7 @@ fn extra_connections_need_the_push_sessions_secret() {
     m.mkroot();
     other.mkroot();
     let d = Daemon::serve_plain(&[("m", m.root()), ("other", other.root())]);
-    let mut s = raw_push(&d, 0, 3);
+    let mut s = raw_push(&d, Mode::Copy, 3);
     let (session, secret, count) = match wire::read_frame(&mut s).unwrap() {
         Some(Frame::Msg(m)) => match *m {
             Msg::Streams {
@@ -2680,7 +2690,7 @@ fn a_hostile_daemon_cannot_name_a_pulled_file_outside_the_destination() {
         b"x/../../escaped".to_vec(),
         absolute.as_os_str().as_encoded_bytes().to_vec(),
     ] {
-        let root = wire_entry(&name, 0, 5, 9);
+        let root = wire_entry(&name, Kind::File, 5, 9);
         let (port, t) = fake_daemon(1, Msg::Welcome(Some(root)), |s, id, req| match req {
             Req::Read { .. } => {
                 send_data(s, id, 0, b"owned");
@@ -2709,13 +2719,13 @@ fn a_moved_file_changed_after_its_copy_is_not_removed() {
     m.mkroot();
     let d = Daemon::serve_plain(&[("m", m.root())]);
     for changed in [false, true] {
-        let copied = wire_entry(b"f", 0, 5, 8);
+        let copied = wire_entry(b"f", Kind::File, 5, 8);
         let mut now = copied.clone();
         if changed {
             now.size = 9;
             now.mtime_sec += 1;
         }
-        let mut s = raw_push(&d, 2, 1);
+        let mut s = raw_push(&d, Mode::Move, 1);
         let mut asked = Vec::new();
         let finished = serve_push(&mut s, |s, id, req| match req {
             Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
@@ -2787,7 +2797,7 @@ fn a_fifo_in_the_module_never_hangs_a_session() {
     let Msg::Welcome(Some(root)) = answer else {
         panic!("{answer:?}")
     };
-    assert_eq!(root.kind, wire::kind_code(blit_core::entry::Kind::Fifo));
+    assert_eq!(root.kind, Kind::Fifo);
 }
 
 /// `Stat` of a pulled folder's root describes that folder, and never says where the module
@@ -2814,11 +2824,7 @@ fn stat_of_a_served_root_folder_describes_it_and_hides_its_location() {
         let [Listed::Ok(w)] = entries.as_slice() else {
             panic!("{rep:?}")
         };
-        assert_eq!(
-            w.kind,
-            wire::kind_code(blit_core::entry::Kind::Dir),
-            "{w:?}"
-        );
+        assert_eq!(w.kind, Kind::Dir, "{w:?}");
         assert_eq!(w.link, None);
         if let Some(mode) = want_mode {
             assert_eq!(w.perm & 0o7777, mode);
@@ -2835,7 +2841,7 @@ fn stat_of_a_served_root_folder_describes_it_and_hides_its_location() {
 #[test]
 fn ls_refuses_a_listing_that_does_not_advance() {
     let page = Msg::Admin(wire::AdminRep::Entries {
-        entries: vec![(b"a".to_vec(), wire_entry(b"a", 0, 1, 2))],
+        entries: vec![(b"a".to_vec(), wire_entry(b"a", Kind::File, 1, 2))],
         more: true,
     });
     let (port, t) = fake_daemon(2, page, |_, _, _| None);
@@ -2855,7 +2861,7 @@ fn a_link_swapped_in_for_a_push_destination_is_not_followed() {
     let outside = sb.tree("outside");
     outside.mkroot();
     let d = Daemon::serve_plain(&[("m", m.root())]);
-    let mut s = raw_push(&d, 1, 1);
+    let mut s = raw_push(&d, Mode::Mirror, 1);
     let (landing, target) = (m.p("landing"), outside.root().to_path_buf());
     let finished = serve_push(&mut s, |s, id, req| match req {
         Req::List { rel, .. } if rel.is_empty() => {
@@ -2863,7 +2869,7 @@ fn a_link_swapped_in_for_a_push_destination_is_not_followed() {
                 std::os::unix::fs::symlink(&target, &landing).unwrap();
             }
             Rep::Entries {
-                entries: vec![Listed::Ok(wire_entry(b"planted", 0, 5, 8))],
+                entries: vec![Listed::Ok(wire_entry(b"planted", Kind::File, 5, 8))],
                 more: false,
                 last: true,
             }

@@ -25,8 +25,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blit_core::remote::wire::{
-    self, Frame, Hello, Listed, Msg, PushJob, Rep, Req, Role, WireEntry,
+    self, ErrorKind, Frame, Hello, Listed, Msg, PushJob, Rep, Req, Role, WireEntry,
 };
+use blit_core::report::Action;
 use common::*;
 use fixture::*;
 
@@ -46,7 +47,7 @@ impl FakeTree {
     fn folder(mut self, rel: &str) -> Self {
         self.folders.entry(rel.as_bytes().to_vec()).or_default();
         if let Some((parent, name)) = split(rel) {
-            let mut e = wire_entry(name.as_bytes(), 1, 4096, ino_of(rel));
+            let mut e = wire_entry(name.as_bytes(), Kind::Dir, 4096, ino_of(rel));
             e.uid = NOBODY;
             e.gid = NOBODY;
             self.folders.entry(parent.into()).or_default().push(e);
@@ -58,7 +59,7 @@ impl FakeTree {
     fn entry(mut self, rel: &str, mut e: WireEntry, content: &[u8]) -> Self {
         let (parent, name) = split(rel).unwrap_or(("", rel));
         e.name = name.as_bytes().to_vec();
-        if e.kind == 0 {
+        if e.kind == Kind::File {
             e.size = content.len() as u64;
             self.contents
                 .insert(rel.as_bytes().to_vec(), content.to_vec());
@@ -68,7 +69,7 @@ impl FakeTree {
     }
 
     fn file(self, rel: &str, content: &[u8]) -> Self {
-        let mut e = wire_entry(b"", 0, 0, ino_of(rel));
+        let mut e = wire_entry(b"", Kind::File, 0, ino_of(rel));
         (e.uid, e.gid) = (NOBODY, NOBODY);
         self.entry(rel, e, content)
     }
@@ -250,7 +251,7 @@ fn attacker() {
         Some(("resume", len)) => {
             let big = victim_bytes(len.parse().unwrap());
             let tree = FakeTree::default().folder("").file("victim", &big);
-            let pushed = push_fake(&addr, "landing", raw_push_job(0, true), &tree);
+            let pushed = push_fake(&addr, "landing", raw_push_job(Mode::Copy, true), &tree);
             assert!(pushed.finished.is_some(), "{pushed:?}");
         }
         _ => panic!("no attack {attack:?}"),
@@ -276,15 +277,15 @@ fn setuid_capability() -> Vec<u8> {
 /// device of the disk holding `/`, a file carrying `security.capability`, and one owned by root.
 fn plant_privileged_files(addr: &str) {
     let id_bin = std::fs::read("/usr/bin/id").unwrap();
-    let mut suid = wire_entry(b"", 0, 0, 11);
+    let mut suid = wire_entry(b"", Kind::File, 0, 11);
     (suid.uid, suid.gid, suid.perm) = (0, 0, 0o4755);
-    let mut sgid = wire_entry(b"", 0, 0, 12);
+    let mut sgid = wire_entry(b"", Kind::File, 0, 12);
     (sgid.uid, sgid.gid, sgid.perm) = (NOBODY, 0, 0o2755);
-    let mut disk = wire_entry(b"", 5, 0, 13);
+    let mut disk = wire_entry(b"", Kind::BlockDevice, 0, 13);
     (disk.rdev, disk.perm) = (std::fs::metadata("/").unwrap().dev(), 0o666);
-    let mut cap = wire_entry(b"", 0, 0, 14);
+    let mut cap = wire_entry(b"", Kind::File, 0, 14);
     cap.xattrs = Some(vec![(b"security.capability".to_vec(), setuid_capability())]);
-    let mut rooted = wire_entry(b"", 0, 0, 15);
+    let mut rooted = wire_entry(b"", Kind::File, 0, 15);
     (rooted.uid, rooted.gid) = (0, 0);
     let tree = FakeTree::default()
         .folder("")
@@ -293,7 +294,7 @@ fn plant_privileged_files(addr: &str) {
         .entry("disk", disk, b"")
         .entry("cap", cap, &id_bin)
         .entry("rooted", rooted, b"root's?");
-    let pushed = push_fake(addr, "landing", raw_push_job(0, false), &tree);
+    let pushed = push_fake(addr, "landing", raw_push_job(Mode::Copy, false), &tree);
     assert!(pushed.finished.is_some(), "{pushed:?}");
     assert!(
         pushed
@@ -359,7 +360,7 @@ fn victim_bytes(len: usize) -> Vec<u8> {
 fn plant_a_partial(addr: &str) {
     let partial = blit_core::tempname::partial(std::ffi::OsStr::new("victim"));
     let partial = partial.to_str().unwrap();
-    let mut a = wire_entry(b"", 0, 0, 77);
+    let mut a = wire_entry(b"", Kind::File, 0, 77);
     a.nlink = 2;
     (a.uid, a.gid) = (NOBODY, NOBODY);
     let tree = FakeTree::default()
@@ -367,7 +368,7 @@ fn plant_a_partial(addr: &str) {
         .entry("important.txt", a.clone(), b"precious")
         .entry(partial, a, b"precious")
         .file("decoy", b"x");
-    push_fake(addr, "landing", raw_push_job(0, false), &tree);
+    push_fake(addr, "landing", raw_push_job(Mode::Copy, false), &tree);
 }
 
 /// A client may not name an entry of its tree after Blit's temporaries: a hard link of a module
@@ -618,7 +619,7 @@ const MANY_PEERS_MIB: u64 = 1024;
 fn bloated_listing(last: bool, pad: usize) -> Vec<u8> {
     let tiny = |i: u32| {
         let name = format!("{i:x}{}", "x".repeat(pad));
-        let mut e = wire_entry(name.as_bytes(), 0, 0, 0);
+        let mut e = wire_entry(name.as_bytes(), Kind::File, 0, 0);
         (e.mtime_sec, e.mtime_nsec, e.perm, e.dev, e.nlink) = (0, 0, 0, 0, 0);
         Listed::Ok(e)
     };
@@ -705,7 +706,7 @@ fn listing_bomb(d: &Daemon, frames: usize, pad: usize) {
         module: "m".into(),
         path: b"landing".to_vec(),
         token: None,
-        role: Role::Push(Box::new(raw_push_job(0, false))),
+        role: Role::Push(Box::new(raw_push_job(Mode::Copy, false))),
     };
     let (s, answer) = raw_hello(d, hello);
     assert_eq!(answer, Msg::Welcome(None));
@@ -840,7 +841,7 @@ fn a_hostile_daemon_cannot_fill_a_pulling_clients_memory() {
             let (version, _) = wire::read_client_preamble(&mut s).unwrap();
             wire::write_server_preamble(&mut s, version, false).unwrap();
             let _hello = wire::read_frame(&mut s);
-            let root = wire_entry(b"m", 1, 4096, 1);
+            let root = wire_entry(b"m", Kind::Dir, 4096, 1);
             s.write_all(&wire::encode_msg(&Msg::Welcome(Some(root))).unwrap())
                 .unwrap();
             flood_listings(s, 400, pad);
@@ -1066,8 +1067,8 @@ fn text_from_a_hostile_daemon_is_escaped_before_it_is_printed() {
         &url(0, "/m/x").replace(":0", ":PORT"),
     ]);
     let event = WireEvent {
-        action: b'+',
-        kind: 0,
+        action: Action::Create,
+        kind: Kind::File,
         rel: EVIL.as_bytes().to_vec(),
         reason: EVIL.into(),
         bytes: 1,
@@ -1075,7 +1076,7 @@ fn text_from_a_hostile_daemon_is_escaped_before_it_is_printed() {
     let failure = WireError {
         op: EVIL.into(),
         path: EVIL.as_bytes().to_vec(),
-        kind: 0,
+        kind: ErrorKind::Other,
         message: EVIL.into(),
     };
     run_against(

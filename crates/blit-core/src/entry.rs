@@ -5,9 +5,10 @@ use std::fs::Metadata;
 use std::path::PathBuf;
 
 /// The type of an entry; symlinks are never followed, so a link is its own kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    #[default]
     File,
     Dir,
     Symlink,

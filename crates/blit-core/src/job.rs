@@ -9,72 +9,21 @@ use crate::decide::Rules;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
+use crate::options::Options;
+use crate::remote::Access;
 use crate::report::{Failure, Observer, Summary};
-use crate::sync::{self, SyncMode, SyncOptions};
+use crate::sync::{self, SyncOptions};
 use crate::sys::{self, MetaOpts};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Copy,
-    Mirror,
-    Move,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Copy => "copy",
-            Mode::Mirror => "mirror",
-            Mode::Move => "move",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    pub dry_run: bool,
-    pub checksum: bool,
-    pub excludes: Vec<String>,
-    pub includes: Vec<String>,
-    pub max_delete: Option<u64>,
-    /// `mirror`: delete only after every copy (see `SyncOptions::delete_after`).
-    pub delete_after: bool,
-    /// Worker threads; `None` lets Blit choose.
-    pub workers: Option<usize>,
-    pub fsync: bool,
-    /// Re-read each written file and compare its BLAKE3 with the source's before it is renamed
-    /// into place.
-    pub verify: bool,
-    /// Leave extended attributes alone (neither copied nor compared), like rsync without `-X`.
-    pub no_xattrs: bool,
-    /// Allow a mirror from an empty source to empty a non-empty destination.
-    pub force: bool,
-    pub cancel: CancelToken,
-    /// The secret a remote module asks for.
-    pub token: Option<String>,
-    /// Remote: plain TCP instead of TLS.
-    pub no_tls: bool,
-    /// Remote: the daemon's certificate fingerprint to insist on.
-    pub tls_fingerprint: Option<String>,
-    /// Remote: continue large files an interrupted run left half-transferred.
-    pub resume: bool,
-    /// Pull: take owners, setuid/setgid bits, device nodes and privileged xattrs from the daemon
-    /// as it describes them (see `crate::trust`); otherwise only what any user could make.
-    pub trust_metadata: bool,
-    /// Remote: connections a large file is striped across (`None`: Blit's default).
-    pub streams: Option<usize>,
-    /// The observer ignores per-entry events (no `-v`): a daemon running a push need not send
-    /// them.
-    pub no_events: bool,
-    /// The observer ignores byte counts (no progress bar): likewise.
-    pub no_progress: bool,
-}
-
+/// A run: what to copy where, how, and what stops it.
 pub struct Job {
-    pub mode: Mode,
     pub src: Endpoint,
     pub dst: Endpoint,
     pub opts: Options,
+    /// How to reach a remote end, and what to take from it.
+    pub access: Access,
+    /// Asks the run to stop cleanly (Ctrl-C).
+    pub cancel: CancelToken,
 }
 
 /// Workers when the user does not say: copying small files waits on the filesystem more than on
@@ -85,13 +34,26 @@ pub fn default_workers() -> usize {
 }
 
 impl Job {
-    pub fn new(mode: Mode, src: Endpoint, dst: Endpoint, opts: Options) -> Self {
+    pub fn new(src: Endpoint, dst: Endpoint, opts: Options) -> Self {
         Job {
-            mode,
             src,
             dst,
             opts,
+            access: Access::default(),
+            cancel: CancelToken::default(),
         }
+    }
+
+    #[must_use]
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: CancelToken) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Runs the job. `Err` means it was refused or failed before anything changed (exit 2);
@@ -147,15 +109,9 @@ impl Job {
 
     /// The engine's options for this job, on this machine (owner kept only as root).
     pub fn sync_options(&self) -> SyncOptions {
-        let workers = self.opts.workers.unwrap_or_else(default_workers).max(1);
         let owner = sys::is_root();
         SyncOptions {
-            mode: match self.mode {
-                Mode::Copy => SyncMode::Copy,
-                Mode::Mirror => SyncMode::Mirror,
-                Mode::Move => SyncMode::Move,
-            },
-            dry_run: self.opts.dry_run,
+            job: self.opts.clone(),
             rules: Rules {
                 checksum: self.opts.checksum,
                 owner,
@@ -163,8 +119,6 @@ impl Job {
                 system_xattrs: true,
                 link_owners: true,
             },
-            fsync: self.opts.fsync,
-            verify: self.opts.verify,
             meta: MetaOpts {
                 owner,
                 xattrs: cfg!(unix) && !self.opts.no_xattrs,
@@ -172,20 +126,24 @@ impl Job {
                 fake_super: false,
             },
             umask: sys::current_umask(),
-            max_delete: self.opts.max_delete,
-            delete_after: self.opts.delete_after,
-            workers,
-            force: self.opts.force,
-            cancel: self.opts.cancel.clone(),
-            resume: self.opts.resume,
+            workers: self.workers(),
+            cancel: self.cancel.clone(),
             root_nofollow: false,
         }
+    }
+
+    /// Worker threads for this run.
+    pub fn workers(&self) -> usize {
+        self.opts
+            .workers
+            .map_or_else(default_workers, |w| w as usize)
+            .max(1)
     }
 
     pub fn summary(&self, outcome: sync::Outcome, started: Instant) -> Summary {
         let failures: Vec<Failure> = outcome.failures.iter().map(Failure::from).collect();
         let mut summary = Summary {
-            mode: self.mode.name(),
+            mode: self.opts.mode.name(),
             dry_run: self.opts.dry_run,
             actions: outcome.actions,
             unchanged: outcome.unchanged,

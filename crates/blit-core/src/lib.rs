@@ -17,7 +17,7 @@
 //! use blit_core::{Endpoint, Job, Mode, NullObserver, Options};
 //! let src = Endpoint::parse("/data/src").unwrap();
 //! let dst = Endpoint::parse("/backup/dst").unwrap();
-//! let job = Job::new(Mode::Mirror, src, dst, Options::default());
+//! let job = Job::new(src, dst, Options::new(Mode::Mirror));
 //! let summary = job.run(&NullObserver).expect("mirror refused");
 //! assert!(summary.failures.is_empty());
 //! ```
@@ -32,6 +32,7 @@ mod fakesuper;
 pub mod filter;
 pub mod job;
 pub mod names;
+pub mod options;
 pub mod remote;
 pub mod report;
 pub mod source;
@@ -51,5 +52,6 @@ pub mod fuzzing {
 pub use cancel::CancelToken;
 pub use endpoint::Endpoint;
 pub use error::{Error, Op};
-pub use job::{Job, Mode, Options};
+pub use job::Job;
+pub use options::{Mode, Options};
 pub use report::{NullObserver, Observer, Summary};

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::entry::Kind;
 use crate::error::Error;
 use crate::names::escape;
 
 /// The kind of change made to one entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
@@ -54,19 +54,35 @@ pub trait Observer: Sync {
     fn failure(&self, _error: &Error) {}
     /// `bytes` more were copied.
     fn progress(&self, _bytes: u64) {}
+    /// Whether [`Observer::event`] does anything: a daemon running a push sends events to the
+    /// client only if it does.
+    fn wants_events(&self) -> bool {
+        true
+    }
+    /// Whether [`Observer::found`] and [`Observer::progress`] do anything (likewise).
+    fn wants_progress(&self) -> bool {
+        true
+    }
 }
 
 /// An observer that ignores everything.
 pub struct NullObserver;
-impl Observer for NullObserver {}
+impl Observer for NullObserver {
+    fn wants_events(&self) -> bool {
+        false
+    }
+    fn wants_progress(&self) -> bool {
+        false
+    }
+}
 
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Count {
     pub count: u64,
     pub bytes: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Actions {
     pub create: Count,
     pub update: Count,

@@ -36,38 +36,23 @@ use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
+use crate::options::{Mode, Options};
 use crate::report::{Action, Actions, Event, Observer, Stats};
 use crate::source::{self, Listed, Source};
 use crate::sys::{self, At, CopyOutcome, Dir, FastPaths, MetaOpts, Method, Xattrs};
 use crate::tempname;
 use crate::tree::{Then, Visit};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncMode {
-    Copy,
-    Mirror,
-    Move,
-}
-
+/// What the engine acts on: the transfer's [`Options`] and what this machine and caller decide
+/// (what is compared and restored, workers, the umask, how a run is stopped).
 #[derive(Clone, Debug)]
 pub struct SyncOptions {
-    pub mode: SyncMode,
-    pub dry_run: bool,
+    pub job: Options,
     pub rules: Rules,
-    pub fsync: bool,
-    pub verify: bool,
     pub meta: MetaOpts,
     pub umask: u32,
-    pub max_delete: Option<u64>,
-    /// `mirror`: delete only after every copy (rsync's `--delete-after`), so a run cut short has
-    /// deleted nothing; by default deletions run during the walk (see `Syncer::dst_only`).
-    pub delete_after: bool,
     pub workers: usize,
-    /// Allow a mirror from an empty source to empty a non-empty destination.
-    pub force: bool,
     pub cancel: CancelToken,
-    /// Continue large files from what an interrupted run left (remote sources only).
-    pub resume: bool,
     /// Never follow a symlink at the destination root's own name (a daemon's push: the name was
     /// checked beneath the module, and another session could swap a link in).
     pub root_nofollow: bool,
@@ -412,14 +397,14 @@ impl<'a, S: Source> Syncer<'a, S> {
     }
 
     fn is_move(&self) -> bool {
-        self.opts.mode == SyncMode::Move
+        self.opts.job.mode == Mode::Move
     }
 
     /// Whether new folders are filled under a temporary name ([`Fresh`]). Not for `move`: a
     /// source renamed into a folder that a killed run left unnamed would be removed with it by
     /// the next run. Not with `--resume`: its partial files must outlive a killed run.
     fn fresh_folders(&self) -> bool {
-        sys::FRESH_FOLDERS && !self.is_move() && !self.opts.resume
+        sys::FRESH_FOLDERS && !self.is_move() && !self.opts.job.resume
     }
 
     // -----------------------------------------------------------------------------------------
@@ -584,8 +569,8 @@ impl<'a, S: Source> Syncer<'a, S> {
         };
         if let Ok(sl) = &src_list {
             let dst_has_any = dst_list.as_ref().is_some_and(|l| !l.entries.is_empty());
-            if self.opts.mode == SyncMode::Mirror
-                && !self.opts.force
+            if self.opts.job.mode == Mode::Mirror
+                && !self.opts.job.force
                 && sl.entries.is_empty()
                 && sl.unknown.is_empty()
                 && dst_has_any
@@ -606,7 +591,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 Some(d)
             }
             _ => {
-                let made = if self.opts.dry_run {
+                let made = if self.opts.job.dry_run {
                     Ok(None)
                 } else {
                     std::fs::create_dir_all(dst_root)
@@ -684,7 +669,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             }
             Err(_) => None,
         };
-        let (ddir, dname) = if self.opts.dry_run && b.is_none() {
+        let (ddir, dname) = if self.opts.job.dry_run && b.is_none() {
             // Nothing exists to open; report what would be done.
             self.emit(Action::Create, a.kind, Path::new(""), "new", a.size);
             return Ok(());
@@ -721,10 +706,10 @@ impl<'a, S: Source> Syncer<'a, S> {
     ) {
         let _clock = Clock::start(&self.busy.plan);
         let dst = dst.unwrap_or_default();
-        if !self.opts.dry_run {
+        if !self.opts.job.dry_run {
             if let Some(d) = &node.dst {
                 for t in &dst.temps {
-                    if self.opts.resume && tempname::is_partial(t) {
+                    if self.opts.job.resume && tempname::is_partial(t) {
                         // Kept for this run to continue; a run without --resume removes it.
                         continue;
                     }
@@ -734,7 +719,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 }
             }
         }
-        if S::HINTS && !self.opts.dry_run && node.dst.is_some() {
+        if S::HINTS && !self.opts.job.dry_run && node.dst.is_some() {
             self.hint(node, &src, &dst);
         }
         self.entries_seen
@@ -807,7 +792,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         b: Entry,
         unknown: &HashSet<OsString>,
     ) {
-        if self.opts.mode != SyncMode::Mirror {
+        if self.opts.job.mode != Mode::Mirror {
             return;
         }
         let name = b.rel.file_name().unwrap_or_default();
@@ -816,7 +801,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             return;
         }
         match &node.dst {
-            Some(dir) if self.opts.max_delete.is_none() && !self.opts.delete_after => {
+            Some(dir) if self.opts.job.max_delete.is_none() && !self.opts.job.delete_after => {
                 let dir = Arc::clone(dir);
                 self.task(s, move || {
                     if self.cancelled() {
@@ -966,7 +951,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             } else {
                 Action::Create
             };
-            if !self.opts.dry_run {
+            if !self.opts.job.dry_run {
                 let Some(pd) = &parent_dst else { return };
                 let made = if b.is_none() && self.fresh_folders() {
                     self.make_fresh(pd, &name, &rel).map(|fresh| {
@@ -1012,7 +997,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             let dst = match (&hold, &parent_dst) {
                 // Made under a temporary name, and already open (and locked).
                 (Some(h), _) => Some(Arc::clone(&h.fresh.dir)),
-                (None, Some(pd)) if !self.opts.dry_run || existing_dir => {
+                (None, Some(pd)) if !self.opts.job.dry_run || existing_dir => {
                     match pd.open_child(&name) {
                         Ok(d) => Some(Arc::new(d)),
                         Err(e) => return self.fail_src(&rel, e),
@@ -1085,7 +1070,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// be neither entered nor written, so a mirror could never update it: the owner's bits are
     /// lifted for the run; the folder's real mode is restored at the end like every folder's.
     fn open_up(&self, at: At<'_>, b: &Entry) {
-        if self.opts.dry_run || self.opts.meta.owner || b.perm & 0o700 == 0o700 {
+        if self.opts.job.dry_run || self.opts.meta.owner || b.perm & 0o700 == 0o700 {
             return;
         }
         if b.uid == self.creator.0 {
@@ -1191,7 +1176,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     }
 
     fn update_meta(&self, pair: &Pair<'_, S::Dir>, a: &Entry, m: MetaDiff) {
-        if !self.opts.dry_run {
+        if !self.opts.job.dry_run {
             let Some(d) = pair.dst else { return };
             let r = self.xattrs_of(pair.src, pair.sname, a).and_then(|x| {
                 sys::apply_meta_at(At::new(d, pair.dname), a, self.opts.meta, x.as_ref())
@@ -1210,7 +1195,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// it (atomic, and the source is gone); otherwise remove the source at the end, once the
     /// destination is flushed.
     fn move_unchanged(&self, pair: &Pair<'_, S::Dir>, a: &Entry) {
-        if self.opts.dry_run {
+        if self.opts.job.dry_run {
             return;
         }
         let Some(d) = pair.dst else { return };
@@ -1251,7 +1236,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             Action::Update
         };
         let bytes = if a.kind == Kind::File { a.size } else { 0 };
-        if self.opts.dry_run {
+        if self.opts.job.dry_run {
             if a.kind == Kind::File && a.nlink > 1 {
                 self.mark_written(a);
             }
@@ -1292,7 +1277,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// `copy` and `move` never delete: a folder standing where the source has something else
     /// may go only if it is empty. (`mirror` clears it when the entry is put in place.)
     fn make_way(&self, dst: &Dir, name: &OsStr) -> Result<()> {
-        if self.opts.mode == SyncMode::Mirror || sys::rmdir_at(At::new(dst, name))? {
+        if self.opts.job.mode == Mode::Mirror || sys::rmdir_at(At::new(dst, name))? {
             return Ok(());
         }
         Err(Error::io(
@@ -1412,7 +1397,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     ) -> Result<(u64, Method)> {
         let progress = |n: u64| self.observer.progress(n);
         let default_owner = (!pair.setgid).then_some(self.creator);
-        let resume = self.opts.resume
+        let resume = self.opts.job.resume
             && self.src.resumes()
             && a.kind == Kind::File
             && a.size >= source::RESUME_BLOCK;
@@ -1428,13 +1413,13 @@ impl<'a, S: Source> Syncer<'a, S> {
                 // Nothing stands at the destination: a new file may be put in place directly
                 // (not with `--verify`, which reads the copy back by name before it goes live,
                 // nor when resuming, which needs the data under a name that survives a crash).
-                final_name: (fresh && !self.opts.verify && !resume).then_some(pair.dname),
+                final_name: (fresh && !self.opts.job.verify && !resume).then_some(pair.dname),
                 direct: pair.direct,
                 meta: self.opts.meta,
                 umask: self.opts.umask,
                 under_acl: pair.acl,
                 default_owner,
-                fsync: self.opts.fsync || self.is_move(),
+                fsync: self.opts.job.fsync || self.is_move(),
                 fast: &self.fast,
                 cancel: &self.opts.cancel,
                 progress: &progress,
@@ -1451,7 +1436,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                         guard.disarm();
                         return Ok((bytes, method));
                     }
-                    if self.opts.verify {
+                    if self.opts.job.verify {
                         verify_copy(&*self.src.inside(pair.src, pair.sname, a), guard.at())?;
                     }
                     if replaces_dir {
@@ -1497,13 +1482,13 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
         if tempname::is_leftover(name, e.kind == Kind::Dir) {
             // A leftover of a killed run is housekeeping, not the user's entry: no report.
-            if !self.opts.dry_run {
+            if !self.opts.job.dry_run {
                 let _ = remove_temp(dir, name);
             }
             return Ok(());
         }
         if e.kind != Kind::Dir {
-            if !self.opts.dry_run {
+            if !self.opts.job.dry_run {
                 match sys::unlink_at(at) {
                     Ok(()) => {}
                     Err(err) if is_not_found(&err) => return Ok(()),
@@ -1525,7 +1510,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             match v {
                 Visit::Entry { dir, name, rel, .. } => Ok(self.delete_inside(dir, name, rel)),
                 Visit::Left { dir, name, rel } => {
-                    let gone = if self.opts.dry_run {
+                    let gone = if self.opts.job.dry_run {
                         Ok(true)
                     } else {
                         sys::rmdir_at(At::new(dir, name))
@@ -1539,7 +1524,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 }
             }
         })?;
-        let gone = if self.opts.dry_run {
+        let gone = if self.opts.job.dry_run {
             true
         } else {
             sys::rmdir_at(at)?
@@ -1574,13 +1559,13 @@ impl<'a, S: Source> Syncer<'a, S> {
             return Then::Next;
         }
         if tempname::is_leftover(name, is_dir) {
-            if !self.opts.dry_run {
+            if !self.opts.job.dry_run {
                 let _ = remove_temp(dir, name);
             }
             return Then::Next;
         }
         if !is_dir {
-            if !self.opts.dry_run {
+            if !self.opts.job.dry_run {
                 match sys::unlink_at(at) {
                     Ok(()) => {}
                     Err(err) if is_not_found(&err) => return Then::Next,
@@ -1674,11 +1659,11 @@ impl<'a, S: Source> Syncer<'a, S> {
             .build()
             .ok()
             .filter(|_| self.opts.workers > 1);
-        if self.opts.mode == SyncMode::Mirror {
+        if self.opts.job.mode == Mode::Mirror {
             step("delete", &|| self.delete_extras(pool.as_ref()));
         }
         step("metadata", &|| self.finish_dirs(pool.as_ref()));
-        if self.is_move() && !self.opts.dry_run {
+        if self.is_move() && !self.opts.job.dry_run {
             step("remove", &|| self.remove_source_dirs());
         }
     }
@@ -1709,7 +1694,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             .and_then(|l| self.dst_dirs.parent_of(&a.rel).map(|d| (l, d)));
         let ((ldir, lname), (ddir, dname)) = match located {
             Ok(x) => x,
-            Err(_) if self.opts.dry_run => {
+            Err(_) if self.opts.job.dry_run => {
                 // The folders do not exist yet: the link would be made.
                 self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
                 return Ok(());
@@ -1721,7 +1706,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 let l = sys::stat_at(At::new(&ldir, &lname), leader.to_path_buf());
                 if l.is_ok_and(|l| l.ino == b.ino && l.dev == b.dev) {
                     self.unchanged.fetch_add(1, Ordering::Relaxed);
-                    if self.is_move() && !self.opts.dry_run {
+                    if self.is_move() && !self.opts.job.dry_run {
                         let (sdir, sname) = self.src.parent_of(&a.rel)?;
                         let pair = Pair {
                             src: &sdir,
@@ -1738,7 +1723,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 }
             }
         }
-        if self.opts.dry_run {
+        if self.opts.job.dry_run {
             self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
             return Ok(());
         }
@@ -1804,7 +1789,7 @@ impl<'a, S: Source> Syncer<'a, S> {
 
     /// `move` across filesystems: flush the copies (file, then folder), then remove the sources.
     fn release_sources(&self) {
-        if self.opts.dry_run {
+        if self.opts.job.dry_run {
             return;
         }
         let release = std::mem::take(&mut *self.release.lock().unwrap());
@@ -1894,7 +1879,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         if deletes.is_empty() {
             return;
         }
-        if let Some(max) = self.opts.max_delete {
+        if let Some(max) = self.opts.job.max_delete {
             let mut planned = 0u64;
             for b in &deletes {
                 planned += match (b.kind, self.dst_dirs.parent_of(&b.rel)) {
@@ -1956,7 +1941,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         {
             return;
         }
-        if !self.opts.dry_run {
+        if !self.opts.job.dry_run {
             let r = self.dst_dirs.finish_at(rel).and_then(|(dd, dn)| {
                 let at = At::new(&dd, &dn);
                 if d.existed && d.reason.is_none() {

@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use assert_cmd::assert::Assert;
+pub use blit_core::entry::Kind;
 use blit_core::remote::wire::{
     self, Finished, Frame, Hello, Msg, PushJob, Rep, Req, Role, WireEntry,
 };
+pub use blit_core::{Mode, Options};
 
 use crate::common::*;
 
@@ -521,14 +523,14 @@ pub fn raw_request(s: &mut TcpStream, id: u32, req: Req) -> (Vec<u8>, Rep) {
     }
 }
 
-pub fn wire_entry(name: &[u8], kind: u8, size: u64, ino: u64) -> WireEntry {
+pub fn wire_entry(name: &[u8], kind: Kind, size: u64, ino: u64) -> WireEntry {
     WireEntry {
         name: name.to_vec(),
         kind,
         size,
         mtime_sec: 1_600_000_000,
         mtime_nsec: 7,
-        perm: if kind == 1 { 0o755 } else { 0o644 },
+        perm: if kind == Kind::Dir { 0o755 } else { 0o644 },
         dev: 1,
         ino,
         nlink: 1,
@@ -536,26 +538,14 @@ pub fn wire_entry(name: &[u8], kind: u8, size: u64, ino: u64) -> WireEntry {
     }
 }
 
-/// The job of a raw client's push (`mode`: 0 copy, 1 mirror) of a folder `src` into
-/// `m/landing`, over one connection, without events.
-pub fn raw_push_job(mode: u8, resume: bool) -> PushJob {
+/// The job of a raw client's push of a folder `src` into `m/landing`, over one connection,
+/// without events.
+pub fn raw_push_job(mode: Mode, resume: bool) -> PushJob {
     PushJob {
-        mode,
-        dry_run: false,
-        checksum: false,
-        excludes: Vec::new(),
-        includes: Vec::new(),
-        max_delete: None,
-        delete_after: false,
-        workers: None,
-        fsync: false,
-        verify: false,
-        no_xattrs: false,
-        force: true,
-        resume,
+        opts: Options::new(mode).force(true).resume(resume),
         events: false,
         progress: false,
-        src: wire_entry(b"src", 1, 4096, 1),
+        src: wire_entry(b"src", Kind::Dir, 4096, 1),
         into: false,
         src_shown: "src".into(),
         dst_shown: "m/landing".into(),
@@ -563,10 +553,10 @@ pub fn raw_push_job(mode: u8, resume: bool) -> PushJob {
     }
 }
 
-/// Opens a push (`mode`: 0 copy, 1 mirror) of a source folder into `m/landing` as a raw client
+/// Opens a push of a source folder into `m/landing` as a raw client
 /// would, striped over `streams` connections, and returns the socket once it is welcomed; the
 /// caller answers the daemon's requests.
-pub fn raw_push(d: &Daemon, mode: u8, streams: u8) -> TcpStream {
+pub fn raw_push(d: &Daemon, mode: Mode, streams: u8) -> TcpStream {
     let job = PushJob {
         events: true,
         streams,

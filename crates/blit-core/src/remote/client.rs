@@ -19,9 +19,10 @@ use super::url::RemoteUrl;
 use super::wire::{self, AdminRep, AdminReq, Hello, Msg, PushJob, Req, Role, WireEntry};
 use crate::entry::Entry;
 use crate::error::{Error, Op, Result};
-use crate::job::{self, Job, Mode};
+use crate::job::{self, Job};
 use crate::names::escape_text;
-use crate::report::{Action, Count, Event, Failure, Observer, Stats, Summary};
+use crate::options::Mode;
+use crate::report::{Event, Failure, Observer, Stats, Summary};
 use crate::sync;
 use crate::trust::Trust;
 
@@ -39,7 +40,7 @@ pub const DEFAULT_STREAMS: usize = 2;
 /// (loopback) one, unless the user asks: both ends then share the same cores, which one stream
 /// already keeps busy, and two measured 0.97-1.17 times one stream's time on a 2-core machine
 /// (bench/RESULTS-remote.md).
-pub fn streams_of(opts: &crate::job::Options, url: &RemoteUrl) -> usize {
+pub fn streams_of(access: &Access, url: &RemoteUrl) -> usize {
     let default = || {
         let local = url
             .address()
@@ -51,14 +52,15 @@ pub fn streams_of(opts: &crate::job::Options, url: &RemoteUrl) -> usize {
             DEFAULT_STREAMS
         }
     };
-    opts.streams.unwrap_or_else(default).clamp(1, 16)
+    access.streams.unwrap_or_else(default).clamp(1, 16)
 }
 
 fn net_error(url: &RemoteUrl, e: io::Error) -> Error {
     Error::Refused(format!("{url}: {e}"))
 }
 
-/// How to reach a module: its secret, and how the connection is protected.
+/// How to reach a module (its secret, how the connection is protected, how many connections a
+/// large file may use) and what a pull takes from it.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
     pub token: Option<String>,
@@ -66,16 +68,11 @@ pub struct Access {
     pub plain: bool,
     /// The daemon's certificate fingerprint to insist on (else trust on first use).
     pub fingerprint: Option<String>,
-}
-
-impl Access {
-    pub fn of(opts: &crate::job::Options) -> Access {
-        Access {
-            token: opts.token.clone(),
-            plain: opts.no_tls,
-            fingerprint: opts.tls_fingerprint.clone(),
-        }
-    }
+    /// Connections a large file is striped across (`None`: Blit's default).
+    pub streams: Option<usize>,
+    /// Pull: take owners, setuid/setgid bits, device nodes and privileged xattrs from the daemon
+    /// as it describes them (see `crate::trust`); otherwise only what any user could make.
+    pub trust_metadata: bool,
 }
 
 /// Connects and says hello; the daemon's answer is the served root's entry (pull), nothing
@@ -167,17 +164,17 @@ pub fn pull(
     observer: &dyn Observer,
 ) -> Result<Summary> {
     let started = Instant::now();
-    let (chan, answer) = open(url, Role::Pull, &Access::of(&job.opts))?;
+    let (chan, answer) = open(url, Role::Pull, &job.access)?;
     let Msg::Welcome(Some(root)) = answer else {
         return Err(Error::Refused(format!(
             "{url}: unexpected answer to the hello"
         )));
     };
     let peer = Peer::start(chan, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
-    let extra = streams_of(&job.opts, url) - 1;
+    let extra = streams_of(&job.access, url) - 1;
     // What the daemon says of owners, special bits, devices and privileged xattrs is taken only
     // when the user says so (rsync's root receiver takes it all, always).
-    let trust = if job.opts.trust_metadata {
+    let trust = if job.access.trust_metadata {
         Trust::ALL
     } else {
         Trust::NONE
@@ -185,7 +182,7 @@ pub fn pull(
     let mut source = RemoteSource::new(Arc::clone(&peer), &root, url.to_string(), trust)?;
     if extra > 0 {
         // More pull sessions of the same path: each serves stripes of large files.
-        let (url2, access) = (url.clone(), Access::of(&job.opts));
+        let (url2, access) = (url.clone(), job.access.clone());
         source = source.with_streams(Box::new(move || {
             (0..extra)
                 .map_while(|_| match open(&url2, Role::Pull, &access) {
@@ -195,7 +192,7 @@ pub fn pull(
                 .collect()
         }));
     }
-    let is_dir = root.kind == wire::kind_code(crate::entry::Kind::Dir);
+    let is_dir = root.kind == crate::entry::Kind::Dir;
     let name = names::from_wire(root.name.clone()).map_err(|e| net_error(url, e))?;
     let dst_root = job::resolve_dest(is_dir, &name, dst_arg)?;
     let filter = job.filter(is_dir)?;
@@ -227,25 +224,9 @@ pub fn push(
     let name = src_root.file_name().unwrap_or_default().to_os_string();
     let entry = Entry::from_metadata(PathBuf::new(), &md);
     let push = PushJob {
-        mode: match job.mode {
-            Mode::Copy => 0,
-            Mode::Mirror => 1,
-            Mode::Move => 2,
-        },
-        dry_run: job.opts.dry_run,
-        checksum: job.opts.checksum,
-        excludes: job.opts.excludes.clone(),
-        includes: job.opts.includes.clone(),
-        max_delete: job.opts.max_delete,
-        delete_after: job.opts.delete_after,
-        workers: job.opts.workers.map(|w| w as u32),
-        fsync: job.opts.fsync,
-        verify: job.opts.verify,
-        no_xattrs: job.opts.no_xattrs,
-        force: job.opts.force,
-        resume: job.opts.resume,
-        events: !job.opts.no_events,
-        progress: !job.opts.no_progress,
+        opts: job.opts.clone(),
+        events: observer.wants_events(),
+        progress: observer.wants_progress(),
         src: {
             let mut w = serve::to_wire_entry(&name, &entry);
             if !job.opts.no_xattrs {
@@ -256,9 +237,9 @@ pub fn push(
         into: url.trailing_slash,
         src_shown: crate::names::escape(&src_root),
         dst_shown: url.to_string(),
-        streams: streams_of(&job.opts, url) as u8,
+        streams: streams_of(&job.access, url) as u8,
     };
-    let (chan, answer) = open(url, Role::Push(Box::new(push)), &Access::of(&job.opts))?;
+    let (chan, answer) = open(url, Role::Push(Box::new(push)), &job.access)?;
     if !matches!(answer, Msg::Welcome(None)) {
         return Err(Error::Refused(format!(
             "{url}: unexpected answer to the hello"
@@ -271,8 +252,8 @@ pub fn push(
     let tree = ServeTree::new(
         src_root.clone(),
         name.clone(),
-        job.mode != Mode::Move,
-        job.opts.workers.unwrap_or_else(job::default_workers),
+        job.opts.mode != Mode::Move,
+        job.workers(),
         Box::new(move |m, charge| {
             let _ = tx.send(Some((m, charge)));
         }),
@@ -283,7 +264,7 @@ pub fn push(
     .map_err(|e| net_error(url, e))?;
     let peer = Peer::start(chan, Arc::new(tree)).map_err(|e| net_error(url, e))?;
 
-    let cancel = job.opts.cancel.clone();
+    let cancel = job.cancel.clone();
     let mut failures = Vec::new();
     let mut finished = None;
     let mut streams: Option<std::thread::JoinHandle<Vec<Arc<Peer>>>> = None;
@@ -303,13 +284,9 @@ pub fn push(
         match msg {
             Msg::Event(ev) => {
                 let rel = names::shown(&ev.rel);
-                let (Some(action), Ok(kind)) = (action_of(ev.action), wire::kind_of(ev.kind))
-                else {
-                    continue;
-                };
                 observer.event(&Event {
-                    action,
-                    kind,
+                    action: ev.action,
+                    kind: ev.kind,
                     rel: &rel,
                     reason: &escape_text(&ev.reason),
                     bytes: ev.bytes,
@@ -335,8 +312,8 @@ pub fn push(
                 secret,
                 count,
             } if streams.is_none() => {
-                let count = usize::from(count).min(streams_of(&job.opts, url) - 1);
-                let (url, access, root) = (url.clone(), Access::of(&job.opts), src_root.clone());
+                let count = usize::from(count).min(streams_of(&job.access, url) - 1);
+                let (url, access, root) = (url.clone(), job.access.clone(), src_root.clone());
                 streams = Some(std::thread::spawn(move || {
                     attach(&url, &access, &root, session, secret, count)
                 }));
@@ -372,11 +349,8 @@ pub fn push(
     if let Some(why) = f.refused {
         return Err(Error::Refused(escape_text(&why)));
     }
-    let count = |i: usize| Count {
-        count: f.actions[i].0,
-        bytes: f.actions[i].1,
-    };
-    let mut outcome = sync::Outcome {
+    let outcome = sync::Outcome {
+        actions: f.actions,
         unchanged: f.unchanged,
         kept: f.kept,
         interrupted: f.interrupted || interrupted,
@@ -389,11 +363,6 @@ pub fn push(
         },
         ..sync::Outcome::default()
     };
-    outcome.actions.create = count(0);
-    outcome.actions.update = count(1);
-    outcome.actions.metadata = count(2);
-    outcome.actions.delete = count(3);
-    outcome.actions.link = count(4);
     let mut s = job.summary(outcome, started);
     s.failures = failures;
     s.exit_code = s.compute_exit_code();
@@ -428,22 +397,6 @@ fn attach(
             Peer::start(chan, Arc::new(tree)).ok()
         })
         .collect()
-}
-
-pub fn action_code(a: Action) -> u8 {
-    a.symbol() as u8
-}
-
-fn action_of(code: u8) -> Option<Action> {
-    [
-        Action::Create,
-        Action::Update,
-        Action::Metadata,
-        Action::Delete,
-        Action::Link,
-    ]
-    .into_iter()
-    .find(|a| a.symbol() as u8 == code)
 }
 
 /// An admin verb: one request, one answer (an `ls` of a big folder: one per page, joined).
@@ -502,5 +455,5 @@ pub fn shown_name(raw: &[u8]) -> String {
 
 /// The entry's kind, for admin listings.
 pub fn kind_label(w: &WireEntry) -> &'static str {
-    wire::kind_of(w.kind).map_or("?", |k| k.label())
+    w.kind.label()
 }

@@ -14,6 +14,8 @@ pub mod source;
 pub mod url;
 pub mod wire;
 
+pub use client::Access;
+
 #[cfg(target_os = "linux")]
 pub mod admin;
 #[cfg(target_os = "linux")]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::budget::Charge;
 use super::names;
 use super::peer::{Handler, Peer};
-use super::wire::{self, Expect, Listed, Msg, Rep, Req, WireEntry, WireError};
+use super::wire::{self, ErrorKind, Expect, Listed, Msg, Rep, Req, WireEntry, WireError};
 use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Op, Result};
@@ -409,7 +409,7 @@ impl Tree {
             return Rep::Err(WireError {
                 op: Op::Delete.to_string(),
                 path: rel.to_vec(),
-                kind: 2,
+                kind: ErrorKind::PermissionDenied,
                 message: "removal refused: the tree is read-only (or this is not a move)".into(),
             });
         }
@@ -707,7 +707,7 @@ pub fn path_xattrs(path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
 pub fn to_wire_entry(name: &OsStr, e: &Entry) -> WireEntry {
     WireEntry {
         name: lossy(name),
-        kind: wire::kind_code(e.kind),
+        kind: e.kind,
         size: e.size,
         mtime_sec: e.mtime.sec,
         mtime_nsec: e.mtime.nsec,
@@ -760,16 +760,8 @@ pub fn wire_rel(raw: &[u8]) -> Result<PathBuf> {
 /// An error for the wire, named by its path relative to the served tree.
 pub fn to_wire(e: &Error, rel: &[u8]) -> WireError {
     let (kind, message) = match e {
-        Error::Io { source, .. } => (
-            match source.kind() {
-                io::ErrorKind::NotFound => 1,
-                io::ErrorKind::PermissionDenied => 2,
-                io::ErrorKind::AlreadyExists => 3,
-                _ => 0,
-            },
-            source.to_string(),
-        ),
-        other => (0, other.cause()),
+        Error::Io { source, .. } => (ErrorKind::of(source), source.to_string()),
+        other => (ErrorKind::Other, other.cause()),
     };
     WireError {
         op: e.op_name(),

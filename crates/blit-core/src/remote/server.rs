@@ -15,7 +15,6 @@ use std::time::Duration;
 use super::beneath;
 use super::budget::Charge;
 use super::chan::Chan;
-use super::client::action_code;
 use super::creds::{self, Creds};
 use super::gate::{Gate, Ticket};
 use super::names;
@@ -28,7 +27,7 @@ use super::wire::{
 };
 use crate::entry::Kind;
 use crate::error::Error;
-use crate::job::{Job, Mode, Options};
+use crate::job::Job;
 use crate::report::{Event, Observer};
 use crate::sync::{self, SyncOptions};
 use crate::trust::Trust;
@@ -450,7 +449,7 @@ fn push(
     rel: &Path,
     push: PushJob,
 ) -> io::Result<()> {
-    let src_is_dir = push.src.kind == wire::kind_code(Kind::Dir);
+    let src_is_dir = push.src.kind == Kind::Dir;
     if let Err(e) = names::plain(&push.src.name) {
         return refuse(&mut chan, &format!("the source's name: {e}"));
     }
@@ -466,7 +465,7 @@ fn push(
         &push.src.name,
         src_is_dir,
         push.into,
-        push.dry_run,
+        push.opts.dry_run,
     ) {
         Ok(d) => d,
         Err(e) => return refuse(&mut chan, &format!("{}: {e}", push.dst_shown)),
@@ -492,35 +491,18 @@ fn push(
             count: extra as u8,
         });
     }
+    // The daemon's setting bounds what a client may ask (each worker copying a file holds a
+    // few of its frames).
+    let workers = push
+        .opts
+        .workers
+        .map_or(settings.workers, |w| w as usize)
+        .clamp(1, settings.workers.max(1));
+    let opts = push.opts.clone().workers(Some(workers as u32));
     let job = Job::new(
-        match push.mode {
-            1 => Mode::Mirror,
-            2 => Mode::Move,
-            _ => Mode::Copy,
-        },
         crate::Endpoint::Local(PathBuf::new()),
         crate::Endpoint::Local(PathBuf::new()),
-        Options {
-            dry_run: push.dry_run,
-            checksum: push.checksum,
-            excludes: push.excludes.clone(),
-            includes: push.includes.clone(),
-            max_delete: push.max_delete,
-            delete_after: push.delete_after,
-            // The daemon's setting bounds what a client may ask (each worker copying a file
-            // holds a few of its frames).
-            workers: Some(
-                push.workers
-                    .map_or(settings.workers, |w| w as usize)
-                    .clamp(1, settings.workers.max(1)),
-            ),
-            fsync: push.fsync,
-            verify: push.verify,
-            no_xattrs: push.no_xattrs,
-            force: push.force,
-            resume: push.resume,
-            ..Options::default()
-        },
+        opts,
     );
     let dst_path = dst.path.clone();
     let forward = Forward {
@@ -540,26 +522,17 @@ fn push(
         settings.pushes.end(session);
     }
     let finished = match ran {
-        Ok(outcome) => {
-            let a = &outcome.actions;
-            Finished {
-                actions: [
-                    (a.create.count, a.create.bytes),
-                    (a.update.count, a.update.bytes),
-                    (a.metadata.count, a.metadata.bytes),
-                    (a.delete.count, a.delete.bytes),
-                    (a.link.count, a.link.bytes),
-                ],
-                unchanged: outcome.unchanged,
-                kept: outcome.kept,
-                interrupted: outcome.interrupted || peer.is_closed(),
-                methods: outcome.stats.methods.into_iter().collect(),
-                source_entries: outcome.stats.source_entries,
-                dest_entries: outcome.stats.dest_entries,
-                workers: outcome.stats.workers as u32,
-                refused: None,
-            }
-        }
+        Ok(outcome) => Finished {
+            actions: outcome.actions,
+            unchanged: outcome.unchanged,
+            kept: outcome.kept,
+            interrupted: outcome.interrupted || peer.is_closed(),
+            methods: outcome.stats.methods.into_iter().collect(),
+            source_entries: outcome.stats.source_entries,
+            dest_entries: outcome.stats.dest_entries,
+            workers: outcome.stats.workers as u32,
+            refused: None,
+        },
         Err(e) => Finished {
             refused: Some(forward.words(&e.to_string())),
             ..Finished::default()
@@ -665,8 +638,8 @@ impl Observer for Forward {
             return;
         }
         let _ = self.peer.send(&Msg::Event(WireEvent {
-            action: action_code(e.action),
-            kind: wire::kind_code(e.kind),
+            action: e.action,
+            kind: e.kind,
             rel: e.rel.as_os_str().as_bytes().to_vec(),
             reason: e.reason.to_string(),
             bytes: e.bytes,
@@ -677,7 +650,7 @@ impl Observer for Forward {
         let w = WireError {
             op: e.op_name(),
             path: e.path().map(|p| self.path(p)).unwrap_or_default(),
-            kind: 0,
+            kind: wire::ErrorKind::Other,
             message: self.words(&e.cause()),
         };
         let _ = self.peer.send(&Msg::Failure(w));

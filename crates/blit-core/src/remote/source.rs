@@ -96,7 +96,7 @@ impl RemoteSource {
         // The root's name is the peer's word, like every listed name: a pull of a single file
         // writes it beneath the destination, so a name with a separator or `..` would send the
         // copy elsewhere, and one of Blit's temporary names would be taken for a temporary.
-        let is_dir = root.kind == wire::kind_code(Kind::Dir);
+        let is_dir = root.kind == Kind::Dir;
         let root_name = names::plain(&root.name)
             .and_then(|()| {
                 if names::reserved(&root.name, is_dir) {
@@ -202,12 +202,7 @@ impl RemoteSource {
     }
 
     fn wire_error(&self, e: WireError) -> Error {
-        let kind = match e.kind {
-            1 => io::ErrorKind::NotFound,
-            2 => io::ErrorKind::PermissionDenied,
-            3 => io::ErrorKind::AlreadyExists,
-            _ => io::ErrorKind::Other,
-        };
+        let kind = e.kind.io();
         let rel = names::shown(&e.path);
         Error::io(
             Op::from_name(&e.op),
@@ -541,7 +536,7 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
             "entry with an impossible size",
         ));
     }
-    let kind = wire::kind_of(w.kind)?;
+    let kind = w.kind;
     Ok(Entry {
         rel,
         kind,
@@ -571,7 +566,7 @@ impl RemoteSource {
         match item {
             WireListed::Ok(mut w) => {
                 let raw = std::mem::take(&mut w.name);
-                if names::reserved(&raw, w.kind == wire::kind_code(Kind::Dir)) {
+                if names::reserved(&raw, w.kind == Kind::Dir) {
                     return None;
                 }
                 Some(match names::from_wire_or_lossy(raw) {

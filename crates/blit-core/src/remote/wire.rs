@@ -24,10 +24,11 @@ pub const MAGIC: &[u8; 4] = b"BLIT";
 /// looked at again before it is read again) and `Msg::Cancel`; version 4 added
 /// `PushJob::delete_after`; version 5 bounds what a peer can make the other side hold: listings
 /// come in pages asked for one at a time (`List::after`, `List::max_bytes`, `Entries::more`),
-/// carry no temporaries, messages are at most 1 MiB, and resume hashes are 16 bytes. Older
+/// carry no temporaries, messages are at most 1 MiB, and resume hashes are 16 bytes; version 6 embeds `options::Options` in the push job and encodes every
+/// enum by derive (an unknown value is an error). Older
 /// encodings of these messages differ, so an older peer is refused at the preamble rather than
 /// misread.
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 /// A message frame's body may not exceed this (a data frame's: [`DATA_CHUNK`] bytes and its
 /// 12-byte header). A listing larger than this is cut into frames by its sender.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -161,22 +162,8 @@ pub enum Role {
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
 pub struct PushJob {
-    /// 0 copy, 1 mirror, 2 move.
-    pub mode: u8,
-    pub dry_run: bool,
-    pub checksum: bool,
-    #[serde(deserialize_with = "bounded::vec")]
-    pub excludes: Vec<String>,
-    #[serde(deserialize_with = "bounded::vec")]
-    pub includes: Vec<String>,
-    pub max_delete: Option<u64>,
-    pub delete_after: bool,
-    pub workers: Option<u32>,
-    pub fsync: bool,
-    pub verify: bool,
-    pub no_xattrs: bool,
-    pub force: bool,
-    pub resume: bool,
+    /// The transfer, as the client's user asked for it.
+    pub opts: crate::options::Options,
     /// What the client shows: per-entry events (`-v`), byte counts (a progress bar). The
     /// daemon sends only those; failures and the totals always.
     pub events: bool,
@@ -324,8 +311,7 @@ pub enum Listed {
 #[derive(Debug, Serialize, Deserialize, PartialEq, Clone, Default)]
 pub struct WireEntry {
     pub name: Vec<u8>,
-    /// See [`kind_code`].
-    pub kind: u8,
+    pub kind: crate::entry::Kind,
     pub size: u64,
     pub mtime_sec: i64,
     pub mtime_nsec: u32,
@@ -346,16 +332,43 @@ pub struct WireEntry {
 pub struct WireError {
     pub op: String,
     pub path: Vec<u8>,
-    /// 1 not found, 2 permission denied, 3 already exists, 0 other.
-    pub kind: u8,
+    pub kind: ErrorKind,
     pub message: String,
+}
+
+/// The causes of a failure that the other side acts on; the rest is `Other` and the message.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone, Copy)]
+pub enum ErrorKind {
+    Other,
+    NotFound,
+    PermissionDenied,
+    AlreadyExists,
+}
+
+impl ErrorKind {
+    pub fn of(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+            _ => ErrorKind::Other,
+        }
+    }
+
+    pub fn io(self) -> io::ErrorKind {
+        match self {
+            ErrorKind::NotFound => io::ErrorKind::NotFound,
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+            ErrorKind::Other => io::ErrorKind::Other,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct WireEvent {
-    /// `+ * . - =`
-    pub action: u8,
-    pub kind: u8,
+    pub action: crate::report::Action,
+    pub kind: crate::entry::Kind,
     pub rel: Vec<u8>,
     pub reason: String,
     pub bytes: u64,
@@ -363,8 +376,7 @@ pub struct WireEvent {
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Default)]
 pub struct Finished {
-    /// Count and bytes per action: create, update, metadata, delete, link.
-    pub actions: [(u64, u64); 5],
+    pub actions: crate::report::Actions,
     pub unchanged: u64,
     pub kept: u64,
     pub interrupted: bool,
@@ -492,7 +504,7 @@ pub fn decode_weighed(body: &[u8]) -> io::Result<(Msg, usize)> {
 /// Deserializers for the lists of a message that count each item, at its size in memory,
 /// against [`DECODE_BUDGET`] as it is read: decoding stops at the budget, not at the end of
 /// memory. (A list of bytes needs none: its items take what the frame holds.)
-mod bounded {
+pub(crate) mod bounded {
     use std::cell::Cell;
     use std::marker::PhantomData;
 
@@ -619,37 +631,34 @@ pub fn read_server_preamble(r: &mut impl Read) -> io::Result<(u16, bool)> {
     }
 }
 
-/// Entry kinds on the wire.
-pub fn kind_code(k: crate::entry::Kind) -> u8 {
-    use crate::entry::Kind::*;
-    match k {
-        File => 0,
-        Dir => 1,
-        Symlink => 2,
-        Fifo => 3,
-        CharDevice => 4,
-        BlockDevice => 5,
-        Socket => 6,
-    }
-}
-
-pub fn kind_of(code: u8) -> io::Result<crate::entry::Kind> {
-    use crate::entry::Kind::*;
-    Ok(match code {
-        0 => File,
-        1 => Dir,
-        2 => Symlink,
-        3 => Fifo,
-        4 => CharDevice,
-        5 => BlockDevice,
-        6 => Socket,
-        c => return Err(invalid(format!("unknown entry kind {c}"))),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::Kind;
+    use crate::options::{Mode, Options};
+
+    /// An enum's value past its last variant is refused, never read as a default: a mode of 3
+    /// once became `Copy`.
+    #[test]
+    fn an_unknown_enum_value_is_an_error() {
+        let move_job = postcard::to_stdvec(&Options::new(Mode::Move)).unwrap();
+        assert_eq!(move_job[0], 2, "the mode leads the options");
+        let back: Options = postcard::from_bytes(&move_job).unwrap();
+        assert_eq!(back.mode, Mode::Move);
+        let mut unknown = move_job.clone();
+        unknown[0] = 3;
+        assert!(postcard::from_bytes::<Options>(&unknown).is_err());
+
+        let entry = WireEntry {
+            kind: Kind::Socket,
+            ..WireEntry::default()
+        };
+        let mut bytes = postcard::to_stdvec(&entry).unwrap();
+        // No name: the kind follows the name's zero length.
+        assert_eq!(bytes[1], 6);
+        bytes[1] = 7;
+        assert!(postcard::from_bytes::<WireEntry>(&bytes).is_err());
+    }
 
     #[test]
     fn a_message_round_trips_through_a_frame() {
