@@ -247,7 +247,7 @@ pub fn push(
     }
     // The daemon's reports, each held (and charged) until shown.
     let (tx, rx) = mpsc::channel::<Option<(Msg, Charge)>>();
-    let tx2 = tx.clone();
+    let (tx2, tx3) = (tx.clone(), tx.clone());
     // Only a move may remove anything here; a daemon asking otherwise is refused.
     let tree = ServeTree::new(
         src_root.clone(),
@@ -265,22 +265,19 @@ pub fn push(
     let peer = Peer::start(chan, Arc::new(tree)).map_err(|e| net_error(url, e))?;
 
     let cancel = job.cancel.clone();
+    {
+        // Closing the connection stops the daemon's run; it removes its temporaries.
+        let peer = Arc::clone(&peer);
+        cancel.on_cancel(move || {
+            peer.close("interrupted");
+            let _ = tx3.send(None);
+        });
+    }
     let mut failures = Vec::new();
     let mut finished = None;
     let mut streams: Option<std::thread::JoinHandle<Vec<Arc<Peer>>>> = None;
-    loop {
-        let msg = match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some((m, _charge))) => m,
-            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if cancel.is_cancelled() {
-                    // Closing the connection stops the daemon's run; it removes its temporaries.
-                    peer.close("interrupted");
-                    break;
-                }
-                continue;
-            }
-        };
+    // Ends when the connection does (closed by the daemon, or by an interrupt above).
+    while let Ok(Some((msg, _charge))) = rx.recv() {
         match msg {
             Msg::Event(ev) => {
                 let rel = names::shown(&ev.rel);

@@ -107,7 +107,11 @@ pub struct Peer {
     pending: Mutex<HashMap<u32, Route>>,
     next_id: AtomicU32,
     closed: Mutex<Option<String>>,
+    /// Signalled when `closed` is set.
+    closed_cv: Condvar,
     is_closed: AtomicBool,
+    /// Run once when the connection closes.
+    on_close: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// What the other side's frames held here take, capped (see `budget`).
     held: Arc<Budget>,
@@ -183,7 +187,9 @@ impl Peer {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
             closed: Mutex::new(None),
+            closed_cv: Condvar::new(),
             is_closed: AtomicBool::new(false),
+            on_close: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
             held: Budget::connection(),
         });
@@ -210,21 +216,12 @@ impl Peer {
             })
         };
         peer.threads.lock().unwrap().extend([w, r]);
-        // Not joined: it notices a closed session within a quarter second and ends.
-        let weak = Arc::downgrade(&peer);
+        // Not joined: it ends when the connection closes (the reader, which holds the peer as
+        // long as this does, closes it on its way out).
+        let keeper = Arc::clone(&peer);
         std::thread::spawn(move || {
-            let tick = std::time::Duration::from_millis(250).min(keepalive);
-            let mut since = std::time::Instant::now();
-            loop {
-                std::thread::sleep(tick);
-                let Some(peer) = weak.upgrade() else { return };
-                if peer.is_closed() || peer.out.lock().unwrap().is_none() {
-                    return;
-                }
-                if since.elapsed() >= keepalive {
-                    let _ = peer.send(&Msg::Ping);
-                    since = std::time::Instant::now();
-                }
+            while !keeper.wait_closed_for(keepalive) {
+                let _ = keeper.send(&Msg::Ping);
             }
         });
         Ok(peer)
@@ -256,7 +253,35 @@ impl Peer {
         self.is_closed.load(Ordering::Relaxed)
     }
 
-    /// Marks the connection dead: waiting requests fail, sends are dropped.
+    /// Waits until the connection is closed.
+    pub fn wait_closed(&self) {
+        let c = self.closed.lock().unwrap();
+        let _c = self.closed_cv.wait_while(c, |c| c.is_none()).unwrap();
+    }
+
+    /// Waits at most `d` for the connection to close; whether it is closed.
+    pub fn wait_closed_for(&self, d: std::time::Duration) -> bool {
+        let c = self.closed.lock().unwrap();
+        let (c, _) = self
+            .closed_cv
+            .wait_timeout_while(c, d, |c| c.is_none())
+            .unwrap();
+        c.is_some()
+    }
+
+    /// Runs `hook` once the connection closes: at once if it is closed already.
+    pub fn on_close(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut hooks = self.on_close.lock().unwrap();
+        if self.is_closed() {
+            drop(hooks);
+            hook();
+        } else {
+            hooks.push(Box::new(hook));
+        }
+    }
+
+    /// Marks the connection dead: waiting requests fail, sends are dropped, and whoever waits
+    /// for the close (a sender held back by a full queue included) is woken.
     pub fn close(&self, why: &str) {
         {
             let mut c = self.closed.lock().unwrap();
@@ -264,6 +289,7 @@ impl Peer {
                 *c = Some(why.to_string());
             }
         }
+        self.closed_cv.notify_all();
         {
             // Marked under the same lock a request registers under: no request can slip in
             // between the mark and the clearing and then wait for a reply forever.
@@ -272,6 +298,16 @@ impl Peer {
             pending.clear();
         }
         self.out.lock().unwrap().take();
+        {
+            // Taken so that a sender between its check of the flag and its wait cannot miss
+            // this.
+            let _q = self.queued.0.lock().unwrap();
+            self.queued.1.notify_all();
+        }
+        let hooks = std::mem::take(&mut *self.on_close.lock().unwrap());
+        for hook in hooks {
+            hook();
+        }
     }
 
     /// Queues an encoded frame, first waiting while the queue holds [`QUEUE_BYTES`] already
@@ -281,10 +317,7 @@ impl Peer {
             let (lock, cv) = &*self.queued;
             let mut q = lock.lock().unwrap();
             while *q > 0 && *q + frame.len() > QUEUE_BYTES && !self.is_closed() {
-                q = cv
-                    .wait_timeout(q, std::time::Duration::from_millis(100))
-                    .unwrap()
-                    .0;
+                q = cv.wait(q).unwrap();
             }
             *q += frame.len();
         }

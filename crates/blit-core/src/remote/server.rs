@@ -415,11 +415,9 @@ fn attach(
     };
     chan.send(&Msg::Welcome(None))?;
     let peer = Peer::start(chan, Arc::new(Replies))?;
-    streams.lock().unwrap().push(Arc::clone(&peer));
+    streams.add([Arc::clone(&peer)]);
     // The push finishes this connection with its own end; the other side's end closes it.
-    while !peer.is_closed() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    peer.wait_closed();
     Ok(())
 }
 
@@ -540,7 +538,7 @@ fn push(
     };
     let _ = peer.send(&Msg::Finished(finished));
     peer.finish();
-    let extra_peers = std::mem::take(&mut *streams.0.lock().unwrap());
+    let extra_peers = streams.0.take();
     for p in extra_peers {
         p.finish();
     }
@@ -577,22 +575,8 @@ fn run_push(
     }
     // The client's Ctrl-C closes the connection; stop then, as a local run stops on Ctrl-C.
     let cancel = opts.cancel.clone();
-    let watch = Arc::clone(peer);
-    let (stop, stopped) = mpsc::channel::<()>();
-    let watcher = std::thread::spawn(move || loop {
-        match stopped.recv_timeout(Duration::from_millis(100)) {
-            Err(mpsc::RecvTimeoutError::Timeout) if watch.is_closed() => {
-                cancel.cancel();
-                return;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-    });
-    let r = sync::run(&source, dst_path, &filter, &opts, forward);
-    let _ = stop.send(());
-    let _ = watcher.join();
-    r
+    peer.on_close(move || cancel.cancel());
+    sync::run(&source, dst_path, &filter, &opts, forward)
 }
 
 /// Sends the engine's reports to the client, in the client's words for paths.

@@ -10,7 +10,7 @@ use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 
 use super::names;
 use super::peer::{Incoming, Peer, Replies};
@@ -48,7 +48,50 @@ const STRIPE_MIN: u64 = 16 << 20;
 /// Opens the connections that carry stripes besides the main one (none if they cannot be had).
 pub type OpenStreams = Box<dyn Fn() -> Vec<Arc<Peer>> + Send + Sync>;
 /// The connections that carry stripes besides the main one, as they become available.
-pub type StreamSet = Arc<Mutex<Vec<Arc<Peer>>>>;
+pub type StreamSet = Arc<Streams>;
+
+/// Connections added by whoever accepts them, and waited for by the files to stripe.
+#[derive(Default)]
+pub struct Streams {
+    peers: Mutex<Vec<Arc<Peer>>>,
+    /// Signalled when connections are added (or the wait should end).
+    changed: Condvar,
+}
+
+impl Streams {
+    pub fn add(&self, peers: impl IntoIterator<Item = Arc<Peer>>) {
+        self.peers.lock().unwrap().extend(peers);
+        self.changed.notify_all();
+    }
+
+    /// The connections so far.
+    pub fn all(&self) -> Vec<Arc<Peer>> {
+        self.peers.lock().unwrap().clone()
+    }
+
+    /// Removes and returns them all (to be finished).
+    pub fn take(&self) -> Vec<Arc<Peer>> {
+        std::mem::take(&mut *self.peers.lock().unwrap())
+    }
+
+    /// Waits until `n` connections are here, `until` passes, or `stop` says to give up (checked
+    /// whenever the set is signalled).
+    fn wait_for(&self, n: usize, until: std::time::Instant, stop: impl Fn() -> bool) {
+        let mut peers = self.peers.lock().unwrap();
+        while peers.len() < n && !stop() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            peers = self.changed.wait_timeout(peers, left).unwrap().0;
+        }
+    }
+
+    fn wake(&self) {
+        let _peers = self.peers.lock().unwrap();
+        self.changed.notify_all();
+    }
+}
 
 pub struct RemoteSource {
     peer: Arc<Peer>,
@@ -136,6 +179,9 @@ impl RemoteSource {
     /// Large files are striped across the main connection and those in `set`, which others
     /// fill as the `expected` connections arrive.
     pub fn with_stream_set(mut self, set: StreamSet, expected: usize) -> Self {
+        // A lost main connection ends the wait for the others.
+        let woken = Arc::clone(&set);
+        self.peer.on_close(move || woken.wake());
         self.streams = set;
         self.awaited = (expected > 0).then(|| {
             let wait = std::time::Duration::from_secs(2);
@@ -146,7 +192,7 @@ impl RemoteSource {
 
     /// The extra connections opened so far (to be finished with the session).
     pub fn streams(&self) -> Vec<Arc<Peer>> {
-        self.streams.lock().unwrap().clone()
+        self.streams.all()
     }
 
     /// The extra connections for a file of `size` (those still open); none when it is not
@@ -159,19 +205,15 @@ impl RemoteSource {
             // Opened before the lock is taken: connecting may take a while.
             self.opened.call_once(|| {
                 let opened = open();
-                self.streams.lock().unwrap().extend(opened);
+                self.streams.add(opened);
             });
         }
         if let Some((expected, until)) = self.awaited {
-            while self.streams.lock().unwrap().len() < expected
-                && std::time::Instant::now() < until
-                && !self.peer.is_closed()
-            {
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
+            self.streams
+                .wait_for(expected, until, || self.peer.is_closed());
         }
         let want = (size / STRIPE_MIN) as usize - 1;
-        let all = self.streams.lock().unwrap();
+        let all = self.streams.all();
         all.iter()
             .filter(|p| !p.is_closed())
             .take(want)
