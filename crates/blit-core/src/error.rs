@@ -118,6 +118,33 @@ pub enum Error {
         path: PathBuf,
         cause: String,
     },
+    /// Reaching `target` (a URL, as the user wrote it) failed, or the connection broke.
+    #[error("{target}: {source}")]
+    Network {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The other end broke the protocol (a message that does not decode, a bound exceeded, an
+    /// answer out of turn).
+    #[error("{target}: {what}")]
+    Protocol { target: String, what: String },
+}
+
+/// What kind of failure an [`Error`] is, for a caller deciding what to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Refused before anything changed (a guard, a bad argument, the daemon said no).
+    Refused,
+    /// A connection could not be made or broke.
+    Network,
+    /// The other end broke the protocol.
+    Protocol,
+    /// An operation on a path failed (see the error's op and path).
+    Io,
+    /// Stopped by the user.
+    Cancelled,
 }
 
 impl Error {
@@ -129,6 +156,27 @@ impl Error {
         }
     }
 
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Refused(_) | Error::Pattern { .. } => ErrorKind::Refused,
+            Error::Network { .. } => ErrorKind::Network,
+            Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::Io { .. } | Error::Changed { .. } | Error::Remote { .. } => ErrorKind::Io,
+        }
+    }
+
+    /// Whether trying again may succeed: a connection that broke or timed out, a file that
+    /// changed while it was read. Not: a refusal, a protocol violation, a missing file or a
+    /// denied permission, an interrupt.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Network { source, .. } | Error::Io { source, .. } => transient(source),
+            Error::Changed { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Name of the operation for reports (`"copy"` for a changed source).
     pub fn op_name(&self) -> String {
         match self {
@@ -137,6 +185,8 @@ impl Error {
             Error::Refused(_) | Error::Pattern { .. } => "refused".into(),
             Error::Cancelled => "cancel".into(),
             Error::Remote { op, .. } => op.clone(),
+            Error::Network { .. } => "connect".into(),
+            Error::Protocol { .. } => "protocol".into(),
         }
     }
 
@@ -156,9 +206,29 @@ impl Error {
             Error::Io { source, .. } => source.to_string(),
             Error::Changed { .. } => "source changed while being copied".into(),
             Error::Remote { cause, .. } => cause.clone(),
+            Error::Network { source, .. } => source.to_string(),
+            Error::Protocol { what, .. } => what.clone(),
             other => other.to_string(),
         }
     }
+}
+
+/// A failure of the moment (the network's, or a call cut short), not of the request itself.
+fn transient(e: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::AddrNotAvailable
+            | K::BrokenPipe
+            | K::TimedOut
+            | K::UnexpectedEof
+            | K::Interrupted
+            | K::WouldBlock
+    )
 }
 
 /// Attaches an operation and path to an `io::Result`.

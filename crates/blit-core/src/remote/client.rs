@@ -55,8 +55,24 @@ pub fn streams_of(access: &Access, url: &RemoteUrl) -> usize {
     access.streams.unwrap_or_else(default).clamp(1, 16)
 }
 
+/// A connection's failure: the peer breaking the protocol (what it sent does not decode or
+/// exceeds a bound), or the network's.
 fn net_error(url: &RemoteUrl, e: io::Error) -> Error {
-    Error::Refused(format!("{url}: {e}"))
+    if e.kind() == io::ErrorKind::InvalidData {
+        protocol_error(url, &e.to_string())
+    } else {
+        Error::Network {
+            target: url.to_string(),
+            source: e,
+        }
+    }
+}
+
+fn protocol_error(url: &RemoteUrl, what: &str) -> Error {
+    Error::Protocol {
+        target: url.to_string(),
+        what: escape_text(what),
+    }
 }
 
 /// How to reach a module (its secret, how the connection is protected, how many connections a
@@ -166,9 +182,7 @@ pub fn pull(
     let started = Instant::now();
     let (chan, answer) = open(url, Role::Pull, &job.access)?;
     let Msg::Welcome(Some(root)) = answer else {
-        return Err(Error::Refused(format!(
-            "{url}: unexpected answer to the hello"
-        )));
+        return Err(protocol_error(url, "unexpected answer to the hello"));
     };
     let peer = Peer::start(chan, Arc::new(Quiet)).map_err(|e| net_error(url, e))?;
     let extra = streams_of(&job.access, url) - 1;
@@ -241,9 +255,7 @@ pub fn push(
     };
     let (chan, answer) = open(url, Role::Push(Box::new(push)), &job.access)?;
     if !matches!(answer, Msg::Welcome(None)) {
-        return Err(Error::Refused(format!(
-            "{url}: unexpected answer to the hello"
-        )));
+        return Err(protocol_error(url, "unexpected answer to the hello"));
     }
     // The daemon's reports, each held (and charged) until shown.
     let (tx, rx) = mpsc::channel::<Option<(Msg, Charge)>>();
@@ -441,7 +453,7 @@ fn admin_once(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRe
             Err(Error::Refused(format!("{url}: {}", escape_text(&why))))
         }
         Msg::Admin(rep) => Ok(rep),
-        _ => Err(Error::Refused(format!("{url}: unexpected answer"))),
+        _ => Err(protocol_error(url, "unexpected answer")),
     }
 }
 
@@ -453,4 +465,59 @@ pub fn shown_name(raw: &[u8]) -> String {
 /// The entry's kind, for admin listings.
 pub fn kind_label(w: &WireEntry) -> &'static str {
     w.kind.label()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::{Endpoint, NullObserver, Options};
+
+    fn run(src: Endpoint, dst: Endpoint) -> Error {
+        let job = Job::new(src, dst, Options::default()).with_access(Access {
+            plain: true,
+            ..Access::default()
+        });
+        job.run(&NullObserver).expect_err("nothing to connect to")
+    }
+
+    /// A port nobody listens on: the failure is the network's, and worth another try.
+    #[test]
+    fn a_refused_connection_is_a_retryable_network_error() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("blit://127.0.0.1:{port}/m/x");
+        let local = Endpoint::Local(dir.path().to_path_buf());
+        for e in [
+            run(local.clone(), Endpoint::parse(&url).unwrap()),
+            run(Endpoint::parse(&url).unwrap(), local.clone()),
+        ] {
+            assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+            assert!(e.retryable(), "{e}");
+            assert!(e.to_string().starts_with(&url), "{e}");
+        }
+    }
+
+    /// Something that answers but is no Blit daemon breaks the protocol: not worth retrying.
+    #[test]
+    fn a_peer_that_is_no_daemon_is_a_protocol_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let answer = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let _ = io::Write::write_all(&mut s, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("blit://127.0.0.1:{port}/m/x");
+        let e = run(
+            Endpoint::parse(&url).unwrap(),
+            Endpoint::Local(dir.path().into()),
+        );
+        answer.join().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+        assert!(!e.retryable(), "{e}");
+    }
 }
