@@ -70,8 +70,6 @@ pub struct Entry {
 pub struct Extra {
     /// A symlink's target.
     pub link: Option<PathBuf>,
-    /// A folder link (Windows' distinction).
-    pub dir_link: bool,
     /// Extended attributes, sorted by name (when the entry has any).
     pub xattrs: Option<crate::sys::Xattrs>,
 }

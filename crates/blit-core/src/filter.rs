@@ -38,10 +38,6 @@ impl Filter {
             .collect())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.exclude.is_empty()
-    }
-
     /// True when the entry at `rel` (relative to the root) is to be left alone.
     pub fn excludes(&self, rel: &Path, is_dir: bool) -> bool {
         if self.exclude.is_empty() || rel.as_os_str().is_empty() {

@@ -557,13 +557,7 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
         .as_ref()
         .map(|l| names::link_from_wire(l.clone()))
         .transpose()?;
-    let extra = (link.is_some() || has_xattrs).then(|| {
-        Arc::new(Extra {
-            link,
-            dir_link: false,
-            xattrs,
-        })
-    });
+    let extra = (link.is_some() || has_xattrs).then(|| Arc::new(Extra { link, xattrs }));
     if w.mtime_nsec >= 1_000_000_000 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -880,8 +874,10 @@ impl Source for RemoteSource {
         })
     }
 
-    fn link_is_dir(&self, _dir: &RemoteDir, _name: &OsStr, entry: &Entry) -> bool {
-        entry.extra.as_ref().is_some_and(|x| x.dir_link)
+    /// The wire does not say whether a link's target is a folder (which matters on Windows
+    /// only): links from a remote source are file links.
+    fn link_is_dir(&self, _dir: &RemoteDir, _name: &OsStr, _entry: &Entry) -> bool {
+        false
     }
 
     fn rename_into(&self, _: &RemoteDir, _: &OsStr, _: At<'_>) -> Option<io::Result<()>> {

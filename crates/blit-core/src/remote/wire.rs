@@ -297,7 +297,6 @@ pub enum Rep {
     Changed,
     Hash([u8; 32]),
     Removed(bool),
-    Done,
     Err(WireError),
 }
 

@@ -459,10 +459,8 @@ fn session(
     kernel: Kernel,
     early: &Early,
 ) -> io::Result<Session> {
-    let suite = match kernel.suite() {
-        SupportedCipherSuite::Tls13(s) => s,
-        _ => return Err(other("TLS 1.3 was not negotiated")),
-    };
+    // Built without TLS 1.2 (rustls's `tls12` feature off), every suite is a TLS 1.3 one.
+    let SupportedCipherSuite::Tls13(suite) = kernel.suite();
     // Well inside the limit (2^24 records for AES-GCM): a key update every 2^22 records
     // (64 GiB) at most.
     let rekey_after = (suite.common.confidentiality_limit / 4).min(1 << 22);
