@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use super::budget::Charge;
 use super::chan::Chan;
-use super::names;
 use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
 use super::source::RemoteSource;
 use super::url::RemoteUrl;
 use super::wire::{self, AdminRep, AdminReq, Hello, Msg, PushJob, Req, Role, WireEntry};
+use super::wirepath;
 use crate::entry::Entry;
 use crate::error::{Error, Op, Result};
 use crate::job::{self, Job};
@@ -207,7 +207,7 @@ pub fn pull(
         }));
     }
     let is_dir = root.kind == crate::entry::Kind::Dir;
-    let name = names::from_wire(root.name.clone()).map_err(|e| net_error(url, e))?;
+    let name = wirepath::from_wire(root.name.clone()).map_err(|e| net_error(url, e))?;
     let dst_root = job::resolve_dest(is_dir, &name, dst_arg)?;
     let filter = job.filter(is_dir)?;
     if !is_dir && !job.opts.dry_run {
@@ -292,7 +292,7 @@ pub fn push(
     while let Ok(Some((msg, _charge))) = rx.recv() {
         match msg {
             Msg::Event(ev) => {
-                let rel = names::shown(&ev.rel);
+                let rel = wirepath::shown(&ev.rel);
                 observer.event(&Event {
                     action: ev.action,
                     kind: ev.kind,
@@ -304,7 +304,7 @@ pub fn push(
             Msg::Failure(w) => {
                 let err = Error::Remote {
                     op: escape_text(&w.op),
-                    path: names::shown(&w.path),
+                    path: wirepath::shown(&w.path),
                     cause: escape_text(&w.message),
                 };
                 observer.failure(&err);
@@ -459,7 +459,7 @@ fn admin_once(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRe
 
 /// A listed name for display.
 pub fn shown_name(raw: &[u8]) -> String {
-    crate::names::escape(&names::shown(raw))
+    crate::names::escape(&wirepath::shown(raw))
 }
 
 /// The entry's kind, for admin listings.

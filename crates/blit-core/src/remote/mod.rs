@@ -7,12 +7,12 @@
 pub mod budget;
 mod chan;
 pub mod client;
-pub mod names;
 mod peer;
 pub mod serve;
 pub mod source;
 pub mod url;
 pub mod wire;
+pub mod wirepath;
 
 pub use client::Access;
 

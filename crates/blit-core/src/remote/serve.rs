@@ -12,9 +12,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use super::budget::Charge;
-use super::names;
 use super::peer::{Handler, Peer};
 use super::wire::{self, ErrorKind, Expect, Listed, Msg, Rep, Req, WireEntry, WireError};
+use super::wirepath;
 use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Op, Result};
@@ -201,7 +201,7 @@ impl Tree {
                 return peer.send(&Msg::Rep { id, rep });
             }
         };
-        let dir_rel = names::rel_from_wire(rel).unwrap_or_default();
+        let dir_rel = wirepath::rel_from_wire(rel).unwrap_or_default();
         let mut batch = Vec::new();
         let (mut in_frame, mut in_page) = (0usize, 0usize);
         let mut names = names.into_iter().peekable();
@@ -616,7 +616,7 @@ pub fn describe_root(
         let stored = path_xattrs(path).unwrap_or_default();
         let stored: sys::Xattrs = stored
             .into_iter()
-            .filter_map(|(n, v)| names::attr_from_wire(n).ok().map(|n| (n, v)))
+            .filter_map(|(n, v)| wirepath::attr_from_wire(n).ok().map(|n| (n, v)))
             .collect();
         let (e, values) = crate::fakesuper::present(e, &stored);
         let mut w = to_wire_entry(name, &e);
@@ -643,7 +643,7 @@ pub fn describe(
 ) -> Result<WireEntry> {
     let at = At::new(dir, name);
     // A name the wire cannot carry exactly is refused, never sent altered.
-    names::to_wire(name).map_err(|e| Error::io(Op::ReadDir, at.path(), e))?;
+    wirepath::to_wire(name).map_err(|e| Error::io(Op::ReadDir, at.path(), e))?;
     let presented;
     let (e, values) = if fake_super && matches!(e.kind, Kind::File | Kind::Dir) {
         let (p, values) = crate::fakesuper::present(e.clone(), &sys::xattrs_of(at)?);
@@ -666,7 +666,8 @@ pub fn describe(
     let mut w = to_wire_entry(name, e);
     if e.kind == Kind::Symlink {
         let target = sys::read_link_at(at)?;
-        w.link = Some(names::link_to_wire(&target).map_err(|e| Error::io(Op::Read, at.path(), e))?);
+        w.link =
+            Some(wirepath::link_to_wire(&target).map_err(|e| Error::io(Op::Read, at.path(), e))?);
     }
     if let Some(values) = values.filter(|v| xattrs && !v.is_empty()) {
         w.xattrs = Some(values.into_iter().map(|(n, v)| (lossy(&n), v)).collect());
@@ -727,7 +728,7 @@ pub fn to_wire_entry(name: &OsStr, e: &Entry) -> WireEntry {
 /// A local name for the wire, lossy only where a name cannot cross exactly (Windows names that
 /// are not valid Unicode), for names already refused or only shown.
 fn lossy(name: &OsStr) -> Vec<u8> {
-    names::to_wire(name).unwrap_or_else(|_| name.to_string_lossy().into_owned().into_bytes())
+    wirepath::to_wire(name).unwrap_or_else(|_| name.to_string_lossy().into_owned().into_bytes())
 }
 
 fn rel_bytes(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {
@@ -741,7 +742,8 @@ fn rel_bytes(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {
 
 /// A relative path from the wire: plain names only (no `..`, `.`, root, or NUL).
 pub fn wire_rel(raw: &[u8]) -> Result<PathBuf> {
-    let p = names::rel_from_wire(raw).map_err(|e| Error::io(Op::Open, names::shown(raw), e))?;
+    let p =
+        wirepath::rel_from_wire(raw).map_err(|e| Error::io(Op::Open, wirepath::shown(raw), e))?;
     let ok = !raw.contains(&0) && p.components().all(|c| matches!(c, Component::Normal(_)));
     if ok {
         Ok(p)

@@ -17,7 +17,6 @@ use super::budget::Charge;
 use super::chan::Chan;
 use super::creds::{self, Creds};
 use super::gate::{Gate, Ticket};
-use super::names;
 use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
 use super::source::{RemoteSource, StreamSet};
@@ -25,6 +24,7 @@ use super::wire::{
     self, AdminRep, AdminReq, Finished, Hello, ModuleInfo, Msg, PushJob, Req, Role, WireEntry,
     WireError, WireEvent,
 };
+use super::wirepath;
 use crate::entry::Kind;
 use crate::error::Error;
 use crate::job::Job;
@@ -448,10 +448,10 @@ fn push(
     push: PushJob,
 ) -> io::Result<()> {
     let src_is_dir = push.src.kind == Kind::Dir;
-    if let Err(e) = names::plain(&push.src.name) {
+    if let Err(e) = wirepath::plain(&push.src.name) {
         return refuse(&mut chan, &format!("the source's name: {e}"));
     }
-    if names::reserved(&push.src.name, src_is_dir) {
+    if wirepath::reserved(&push.src.name, src_is_dir) {
         return refuse(
             &mut chan,
             "the source's name is one Blit reserves for its temporaries",

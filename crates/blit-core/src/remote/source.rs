@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 
-use super::names;
 use super::peer::{Incoming, Peer, Replies};
 use super::wire::{self, Expect, Listed as WireListed, Rep, Req, WireEntry, WireError};
+use super::wirepath;
 use crate::decide::Inside;
 use crate::entry::{Entry, Extra, Kind, MTime};
 use crate::error::{Error, Op, Result};
@@ -140,15 +140,15 @@ impl RemoteSource {
         // writes it beneath the destination, so a name with a separator or `..` would send the
         // copy elsewhere, and one of Blit's temporary names would be taken for a temporary.
         let is_dir = root.kind == Kind::Dir;
-        let root_name = names::plain(&root.name)
+        let root_name = wirepath::plain(&root.name)
             .and_then(|()| {
-                if names::reserved(&root.name, is_dir) {
+                if wirepath::reserved(&root.name, is_dir) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "the peer named its root like one of Blit's temporaries",
                     ));
                 }
-                names::from_wire(root.name.clone())
+                wirepath::from_wire(root.name.clone())
             })
             .map_err(|e| Error::io(Op::Stat, &shown, e))?;
         let entry = to_entry(PathBuf::new(), root)
@@ -245,7 +245,7 @@ impl RemoteSource {
 
     fn wire_error(&self, e: WireError) -> Error {
         let kind = e.kind.io();
-        let rel = names::shown(&e.path);
+        let rel = wirepath::shown(&e.path);
         Error::io(
             Op::from_name(&e.op),
             self.shown_path(&rel),
@@ -524,7 +524,7 @@ fn unexpected() -> io::Error {
 
 /// A relative path (made of names that came from the wire) for a request.
 fn rel_bytes(rel: &Path) -> Vec<u8> {
-    names::rel_to_wire(rel).unwrap_or_else(|_| rel.to_string_lossy().into_owned().into_bytes())
+    wirepath::rel_to_wire(rel).unwrap_or_else(|_| rel.to_string_lossy().into_owned().into_bytes())
 }
 
 /// Fills `buf` from `off`.
@@ -546,7 +546,7 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
     let xattrs: Option<Xattrs> = match &w.xattrs {
         Some(x) => Some(
             x.iter()
-                .map(|(n, v)| Ok((names::attr_from_wire(n.clone())?, v.clone())))
+                .map(|(n, v)| Ok((wirepath::attr_from_wire(n.clone())?, v.clone())))
                 .collect::<io::Result<_>>()?,
         ),
         None => None,
@@ -555,7 +555,7 @@ pub fn to_entry(rel: PathBuf, w: &WireEntry) -> io::Result<Entry> {
     let link = w
         .link
         .as_ref()
-        .map(|l| names::link_from_wire(l.clone()))
+        .map(|l| wirepath::link_from_wire(l.clone()))
         .transpose()?;
     let extra = (link.is_some() || has_xattrs).then(|| Arc::new(Extra { link, xattrs }));
     if w.mtime_nsec >= 1_000_000_000 {
@@ -602,10 +602,10 @@ impl RemoteSource {
         match item {
             WireListed::Ok(mut w) => {
                 let raw = std::mem::take(&mut w.name);
-                if names::reserved(&raw, w.kind == Kind::Dir) {
+                if wirepath::reserved(&raw, w.kind == Kind::Dir) {
                     return None;
                 }
-                Some(match names::from_wire_or_lossy(raw) {
+                Some(match wirepath::from_wire_or_lossy(raw) {
                     Ok(name) => {
                         let child = to_entry(rel.join(&name), &w)
                             .map_err(|e| self.lost(Op::ReadDir, rel, e))
@@ -624,7 +624,7 @@ impl RemoteSource {
                 })
             }
             WireListed::Err(raw, e) => {
-                let name = names::from_wire_or_lossy(raw).unwrap_or_else(|(_, shown)| shown);
+                let name = wirepath::from_wire_or_lossy(raw).unwrap_or_else(|(_, shown)| shown);
                 Some((name, Err(self.wire_error(e))))
             }
         }
@@ -741,7 +741,7 @@ impl Source for RemoteSource {
                     WireListed::Ok(w) => &w.name,
                     WireListed::Err(raw, _) => raw,
                 };
-                names::plain(raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
+                wirepath::plain(raw).map_err(|e| self.lost(Op::ReadDir, rel, e))?;
                 if last_name.as_ref().is_none_or(|l| raw > l) {
                     last_name = Some(raw.clone());
                 }
