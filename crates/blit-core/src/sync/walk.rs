@@ -1,0 +1,602 @@
+//! Walking and merging: the roots, then each pair of folder listings merged into tasks (copies,
+//! deletions, folders to walk next) that start at once.
+
+use super::*;
+
+impl<'a, S: Source> Syncer<'a, S> {
+    pub(super) fn run_tree(&self, dst_root: &Path, mut src_entry: Entry) -> Result<()> {
+        src_entry.xattrs = self.opts.rules.xattrs;
+        let src = Arc::new(self.src.open_root()?);
+        let src_list = self.list_src(&src, Path::new(""));
+        let looked = if self.opts.root_nofollow {
+            std::fs::symlink_metadata(dst_root)
+        } else {
+            std::fs::metadata(dst_root)
+        };
+        let dst_md = match looked {
+            Ok(md) => Some(md),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(Op::Stat, dst_root, e)),
+        };
+        let (dst, dst_list, dst_entry) = match dst_md {
+            Some(md) if !md.is_dir() => {
+                return Err(Error::Refused(format!(
+                    "destination {} is not a folder, but the source is",
+                    crate::names::escape(dst_root)
+                )))
+            }
+            Some(md) => {
+                let root_entry = Entry::from_metadata(PathBuf::new(), &md);
+                // Changed through its own handle: the root may be a link to the folder the
+                // user means, which its parent's handle and name would not follow.
+                let d = match self.open_dst_root(dst_root) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        // Perhaps unreadable even to its owner: opened up by name, then again.
+                        let Ok((outer, name)) = self.dst_dirs.parent_of(Path::new("")) else {
+                            return Err(e);
+                        };
+                        self.open_up(At::new(&outer, &name), &root_entry);
+                        self.open_dst_root(dst_root)?
+                    }
+                };
+                if let Ok((dd, dn)) = self.dst_dirs.finish_at(Path::new("")) {
+                    self.open_up(At::new(&dd, &dn), &root_entry);
+                }
+                let list = self.list(&d, Path::new(""))?;
+                let mut e = Entry::from_metadata(PathBuf::new(), &md);
+                e.xattrs = self.opts.rules.xattrs;
+                let e = self.presented(At::new(&d, OsStr::new(".")), Ok(e))?;
+                (Some(d), Some(list), Some(e))
+            }
+            None => (None, None, None),
+        };
+        if let Ok(sl) = &src_list {
+            let dst_has_any = dst_list.as_ref().is_some_and(|l| !l.entries.is_empty());
+            if self.opts.job.mode == Mode::Mirror
+                && !self.opts.job.force
+                && sl.entries.is_empty()
+                && sl.unknown.is_empty()
+                && dst_has_any
+            {
+                return Err(Error::Refused(format!(
+                    "source {} is empty and would empty the destination {}; use --force if that is meant",
+                    crate::names::escape(&self.src.root_path()),
+                    crate::names::escape(dst_root)
+                )));
+            }
+        }
+
+        // The root folder itself.
+        let mut dst_setgid = dst_entry.as_ref().is_some_and(|e| self.gives_group(e));
+        let dst = match (dst, &dst_entry) {
+            (Some(d), Some(de)) => {
+                self.record_dir_pair(&src_entry, de, &src, &d);
+                Some(d)
+            }
+            _ => {
+                let made = if self.opts.job.dry_run {
+                    Ok(None)
+                } else {
+                    std::fs::create_dir_all(dst_root)
+                        .map_err(|e| Error::io(Op::Mkdir, dst_root, e))
+                        .and_then(|()| self.open_dst_root(dst_root).map(Some))
+                };
+                match made {
+                    Ok(d) => {
+                        // Made where its parent may hand it a group (set-group-ID, `grpid`):
+                        // what goes in it is judged by what it got.
+                        let made = self
+                            .dst_dirs
+                            .finish_at(Path::new(""))
+                            .and_then(|(dd, dn)| sys::stat_at(At::new(&dd, &dn), PathBuf::new()));
+                        dst_setgid = made.map_or(true, |e| self.gives_group(&e));
+                        self.emit(Action::Create, Kind::Dir, Path::new(""), "new", 0);
+                        self.dirs.lock().unwrap().push(DirRecord {
+                            entry: src_entry.clone(),
+                            reason: None,
+                            existed: false,
+                            made_as: None,
+                        });
+                        d
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let dst_acl = match self.dst_dirs.finish_at(Path::new("")) {
+            Ok((dd, dn)) if dst.is_some() => self.default_acl(At::new(&dd, &dn), None),
+            _ => false,
+        };
+        let node = Node {
+            src,
+            dst,
+            dst_setgid,
+            dst_acl,
+            fresh: None,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.workers.max(1))
+            .build()
+            .map_err(|e| Error::io(Op::ReadDir, dst_root, std::io::Error::other(e)))?;
+        pool.scope(|s| match src_list {
+            Ok(sl) => self.merge(s, &node, sl, dst_list),
+            // The source root cannot be listed: nothing may be judged absent.
+            Err(e) => self.fail(e),
+        });
+        Ok(())
+    }
+
+    /// The destination root's handle, which every later look at the root goes through: a path
+    /// looked up again could meet a link swapped in meanwhile.
+    pub(super) fn open_dst_root(&self, dst_root: &Path) -> Result<Arc<Dir>> {
+        let d = Arc::new(if self.opts.root_nofollow {
+            Dir::open_nofollow(dst_root)?
+        } else {
+            Dir::open(dst_root)?
+        });
+        self.dst_dirs.pin_root(Arc::clone(&d));
+        Ok(d)
+    }
+
+    /// SRC is a file: one entry, whose destination is a file path (its folder exists or is made
+    /// by the caller).
+    pub(super) fn run_file(&self, mut a: Entry) -> Result<()> {
+        a.xattrs = self.opts.rules.xattrs;
+        let (sdir, sname) = self.src.parent_of(Path::new(""))?;
+        let b = match std::fs::symlink_metadata(self.dst_dirs.root()) {
+            Ok(md) => {
+                let mut e = Entry::from_metadata(PathBuf::new(), &md);
+                e.xattrs = self.opts.rules.xattrs;
+                let (dir, name) = self.dst_dirs.parent_of(Path::new(""))?;
+                Some(self.presented(At::new(&dir, &name), Ok(e))?)
+            }
+            Err(_) => None,
+        };
+        let (ddir, dname) = if self.opts.job.dry_run && b.is_none() {
+            // Nothing exists to open; report what would be done.
+            self.emit(Action::Create, a.kind, Path::new(""), "new", a.size);
+            return Ok(());
+        } else {
+            self.dst_dirs.parent_of(Path::new(""))?
+        };
+        let pair = Pair {
+            src: &sdir,
+            sname: &sname,
+            dst: Some(&ddir),
+            dname: &dname,
+            // The folder it lands in was not looked at: assume nothing about what it gives.
+            setgid: true,
+            acl: true,
+            direct: false,
+        };
+        match b {
+            None => self.write(&pair, &a, None, Reason::New),
+            Some(b) => self.both_non_dir(&pair, &a, &b),
+        }
+        Ok(())
+    }
+
+    pub(super) fn merge<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        node: &Node<S::Dir>,
+        src: Listing,
+        dst: Option<Listing>,
+    ) {
+        let _clock = Clock::start(&self.busy.plan);
+        let dst = dst.unwrap_or_default();
+        if !self.opts.job.dry_run {
+            if let Some(d) = &node.dst {
+                for t in &dst.temps {
+                    if self.opts.job.resume && tempname::is_partial(t) {
+                        // Kept for this run to continue; a run without --resume removes it.
+                        continue;
+                    }
+                    if let Err(e) = remove_temp(d, t) {
+                        self.fail(e);
+                    }
+                }
+            }
+        }
+        if S::HINTS && !self.opts.job.dry_run && node.dst.is_some() {
+            self.hint(node, &src, &dst);
+        }
+        self.entries_seen
+            .fetch_add(src.entries.len() as u64, Ordering::Relaxed);
+        self.dst_seen
+            .fetch_add(dst.entries.len() as u64, Ordering::Relaxed);
+        let mut di = dst.entries.into_iter().peekable();
+        for a in src.entries {
+            if self.cancelled() {
+                return;
+            }
+            // Destination entries sorting before this one are not in the source.
+            while let Some(b) = di.peek() {
+                if b.listing_cmp(&a).is_lt() {
+                    let b = di.next().expect("peeked");
+                    self.dst_only(s, node, b, &src.unknown);
+                } else {
+                    break;
+                }
+            }
+            let b = di.next_if(|b| b.listing_cmp(&a).is_eq());
+            self.entry(s, node, a, b);
+        }
+        for b in di {
+            self.dst_only(s, node, b, &src.unknown);
+        }
+    }
+
+    /// Tells the source which files of this folder will surely be copied: new ones, and those
+    /// whose size or mtime differ (hard-linked ones are left out: most of their names become
+    /// links, not copies).
+    pub(super) fn hint(&self, node: &Node<S::Dir>, src: &Listing, dst: &Listing) {
+        let mut want = Vec::new();
+        let mut di = dst.entries.iter().peekable();
+        for a in &src.entries {
+            while di.next_if(|b| b.listing_cmp(a).is_lt()).is_some() {}
+            let b = di.next_if(|b| b.listing_cmp(a).is_eq());
+            if a.kind != Kind::File || a.nlink > 1 {
+                continue;
+            }
+            let needed = match b {
+                None => true,
+                Some(b) => matches!(
+                    decide::quick(a, b, &self.opts.rules),
+                    Some(Decision::Write(_))
+                ),
+            };
+            if needed {
+                want.push(a);
+            }
+        }
+        if !want.is_empty() {
+            self.src.prefetch(&node.src, &want);
+        }
+    }
+
+    /// A destination entry of a folder whose source listing succeeded, with no source entry of
+    /// its name: `mirror` deletes it. At once, as a task of the walk, like rsync's default
+    /// `--delete-during`: an unlink waits on the disk (on a `discard` mount it trims the freed
+    /// blocks before returning), and done after the walk those waits were a sixth of an
+    /// incremental mirror's wall time, where during the walk they overlap the other workers'
+    /// looks. Safe per folder: a folder only gets here once its source listing is complete, and
+    /// a name whose source entry could not be read is kept. With `--max-delete` every deletion
+    /// is counted first, so they wait for the end; so they do with `--delete-after`, for those
+    /// who want a run cut short to have deleted nothing.
+    pub(super) fn dst_only<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        node: &Node<S::Dir>,
+        b: Entry,
+        unknown: &HashSet<OsString>,
+    ) {
+        if self.opts.job.mode != Mode::Mirror {
+            return;
+        }
+        let name = b.rel.file_name().unwrap_or_default();
+        if unknown.contains(name) {
+            self.kept.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match &node.dst {
+            Some(dir) if self.opts.job.max_delete.is_none() && !self.opts.job.delete_after => {
+                let dir = Arc::clone(dir);
+                self.task(s, move || {
+                    if self.cancelled() {
+                        return;
+                    }
+                    let _clock = Clock::start(&self.busy.delete);
+                    let name = b.rel.file_name().unwrap_or_default();
+                    if let Err(e) = self.delete_tree(&dir, name, &b.rel, Deleting::Extra(&b)) {
+                        self.fail(e);
+                    }
+                });
+            }
+            _ => self.deletes.lock().unwrap().push(b),
+        }
+    }
+
+    /// Runs `f` (a copy or a deletion the merge of a folder hands out) as a task of the walk,
+    /// or at once, on the merging thread, when [`QUEUED_TASKS`] tasks already wait: each holds
+    /// its entries, and a folder of a million new files (or a peer's listing of them) would
+    /// otherwise queue a million before the first is done. Folders are always tasks (they
+    /// walk on; run in place they would recurse).
+    pub(super) fn task<'s>(&'s self, s: &rayon::Scope<'s>, f: impl FnOnce() + Send + 's) {
+        if self.queued.load(Ordering::Relaxed) >= QUEUED_TASKS {
+            return f();
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        s.spawn(move |_| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            f()
+        });
+    }
+
+    /// One source entry `a`, with its destination counterpart `b` if any.
+    pub(super) fn entry<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        node: &Node<S::Dir>,
+        a: Entry,
+        b: Option<Entry>,
+    ) {
+        let name = a.rel.file_name().unwrap_or_default().to_os_string();
+        match (a.kind, b) {
+            (Kind::Dir, b) => self.dir_entry(s, node, a, b, name),
+            (Kind::Socket, _) => {}
+            (_, b) => {
+                if a.kind == Kind::File && a.nlink > 1 && self.join_group(&a, b.as_ref()) {
+                    return;
+                }
+                if a.kind == Kind::File {
+                    self.observer.found(a.size);
+                }
+                if let Some(b) = &b {
+                    if self.same_at_a_glance(&a, b) {
+                        self.unchanged.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                let (src, dst) = (Arc::clone(&node.src), node.dst.clone());
+                let (setgid, acl) = (node.dst_setgid, node.dst_acl);
+                let hold = node.fresh.as_ref().map(|f| Hold::another(self, f));
+                self.task(s, move || {
+                    // Held to the end of the task: the folder is named only after this write.
+                    let hold = hold;
+                    if self.cancelled() {
+                        return;
+                    }
+                    let _clock = Clock::start(&self.busy.copy);
+                    let pair = Pair {
+                        src: &src,
+                        sname: &name,
+                        dst: dst.as_ref(),
+                        dname: &name,
+                        setgid,
+                        acl,
+                        direct: hold.is_some(),
+                    };
+                    match b {
+                        None => self.write(&pair, &a, None, Reason::New),
+                        Some(b) => self.both_non_dir(&pair, &a, &b),
+                    }
+                });
+            }
+        }
+    }
+
+    /// An entry the listings alone show to be unchanged, with nothing to do for it. Decided
+    /// here, not in a task of its own: on a no-op run that is every entry, and a task each
+    /// (its allocation, queueing and theft by another worker) cost more than the comparison and
+    /// held every pending entry of a wide folder in memory at once.
+    pub(super) fn same_at_a_glance(&self, a: &Entry, b: &Entry) -> bool {
+        // `move` still has work for an unchanged entry; a destination with other names may need
+        // splitting (see `both_non_dir`).
+        !self.is_move()
+            && !shared_dst(a, b)
+            && matches!(decide::quick(a, b, &self.opts.rules), Some(Decision::Same))
+    }
+
+    pub(super) fn dir_entry<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        node: &Node<S::Dir>,
+        a: Entry,
+        b: Option<Entry>,
+        name: OsString,
+    ) {
+        let child_src = Arc::clone(&node.src);
+        let parent_dst = node.dst.clone();
+        let rel = a.rel.clone();
+        let (dst_setgid, dst_acl, existing_dir) = match (&b, &parent_dst) {
+            (Some(b), Some(pd)) if b.kind == Kind::Dir => (
+                self.gives_group(b),
+                self.default_acl(At::new(pd, &name), Some(b)),
+                true,
+            ),
+            // A folder made here got its group from its parent if the parent gives one (and
+            // with it, on Linux, the set-group-ID bit), and its parent's default ACL: it gives
+            // them on in turn.
+            _ => (node.dst_setgid, node.dst_acl, false),
+        };
+        // The merging task's claim on the folder, when it is made under a temporary name.
+        let mut hold = None;
+        if !existing_dir {
+            // Create it (replacing a non-folder standing there), before anything inside.
+            let reason = if b.is_some() {
+                Reason::Type
+            } else {
+                Reason::New
+            };
+            let action = if b.is_some() {
+                Action::Update
+            } else {
+                Action::Create
+            };
+            if !self.opts.job.dry_run {
+                let Some(pd) = &parent_dst else { return };
+                let made = if b.is_none() && self.fresh_folders() {
+                    self.make_fresh(pd, &name, &rel).map(|fresh| {
+                        hold = fresh.map(|f| Hold {
+                            sx: self,
+                            fresh: Arc::new(f),
+                        });
+                    })
+                } else {
+                    let at = At::new(pd, &name);
+                    b.as_ref()
+                        .map_or(Ok(()), |_| sys::unlink_at(at))
+                        .and_then(|()| sys::mkdir_at(at))
+                };
+                if let Err(e) = made {
+                    // Nothing inside can be written; the one error says so.
+                    let shown = self.dst_dirs.root().join(&rel);
+                    return self.fail_src(&rel, naming_the_file(e, &shown));
+                }
+            }
+            self.emit(action, Kind::Dir, &rel, &reason.label(), 0);
+            self.dirs.lock().unwrap().push(DirRecord {
+                entry: a.clone(),
+                reason: None,
+                existed: false,
+                made_as: (!node.dst_setgid).then_some(self.creator),
+            });
+        }
+        if existing_dir {
+            if let (Some(pd), Some(b)) = (&parent_dst, &b) {
+                self.open_up(At::new(pd, &name), b);
+            }
+        }
+        s.spawn(move |s| {
+            let hold = hold;
+            if self.cancelled() {
+                return;
+            }
+            let src = match self.src.open_child(&child_src, &name) {
+                Ok(d) => Arc::new(d),
+                Err(e) => return self.fail(e),
+            };
+            let dst = match (&hold, &parent_dst) {
+                // Made under a temporary name, and already open (and locked).
+                (Some(h), _) => Some(Arc::clone(&h.fresh.dir)),
+                (None, Some(pd)) if !self.opts.job.dry_run || existing_dir => {
+                    match pd.open_child(&name) {
+                        Ok(d) => Some(Arc::new(d)),
+                        Err(e) => return self.fail_src(&rel, e),
+                    }
+                }
+                _ => None,
+            };
+            if existing_dir {
+                if let (Some(d), Some(b)) = (&dst, &b) {
+                    self.record_dir_pair(&a, b, &src, d);
+                }
+            }
+            let src_list = match self.list_src(&src, &rel) {
+                Ok(l) => l,
+                // Unreadable: its destination side is left exactly as it is.
+                Err(e) => return self.fail(e),
+            };
+            let dst_list = match (&dst, existing_dir) {
+                (Some(d), true) => match self.list(d, &rel) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        self.fail(e);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let node = Node {
+                src,
+                dst,
+                dst_setgid,
+                dst_acl,
+                fresh: hold.as_ref().map(|h| Arc::clone(&h.fresh)),
+            };
+            self.merge(s, &node, src_list, dst_list);
+            // The folder may be named once the tasks merge handed out are done too.
+            drop(hold);
+        });
+    }
+
+    /// Makes a new destination folder under a temporary name, open and locked ([`Fresh`]).
+    /// `None` when it cannot be locked: it is then named at once and filled as usual.
+    pub(super) fn make_fresh(
+        &self,
+        parent: &Arc<Dir>,
+        name: &OsStr,
+        rel: &Path,
+    ) -> Result<Option<Fresh>> {
+        let temp = tempname::next_dir();
+        let at = At::new(parent, &temp);
+        sys::mkdir_at(at)?;
+        let dir = match parent.open_child(&temp) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = sys::rmdir_at(at);
+                return Err(e);
+            }
+        };
+        if !sys::hold_dir(&dir) {
+            drop(dir);
+            sys::publish_dir(at, At::new(parent, name))?;
+            return Ok(None);
+        }
+        Ok(Some(Fresh {
+            parent: Arc::clone(parent),
+            temp,
+            name: name.to_os_string(),
+            rel: rel.to_path_buf(),
+            dir: Arc::new(dir),
+            pending: AtomicUsize::new(1),
+        }))
+    }
+
+    /// Without root, a destination folder whose replicated mode denies its owner (say 0555) could
+    /// be neither entered nor written, so a mirror could never update it: the owner's bits are
+    /// lifted for the run; the folder's real mode is restored at the end like every folder's.
+    pub(super) fn open_up(&self, at: At<'_>, b: &Entry) {
+        if self.opts.job.dry_run || self.opts.meta.owner || b.perm & 0o700 == 0o700 {
+            return;
+        }
+        if b.uid == self.creator.0 {
+            if let Err(e) = sys::chmod_at(at, b.perm | 0o700) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// A folder present on both sides: its metadata is compared now, restored at the end.
+    pub(super) fn record_dir_pair(&self, a: &Entry, b: &Entry, src: &Arc<S::Dir>, dst: &Arc<Dir>) {
+        let decision = match decide::quick(a, b, &self.opts.rules) {
+            Some(d) => Ok(d),
+            None => self.full_decision_of_dirs(a, b, src, dst),
+        };
+        let reason = match decision {
+            Ok(Decision::Meta(m)) => Some(Reason::Meta(m)),
+            Ok(_) => None,
+            Err(e) => {
+                self.fail(e);
+                None
+            }
+        };
+        self.dirs.lock().unwrap().push(DirRecord {
+            entry: a.clone(),
+            reason,
+            existed: true,
+            made_as: None,
+        });
+    }
+
+    /// Only xattrs need a look for folders; the folder's own handles reach it as `.`.
+    pub(super) fn full_decision_of_dirs(
+        &self,
+        a: &Entry,
+        b: &Entry,
+        src: &Arc<S::Dir>,
+        dst: &Arc<Dir>,
+    ) -> Result<Decision> {
+        let dot = OsStr::new(".");
+        let sa = self.src.inside(src, dot, a);
+        decide::full(
+            a,
+            b,
+            &*sa,
+            &*self.dst_inside(At::new(dst, dot)),
+            &self.opts.rules,
+        )
+    }
+
+    /// What [`decide::full`] reads inside a destination entry: under fake super, its attributes
+    /// as the entry it stands for.
+    pub(super) fn dst_inside<'d>(&self, at: At<'d>) -> Box<dyn decide::Inside + 'd> {
+        if self.opts.meta.fake_super {
+            Box::new(Stored(at))
+        } else {
+            Box::new(at)
+        }
+    }
+}
