@@ -1071,7 +1071,7 @@ fn a_file_changed_while_read_is_copied_as_it_has_become() {
                     Rep::Changed
                 } else {
                     assert_eq!(
-                        (x.size, x.mtime_sec, x.mtime_nsec, x.ino),
+                        (x.size, x.mtime.sec, x.mtime.nsec, x.ino),
                         (now_len as u64, 1_700_000_000, 123, 9)
                     );
                     send_data(s, id, 0, &now_data);

@@ -33,10 +33,32 @@ impl Kind {
 }
 
 /// Modification time to the nanosecond.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct MTime {
     pub sec: i64,
     pub nsec: u32,
+}
+
+/// Which version of a file a look at it saw. Two looks that agree on size, mtime and inode saw
+/// the same file unchanged, as far as anything short of reading it can tell: a copy is held to
+/// the version its listing saw, and a moved source is removed only if still at its copied
+/// version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Version {
+    pub size: u64,
+    pub mtime: MTime,
+    pub ino: u64,
 }
 
 /// One entry of a walked tree. `rel` is relative to the walked root; the root itself is `""`.
@@ -75,6 +97,14 @@ pub struct Extra {
 }
 
 impl Entry {
+    pub fn version(&self) -> Version {
+        Version {
+            size: self.size,
+            mtime: self.mtime,
+            ino: self.ino,
+        }
+    }
+
     /// The order of entries within one folder's listing, in which the source and destination
     /// listings are merged. Entries of one folder share their parent's path exactly, so raw
     /// byte order is name order; `Path`'s own ordering gives the same answer component by

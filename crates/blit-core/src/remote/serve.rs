@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use super::budget::Charge;
 use super::peer::{Handler, Peer};
-use super::wire::{self, ErrorKind, Expect, Listed, Msg, Rep, Req, WireEntry, WireError};
+use super::wire::{self, ErrorKind, Listed, Msg, Rep, Req, WireEntry, WireError};
 use super::wirepath;
 use crate::dirs::DirCache;
-use crate::entry::{Entry, Kind};
+use crate::entry::{Entry, Kind, Version};
 use crate::error::{Error, Op, Result};
 use crate::source::{self, RESUME_BLOCK};
 use crate::sys::{self, At};
@@ -277,7 +277,7 @@ impl Tree {
         peer: &Peer,
         id: u32,
         rel: &[u8],
-        expect: Option<Expect>,
+        expect: Option<Version>,
         have: &[[u8; wire::HAVE_HASH]],
         range: Option<std::ops::Range<u64>>,
     ) -> io::Result<()> {
@@ -299,7 +299,7 @@ impl Tree {
         peer: &Peer,
         id: u32,
         rel: &[u8],
-        expect: Option<Expect>,
+        expect: Option<Version>,
         have: &[[u8; wire::HAVE_HASH]],
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Rep> {
@@ -312,7 +312,7 @@ impl Tree {
         let at = At::new(&dir, &name);
         let file = sys::open_source(at)?;
         let before = sys::stat_fd(&file, at)?;
-        if before.kind != Kind::File || expect.is_some_and(|x| !matches_expect(&before, x)) {
+        if before.kind != Kind::File || expect.is_some_and(|x| before.version() != x) {
             return Ok(Rep::Changed);
         }
         if have.len() as u64 > before.size.div_ceil(RESUME_BLOCK) {
@@ -387,7 +387,7 @@ impl Tree {
             }
         }
         let after = sys::stat_settled(&file, at, &before)?;
-        if after.size != before.size || after.mtime != before.mtime || after.ino != before.ino {
+        if after.version() != before.version() {
             return Ok(Rep::Changed);
         }
         Ok(Rep::ReadDone(sent))
@@ -541,10 +541,6 @@ impl Handler for ServeTree {
     fn closed(&self, why: &str) {
         (self.on_closed)(why);
     }
-}
-
-fn matches_expect(e: &Entry, x: Expect) -> bool {
-    e.size == x.size && e.mtime.sec == x.mtime_sec && e.mtime.nsec == x.mtime_nsec && e.ino == x.ino
 }
 
 fn read_at_most(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 
 use super::peer::{Incoming, Peer, Replies};
-use super::wire::{self, Expect, Listed as WireListed, Rep, Req, WireEntry, WireError};
+use super::wire::{self, Listed as WireListed, Rep, Req, WireEntry, WireError};
 use super::wirepath;
 use crate::decide::Inside;
-use crate::entry::{Entry, Extra, Kind, MTime};
+use crate::entry::{Entry, Extra, Kind, MTime, Version};
 use crate::error::{Error, Op, Result};
 use crate::source::{Listed, Source, RESUME_BLOCK};
 use crate::sys::{self, At, CopyOutcome, Fed, Output, Xattrs};
@@ -266,7 +266,7 @@ impl RemoteSource {
     fn read_request(
         &self,
         rel: &Path,
-        expect: Expect,
+        expect: Version,
         have: Vec<[u8; wire::HAVE_HASH]>,
     ) -> io::Result<Replies> {
         self.peer.request_data(Req::Read {
@@ -389,7 +389,7 @@ impl RemoteSource {
         &self,
         rel: &Path,
         entry: &Entry,
-        expect: Expect,
+        expect: Version,
         streams: &[Arc<Peer>],
         xattrs: Option<&Xattrs>,
         out: Output<'_>,
@@ -506,16 +506,6 @@ struct Stripe<'a> {
     abort: &'a AtomicBool,
     /// On an extra connection (whose loss sends the file again on the main one).
     spare: bool,
-}
-
-/// What the sender must still find for its data to be this entry's.
-fn expect_of(e: &Entry) -> Expect {
-    Expect {
-        size: e.size,
-        mtime_sec: e.mtime.sec,
-        mtime_nsec: e.mtime.nsec,
-        ino: e.ino,
-    }
 }
 
 fn unexpected() -> io::Error {
@@ -830,7 +820,7 @@ impl Source for RemoteSource {
                 None => return Ok(CopyOutcome::Changed),
             }
         };
-        let expect = expect_of(entry);
+        let expect = entry.version();
         let xattrs = entry.extra.as_ref().and_then(|x| x.xattrs.as_ref());
         // A first attempt of a large file, with other connections to carry stripes: split it.
         // Every stripe is held to the same `expect`, so all come from one version of the file.
@@ -935,7 +925,7 @@ impl Source for RemoteSource {
             let rel = Self::rel_of(dir, name);
             let req = Req::Read {
                 rel: rel_bytes(&rel),
-                expect: Some(expect_of(e)),
+                expect: Some(e.version()),
                 have: Vec::new(),
             };
             let frames = (e.size.div_ceil(wire::DATA_CHUNK as u64) as usize).max(1);

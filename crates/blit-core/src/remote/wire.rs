@@ -18,6 +18,8 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::entry::Version;
+
 pub const MAGIC: &[u8; 4] = b"BLIT";
 /// Version 2 added striped transfers of large files (`ReadRange`, `Role::Attach`,
 /// `Msg::Streams`, `PushJob::streams`); version 3 added `Stat` (a file that changed while read is
@@ -249,7 +251,7 @@ pub enum Req {
     /// blocks that match are not sent again. At most as many as the file has blocks.
     Read {
         rel: Vec<u8>,
-        expect: Option<Expect>,
+        expect: Option<Version>,
         #[serde(deserialize_with = "bounded::vec")]
         have: Vec<[u8; HAVE_HASH]>,
     },
@@ -260,7 +262,7 @@ pub enum Req {
     /// on other connections), answered like `Read`.
     ReadRange {
         rel: Vec<u8>,
-        expect: Option<Expect>,
+        expect: Option<Version>,
         start: u64,
         end: u64,
     },
@@ -271,14 +273,6 @@ pub enum Req {
         rel: Vec<u8>,
         xattrs: bool,
     },
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Clone, Copy)]
-pub struct Expect {
-    pub size: u64,
-    pub mtime_sec: i64,
-    pub mtime_nsec: u32,
-    pub ino: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

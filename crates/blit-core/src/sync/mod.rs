@@ -33,7 +33,7 @@ use std::time::Instant;
 use crate::cancel::CancelToken;
 use crate::decide::{self, Decision, MetaDiff, Reason, Rules};
 use crate::dirs::DirCache;
-use crate::entry::{Entry, Kind, MTime};
+use crate::entry::{Entry, Kind, Version};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::options::{Mode, Options};

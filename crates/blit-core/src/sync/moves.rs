@@ -9,7 +9,7 @@ pub(super) struct Release {
     /// The copy is a file written by this run, to flush first.
     pub(super) flush: bool,
     /// A file's size, mtime and inode when it was copied: it is removed only if still so.
-    pub(super) seen: Option<(u64, MTime, u64)>,
+    pub(super) seen: Option<Version>,
 }
 
 impl Release {
@@ -17,7 +17,7 @@ impl Release {
         Release {
             rel: a.rel.clone(),
             flush,
-            seen: (a.kind == Kind::File).then_some((a.size, a.mtime, a.ino)),
+            seen: (a.kind == Kind::File).then_some(a.version()),
         }
     }
 }
@@ -134,13 +134,13 @@ impl<'a, S: Source> Syncer<'a, S> {
         dir: &S::Dir,
         name: &OsStr,
         rel: &Path,
-        seen: Option<(u64, MTime, u64)>,
+        seen: Option<Version>,
     ) -> Result<()> {
         let Some(seen) = seen else {
             return Ok(());
         };
         let now = self.src.stat(dir, name, rel)?;
-        if now.kind == Kind::File && (now.size, now.mtime, now.ino) == seen {
+        if now.kind == Kind::File && now.version() == seen {
             return Ok(());
         }
         Err(Error::io(

@@ -566,12 +566,7 @@ fn finish_copy(
     // A retry (given no status from the walk) means the file was changing moments ago.
     let wait = large(before) || req.expected.is_none();
     let st = fstat_settled(input, req.src, wait)?;
-    let changed = |after: &Entry| {
-        n != before.size
-            || after.size != before.size
-            || after.mtime != before.mtime
-            || after.ino != before.ino
-    };
+    let changed = |after: &Entry| n != before.size || after.version() != before.version();
     if changed(&entry_from_stat(PathBuf::new(), &st)) {
         return Ok(CopyOutcome::Changed);
     }
