@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::budget::Charge;
@@ -736,23 +736,9 @@ fn rel_bytes(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {
     out
 }
 
-/// A relative path from the wire: plain names only (no `..`, `.`, root, or NUL).
+/// A relative path a request names (see [`wirepath::rel_from_peer`]).
 pub fn wire_rel(raw: &[u8]) -> Result<PathBuf> {
-    let p =
-        wirepath::rel_from_wire(raw).map_err(|e| Error::io(Op::Open, wirepath::shown(raw), e))?;
-    let ok = !raw.contains(&0) && p.components().all(|c| matches!(c, Component::Normal(_)));
-    if ok {
-        Ok(p)
-    } else {
-        Err(Error::io(
-            Op::Open,
-            p,
-            io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "path leaves the tree (absolute, `..` or `.`)",
-            ),
-        ))
-    }
+    wirepath::rel_from_peer(raw).map_err(|e| Error::io(Op::Open, wirepath::shown(raw), e))
 }
 
 /// An error for the wire, named by its path relative to the served tree.

@@ -2,12 +2,12 @@
 //! names strictly beneath the module's root, then serve the module's tree (pull), run the engine
 //! into it (push), or answer an admin verb.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,9 +196,9 @@ pub fn session(stream: TcpStream, settings: &Settings) -> io::Result<()> {
         Ok(m) => m,
         Err(why) => return refuse(&mut chan, &why),
     };
-    let rel = match plain_rel(&hello.path) {
+    let rel = match wirepath::rel_from_peer(&hello.path) {
         Ok(r) => r,
-        Err(why) => return refuse(&mut chan, &why),
+        Err(e) => return refuse(&mut chan, &format!("the path: {e}")),
     };
     // The module's folder is opened with the daemon's rights (its configured path may lie
     // beneath folders the module's user cannot enter); everything after goes through this
@@ -291,26 +291,6 @@ fn token_matches(want: &[u8], given: &[u8]) -> bool {
     // Compare against itself when the lengths differ, to spend the same time.
     let other = if same_len { given } else { want };
     bool::from(want.ct_eq(other)) && same_len
-}
-
-/// The client's path: plain names only.
-fn plain_rel(raw: &[u8]) -> Result<PathBuf, String> {
-    let p = Path::new(OsStr::from_bytes(raw));
-    if raw.contains(&0) {
-        return Err("the path holds a NUL byte".into());
-    }
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir => {}
-            Component::ParentDir => return Err("`..` is not allowed in a remote path".into()),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err("the path must be relative to the module".into())
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// A path the rest of Blit can open, which reaches exactly the held descriptor's folder (the
@@ -657,13 +637,5 @@ mod tests {
         assert!(!token_matches(b"secret", b"secreT"));
         assert!(!token_matches(b"secret", b"secret2"));
         assert!(!token_matches(b"secret", b""));
-    }
-
-    #[test]
-    fn client_paths_stay_relative() {
-        assert_eq!(plain_rel(b"a/./b").unwrap(), PathBuf::from("a/b"));
-        assert!(plain_rel(b"a/../b").is_err());
-        assert!(plain_rel(b"/etc").is_err());
-        assert!(plain_rel(b"a\0b").is_err());
     }
 }

@@ -179,7 +179,29 @@ pub fn rel_to_wire(rel: &Path) -> io::Result<Vec<u8>> {
     }
 }
 
-/// A relative path from the wire (checked by the caller), as a local path.
+/// A path a peer names beneath the tree it reaches, as a local path: `/`-separated plain names
+/// (see [`plain`]), with empty components and `.` skipped. The one check of every such path:
+/// one that starts at a root or climbs with `..` is refused, never cleaned up.
+pub fn rel_from_peer(raw: &[u8]) -> io::Result<PathBuf> {
+    let refused = |why: &str| io::Error::new(io::ErrorKind::PermissionDenied, why.to_string());
+    if raw.first() == Some(&b'/') {
+        return Err(refused("the path must be relative (it starts at a root)"));
+    }
+    let mut out = PathBuf::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(refused("`..` is not allowed in a path")),
+            name => {
+                plain(name)?;
+                out.push(from_wire(name.to_vec())?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A relative path from the wire, checked already (or only shown), as a local path.
 pub fn rel_from_wire(raw: &[u8]) -> io::Result<PathBuf> {
     #[cfg(unix)]
     {
@@ -199,4 +221,18 @@ fn rel_from_wire_lossy(raw: &[u8]) -> PathBuf {
         .split('/')
         .filter(|c| !c.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_path_stays_beneath_its_tree() {
+        assert_eq!(rel_from_peer(b"a/./b//c/").unwrap(), PathBuf::from("a/b/c"));
+        assert_eq!(rel_from_peer(b"").unwrap(), PathBuf::new());
+        for bad in [&b"a/../b"[..], b"..", b"/etc", b"a\0b", b"a/b\0"] {
+            assert!(rel_from_peer(bad).is_err(), "{bad:?}");
+        }
+    }
 }
