@@ -45,6 +45,7 @@ fn ask(cmd: Command) -> anyhow::Result<ExitCode> {
         token: crate::token(common.remote.token_file.as_deref())?,
         plain: common.remote.no_tls,
         fingerprint: common.remote.tls_fingerprint.clone(),
+        notify: Some(crate::output::notices()),
         ..client::Access::default()
     };
     let rep = client::admin(&url, req, &access)?;

@@ -116,6 +116,7 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         fingerprint: a.remote.tls_fingerprint.clone(),
         streams: a.streams.map(usize::from),
         trust_metadata: a.trust_metadata,
+        notify: Some(output::notices()),
     };
     let printer = output::Printer::new(&a);
     let (src, dst) = (endpoint(&a.src)?, endpoint(&a.dst)?);

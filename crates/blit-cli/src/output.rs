@@ -195,3 +195,8 @@ fn stats_text(st: &blit_core::report::Stats) -> String {
     }
     out
 }
+
+/// Notices about a connection (a certificate trusted on first use), on stderr.
+pub fn notices() -> blit_core::remote::client::Notify {
+    blit_core::remote::client::Notify(std::sync::Arc::new(|text: &str| eprintln!("blit: {text}")))
+}

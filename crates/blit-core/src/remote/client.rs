@@ -89,6 +89,26 @@ pub struct Access {
     /// Pull: take owners, setuid/setgid bits, device nodes and privileged xattrs from the daemon
     /// as it describes them (see `crate::trust`); otherwise only what any user could make.
     pub trust_metadata: bool,
+    /// Hears what the user should know about a connection: a certificate trusted on first use.
+    pub notify: Option<Notify>,
+}
+
+/// A receiver of notices (see [`Access::notify`]); the library prints nothing itself.
+#[derive(Clone)]
+pub struct Notify(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notify")
+    }
+}
+
+impl Access {
+    fn notice(&self, text: &str) {
+        if let Some(n) = &self.notify {
+            (n.0)(text);
+        }
+    }
 }
 
 /// Connects and says hello; the daemon's answer is the served root's entry (pull), nothing
@@ -151,7 +171,12 @@ pub fn open(url: &RemoteUrl, role: Role, access: &Access) -> Result<(Chan, Msg)>
 
 #[cfg(any(target_os = "linux", target_os = "macos", windows))]
 fn secure(stream: TcpStream, url: &RemoteUrl, access: &Access) -> io::Result<Chan> {
-    let session = super::tls::connect(stream, &url.address(), access.fingerprint.as_deref())?;
+    let session = super::tls::connect(
+        stream,
+        &url.address(),
+        access.fingerprint.as_deref(),
+        &|text| access.notice(text),
+    )?;
     Ok(Chan::Tls(Box::new(session)))
 }
 

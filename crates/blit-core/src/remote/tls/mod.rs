@@ -308,7 +308,12 @@ fn remember(file: &Path, host: &str, fp: &str) -> io::Result<()> {
 /// Without a pin, the daemon's certificate is checked against known_hosts, which must exist
 /// somewhere (`$BLIT_KNOWN_HOSTS`, the user's config folder): with nowhere to keep it nothing
 /// could ever be checked, and the connection is refused.
-pub fn connect(mut sock: TcpStream, host: &str, pin: Option<&str>) -> io::Result<Session> {
+pub fn connect(
+    mut sock: TcpStream,
+    host: &str,
+    pin: Option<&str>,
+    notice: &dyn Fn(&str),
+) -> io::Result<Session> {
     if let Some(p) = pin.filter(|p| !is_fingerprint(p)) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -352,10 +357,10 @@ pub fn connect(mut sock: TcpStream, host: &str, pin: Option<&str>) -> io::Result
     if let (None, Some(file)) = (&recorded, known) {
         let seen = verifier.seen.lock().unwrap().clone();
         if let Some(fp) = seen {
-            eprintln!(
-                "blit: trusting {host} on first use: certificate fingerprint {fp} (recorded in {})",
+            notice(&format!(
+                "trusting {host} on first use: certificate fingerprint {fp} (recorded in {})",
                 crate::names::escape(&file)
-            );
+            ));
             remember(&file, host, &fp)?;
         }
     }
@@ -544,6 +549,7 @@ mod tests {
             TcpStream::connect(addr).unwrap(),
             "test",
             Some(&server.fingerprint),
+            &|_| {},
         )
         .unwrap();
         (dir, client, accepted.join().unwrap())
@@ -684,6 +690,7 @@ mod tests {
             TcpStream::connect(addr).unwrap(),
             "test",
             Some(&server.fingerprint),
+            &|_| {},
         )
         .unwrap();
         // Frames of up to 40 records are sealed in place; longer ones cross a key update.
@@ -735,6 +742,7 @@ mod tests {
             TcpStream::connect(addr).unwrap(),
             "test",
             Some(&server.fingerprint),
+            &|_| {},
         )
         .unwrap();
         client.send(b"first words").unwrap();
@@ -768,6 +776,7 @@ mod tests {
             TcpStream::connect(addr).unwrap(),
             "test",
             Some(&server.fingerprint),
+            &|_| {},
         )
         .unwrap();
         let (mut r, mut w) = ours.split().unwrap();
