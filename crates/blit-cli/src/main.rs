@@ -131,7 +131,7 @@ fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
         .with_cancel(cancel);
     let summary = job.run(&printer)?;
     printer.finish(&summary);
-    Ok(summary.exit_code.clamp(0, 255) as u8)
+    Ok(output::exit_code(&summary))
 }
 
 /// First Ctrl-C (or SIGTERM) asks the engine to stop cleanly, removing its temporaries; a second

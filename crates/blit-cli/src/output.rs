@@ -69,8 +69,19 @@ impl Printer {
             pb.finish_and_clear();
         }
         if self.json {
+            /// The summary and the exit code the run ends with, as one JSON object.
+            #[derive(serde::Serialize)]
+            struct Report<'s> {
+                #[serde(flatten)]
+                summary: &'s Summary,
+                exit_code: u8,
+            }
+            let report = Report {
+                summary: s,
+                exit_code: exit_code(s),
+            };
             let text =
-                serde_json::to_string(s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+                serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             println!("{text}");
         } else if !self.quiet {
             let a = &s.actions;
@@ -199,4 +210,16 @@ fn stats_text(st: &blit_core::report::Stats) -> String {
 /// Notices about a connection (a certificate trusted on first use), on stderr.
 pub fn notices() -> blit_core::remote::client::Notify {
     blit_core::remote::client::Notify(std::sync::Arc::new(|text: &str| eprintln!("blit: {text}")))
+}
+
+/// 0 all done, 1 some entries failed, 130 interrupted (as a shell reports SIGINT); a run refused
+/// before it started exits 2 (see `main`).
+pub fn exit_code(s: &Summary) -> u8 {
+    if s.interrupted {
+        130
+    } else if s.failures.is_empty() {
+        0
+    } else {
+        1
+    }
 }

@@ -142,7 +142,7 @@ impl Job {
 
     pub fn summary(&self, outcome: sync::Outcome, started: Instant) -> Summary {
         let failures: Vec<Failure> = outcome.failures.iter().map(Failure::from).collect();
-        let mut summary = Summary {
+        Summary {
             mode: self.opts.mode.name(),
             dry_run: self.opts.dry_run,
             actions: outcome.actions,
@@ -151,11 +151,8 @@ impl Job {
             failures,
             interrupted: outcome.interrupted,
             elapsed_secs: started.elapsed().as_secs_f64(),
-            exit_code: 0,
             stats: outcome.stats,
-        };
-        summary.exit_code = summary.compute_exit_code();
-        summary
+        }
     }
 }
 

@@ -165,19 +165,5 @@ pub struct Summary {
     pub failures: Vec<Failure>,
     pub interrupted: bool,
     pub elapsed_secs: f64,
-    pub exit_code: i32,
     pub stats: Stats,
-}
-
-impl Summary {
-    /// 0 all done, 1 some entries failed, 130 interrupted (as a shell reports SIGINT).
-    pub fn compute_exit_code(&self) -> i32 {
-        if self.interrupted {
-            130
-        } else if self.failures.is_empty() {
-            0
-        } else {
-            1
-        }
-    }
 }

@@ -377,7 +377,6 @@ pub fn push(
         let mut s = job.summary(sync::Outcome::default(), started);
         s.failures = failures;
         s.interrupted = interrupted;
-        s.exit_code = s.compute_exit_code();
         return Ok(s);
     };
     if let Some(why) = f.refused {
@@ -399,7 +398,6 @@ pub fn push(
     };
     let mut s = job.summary(outcome, started);
     s.failures = failures;
-    s.exit_code = s.compute_exit_code();
     Ok(s)
 }
 
