@@ -9,6 +9,7 @@ use crate::decide::Rules;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
+use crate::landing::{make_parent, resolve_dest};
 use crate::options::Options;
 use crate::remote::Access;
 use crate::report::{Failure, Observer, Summary};
@@ -154,40 +155,6 @@ impl Job {
             stats: outcome.stats,
         }
     }
-}
-
-/// A file goes into a folder that may not exist yet (`blit copy f new/dir/`).
-pub fn make_parent(dst: &Path) -> Result<()> {
-    match dst.parent() {
-        Some(parent) => {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(Op::Mkdir, parent, e))
-        }
-        None => Ok(()),
-    }
-}
-
-/// Where the source lands. A folder's contents go into DST. A file goes to DST itself, or into
-/// DST when DST is an existing folder or is written with a trailing slash.
-pub fn resolve_dest(src_is_dir: bool, name: &std::ffi::OsStr, dst_arg: &Path) -> Result<PathBuf> {
-    if src_is_dir {
-        return Ok(absolute(dst_arg));
-    }
-    let trailing_slash = has_trailing_separator(dst_arg);
-    match std::fs::metadata(dst_arg) {
-        Ok(md) if md.is_dir() => Ok(absolute(dst_arg).join(name)),
-        _ if trailing_slash => Ok(absolute(dst_arg).join(name)),
-        _ => Ok(absolute(dst_arg)),
-    }
-}
-
-pub fn has_trailing_separator(p: &Path) -> bool {
-    let s = p.as_os_str().as_encoded_bytes();
-    s.last()
-        .is_some_and(|&b| b == b'/' || (cfg!(windows) && b == b'\\'))
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// The real location of `p`, which may not exist yet: its deepest existing ancestor is resolved

@@ -31,6 +31,7 @@ pub mod error;
 mod fakesuper;
 pub mod filter;
 pub mod job;
+pub mod landing;
 pub mod names;
 pub mod options;
 pub mod remote;

@@ -71,7 +71,8 @@ pub fn dest(
                     rustix::fs::FileType::from_raw_mode(st.st_mode)
                         == rustix::fs::FileType::Directory
                 });
-        if into || is_dir || rel.as_os_str().is_empty() {
+        // The module's root is a folder.
+        if crate::landing::file_goes_inside(is_dir || rel.as_os_str().is_empty(), into) {
             target.push(OsStr::from_bytes(src_name));
         }
     }

@@ -19,7 +19,7 @@ use super::wire::{self, AdminRep, AdminReq, Hello, Msg, PushJob, Req, Role, Wire
 use super::wirepath;
 use crate::entry::Entry;
 use crate::error::{Error, Op, Result};
-use crate::job::{self, Job};
+use crate::job::Job;
 use crate::names::escape_text;
 use crate::options::Mode;
 use crate::report::{Event, Failure, Observer, Stats, Summary};
@@ -233,10 +233,10 @@ pub fn pull(
     }
     let is_dir = root.kind == crate::entry::Kind::Dir;
     let name = wirepath::from_wire(root.name.clone()).map_err(|e| net_error(url, e))?;
-    let dst_root = job::resolve_dest(is_dir, &name, dst_arg)?;
+    let dst_root = crate::landing::resolve_dest(is_dir, &name, dst_arg)?;
     let filter = job.filter(is_dir)?;
     if !is_dir && !job.opts.dry_run {
-        job::make_parent(&dst_root)?;
+        crate::landing::make_parent(&dst_root)?;
     }
     let opts = job.sync_options().trusting(trust);
     let outcome = sync::run(&source, &dst_root, &filter, &opts, observer);
