@@ -15,7 +15,7 @@ use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
 use super::source::RemoteSource;
 use super::url::RemoteUrl;
-use super::wire::{self, AdminRep, AdminReq, Hello, Msg, PushJob, Req, Role, WireEntry};
+use super::wire::{self, AdminRep, AdminReq, Finished, Hello, Msg, PushJob, Req, Role, WireEntry};
 use super::wirepath;
 use crate::entry::Entry;
 use crate::error::{Error, Op, Result};
@@ -260,85 +260,21 @@ pub fn push(
     let src_root = std::fs::canonicalize(src_arg).map_err(|e| Error::io(Op::Stat, src_arg, e))?;
     // Refuse a bad filter here, before the daemon is bothered.
     job.filter(md.is_dir())?;
-    let name = src_root.file_name().unwrap_or_default().to_os_string();
-    let entry = Entry::from_metadata(PathBuf::new(), &md);
-    let push = PushJob {
-        opts: job.opts.clone(),
-        events: observer.wants_events(),
-        progress: observer.wants_progress(),
-        src: {
-            let mut w = serve::to_wire_entry(&name, &entry);
-            if !job.opts.no_xattrs {
-                w.xattrs = serve::path_xattrs(&src_root);
-            }
-            w
-        },
-        into: url.trailing_slash,
-        src_shown: crate::names::escape(&src_root),
-        dst_shown: url.to_string(),
-        streams: streams_of(&job.access, url) as u8,
-    };
+    let push = push_job(job, url, observer, &src_root, &md);
     let (chan, answer) = open(url, Role::Push(Box::new(push)), &job.access)?;
     if !matches!(answer, Msg::Welcome(None)) {
         return Err(protocol_error(url, "unexpected answer to the hello"));
     }
-    // The daemon's reports, each held (and charged) until shown.
+    // The daemon's reports, each held (and charged) until shown; `None` ends them.
     let (tx, rx) = mpsc::channel::<Option<(Msg, Charge)>>();
-    let (tx2, tx3) = (tx.clone(), tx.clone());
-    // Only a move may remove anything here; a daemon asking otherwise is refused.
-    let tree = ServeTree::new(
-        src_root.clone(),
-        name.clone(),
-        job.opts.mode != Mode::Move,
-        job.workers(),
-        Box::new(move |m, charge| {
-            let _ = tx.send(Some((m, charge)));
-        }),
-        Box::new(move |_| {
-            let _ = tx2.send(None);
-        }),
-    )
-    .map_err(|e| net_error(url, e))?;
-    let peer = Peer::start(chan, Arc::new(tree)).map_err(|e| net_error(url, e))?;
-
-    let cancel = job.cancel.clone();
-    {
-        // Closing the connection stops the daemon's run; it removes its temporaries.
-        let peer = Arc::clone(&peer);
-        cancel.on_cancel(move || {
-            peer.close("interrupted");
-            let _ = tx3.send(None);
-        });
-    }
-    let mut failures = Vec::new();
-    let mut finished = None;
+    let peer = serve_push(job, url, chan, &src_root, tx)?;
+    let mut heard = Heard::default();
     let mut streams: Option<std::thread::JoinHandle<Vec<Arc<Peer>>>> = None;
-    // Ends when the connection does (closed by the daemon, or by an interrupt above).
+    // Ends when the connection does (closed by the daemon, or by an interrupt).
     while let Ok(Some((msg, _charge))) = rx.recv() {
         match msg {
-            Msg::Event(ev) => {
-                let rel = wirepath::shown(&ev.rel);
-                observer.event(&Event {
-                    action: ev.action,
-                    kind: ev.kind,
-                    rel: &rel,
-                    reason: &escape_text(&ev.reason),
-                    bytes: ev.bytes,
-                });
-            }
-            Msg::Failure(w) => {
-                let err = Error::Remote {
-                    op: escape_text(&w.op),
-                    path: wirepath::shown(&w.path),
-                    cause: escape_text(&w.message),
-                };
-                observer.failure(&err);
-                failures.push(Failure::from(&err));
-            }
-            Msg::Found(n) => observer.found(n),
-            Msg::Progress(n) => observer.progress(n),
             Msg::Finished(f) => {
-                finished = Some(f);
+                heard.finished = Some(f);
                 break;
             }
             Msg::Streams {
@@ -352,7 +288,7 @@ pub fn push(
                     attach(&url, &access, &root, session, secret, count)
                 }));
             }
-            _ => {}
+            other => heard.report(other, observer),
         }
     }
     peer.finish();
@@ -361,44 +297,155 @@ pub fn push(
             p.finish();
         }
     }
-    let interrupted = cancel.is_cancelled();
-    let Some(f) = finished else {
-        // Cut off mid-run: whatever the daemon reported stands; the rest is one failure, and the
-        // next run (with --resume for large files) picks up from there.
-        if !interrupted {
-            let err = Error::Remote {
-                op: "connect".into(),
-                path: PathBuf::from(url.to_string()),
-                cause: "the connection ended before the daemon finished".into(),
-            };
-            observer.failure(&err);
-            failures.push(Failure::from(&err));
-        }
-        let mut s = job.summary(sync::Outcome::default(), started);
-        s.failures = failures;
-        s.interrupted = interrupted;
-        return Ok(s);
-    };
-    if let Some(why) = f.refused {
-        return Err(Error::Refused(escape_text(&why)));
+    heard.summary(job, url, observer, started)
+}
+
+/// What the daemon is asked to run: the user's options, and the source's root as it stands.
+fn push_job(
+    job: &Job,
+    url: &RemoteUrl,
+    observer: &dyn Observer,
+    src_root: &Path,
+    md: &std::fs::Metadata,
+) -> PushJob {
+    let name = src_root.file_name().unwrap_or_default();
+    let entry = Entry::from_metadata(PathBuf::new(), md);
+    let mut src = serve::to_wire_entry(name, &entry);
+    if !job.opts.no_xattrs {
+        src.xattrs = serve::path_xattrs(src_root);
     }
-    let outcome = sync::Outcome {
-        actions: f.actions,
-        unchanged: f.unchanged,
-        kept: f.kept,
-        interrupted: f.interrupted || interrupted,
-        stats: Stats {
-            workers: f.workers as usize,
-            methods: f.methods.into_iter().collect(),
-            source_entries: f.source_entries,
-            dest_entries: f.dest_entries,
-            ..Stats::default()
-        },
-        ..sync::Outcome::default()
-    };
-    let mut s = job.summary(outcome, started);
-    s.failures = failures;
-    Ok(s)
+    PushJob {
+        opts: job.opts.clone(),
+        events: observer.wants_events(),
+        progress: observer.wants_progress(),
+        src,
+        into: url.trailing_slash,
+        src_shown: crate::names::escape(src_root),
+        dst_shown: url.to_string(),
+        streams: streams_of(&job.access, url) as u8,
+    }
+}
+
+/// Serves the source tree to the daemon's engine on `chan`; its other messages (reports) go to
+/// `reports`, and `None` when the connection ends or the user interrupts (which closes it: the
+/// daemon then stops and removes its temporaries).
+fn serve_push(
+    job: &Job,
+    url: &RemoteUrl,
+    chan: Chan,
+    src_root: &Path,
+    reports: mpsc::Sender<Option<(Msg, Charge)>>,
+) -> Result<Arc<Peer>> {
+    let (ended, interrupted) = (reports.clone(), reports.clone());
+    // Only a move may remove anything here; a daemon asking otherwise is refused.
+    let tree = ServeTree::new(
+        src_root.to_path_buf(),
+        src_root.file_name().unwrap_or_default().to_os_string(),
+        job.opts.mode != Mode::Move,
+        job.workers(),
+        Box::new(move |m, charge| {
+            let _ = reports.send(Some((m, charge)));
+        }),
+        Box::new(move |_| {
+            let _ = ended.send(None);
+        }),
+    )
+    .map_err(|e| net_error(url, e))?;
+    let peer = Peer::start(chan, Arc::new(tree)).map_err(|e| net_error(url, e))?;
+    let closing = Arc::clone(&peer);
+    job.cancel.on_cancel(move || {
+        closing.close("interrupted");
+        let _ = interrupted.send(None);
+    });
+    Ok(peer)
+}
+
+/// What the daemon reported of a push.
+#[derive(Default)]
+struct Heard {
+    failures: Vec<Failure>,
+    finished: Option<Finished>,
+}
+
+impl Heard {
+    /// Shows one report as if the change happened here.
+    fn report(&mut self, msg: Msg, observer: &dyn Observer) {
+        match msg {
+            Msg::Event(ev) => {
+                let rel = wirepath::shown(&ev.rel);
+                observer.event(&Event {
+                    action: ev.action,
+                    kind: ev.kind,
+                    rel: &rel,
+                    reason: &escape_text(&ev.reason),
+                    bytes: ev.bytes,
+                });
+            }
+            Msg::Failure(w) => self.failed(
+                Error::Remote {
+                    op: escape_text(&w.op),
+                    path: wirepath::shown(&w.path),
+                    cause: escape_text(&w.message),
+                },
+                observer,
+            ),
+            Msg::Found(n) => observer.found(n),
+            Msg::Progress(n) => observer.progress(n),
+            _ => {}
+        }
+    }
+
+    fn failed(&mut self, err: Error, observer: &dyn Observer) {
+        observer.failure(&err);
+        self.failures.push(Failure::from(&err));
+    }
+
+    /// The run's summary from the daemon's totals. Cut off mid-run, whatever the daemon reported
+    /// stands and the rest is one failure: the next run (with --resume for large files) picks
+    /// up from there.
+    fn summary(
+        mut self,
+        job: &Job,
+        url: &RemoteUrl,
+        observer: &dyn Observer,
+        started: Instant,
+    ) -> Result<Summary> {
+        let interrupted = job.cancel.is_cancelled();
+        let Some(f) = self.finished.take() else {
+            if !interrupted {
+                let err = Error::Remote {
+                    op: "connect".into(),
+                    path: PathBuf::from(url.to_string()),
+                    cause: "the connection ended before the daemon finished".into(),
+                };
+                self.failed(err, observer);
+            }
+            let mut s = job.summary(sync::Outcome::default(), started);
+            s.failures = self.failures;
+            s.interrupted = interrupted;
+            return Ok(s);
+        };
+        if let Some(why) = f.refused {
+            return Err(Error::Refused(escape_text(&why)));
+        }
+        let outcome = sync::Outcome {
+            actions: f.actions,
+            unchanged: f.unchanged,
+            kept: f.kept,
+            interrupted: f.interrupted || interrupted,
+            stats: Stats {
+                workers: f.workers as usize,
+                methods: f.methods.into_iter().collect(),
+                source_entries: f.source_entries,
+                dest_entries: f.dest_entries,
+                ..Stats::default()
+            },
+            ..sync::Outcome::default()
+        };
+        let mut s = job.summary(outcome, started);
+        s.failures = self.failures;
+        Ok(s)
+    }
 }
 
 /// Opens the connections the daemon asked for to carry stripes of large files: on each, this
