@@ -135,6 +135,80 @@ fn assert_same_report(remote: &Assert, local: &Assert, src: &Tree, what: &str) {
     );
 }
 
+/// Whether process `pid` holds a file open for writing beneath `root`: a named temporary, or an
+/// unnamed one (`O_TMPFILE`, whose link reads `<folder>/#<inode> (deleted)`).
+fn writing_beneath(pid: u32, root: &Path) -> bool {
+    let root = std::fs::canonicalize(root).unwrap();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            let unnamed = target.to_string_lossy().ends_with(" (deleted)");
+            let temp = target.file_name().is_some_and(is_temp_name);
+            target.starts_with(&root) && (unnamed || temp)
+        })
+    })
+}
+
+/// Ctrl-C in a pushing client: it exits 130 at once; the daemon, seeing the connection closed,
+/// stops its run and removes what it was writing; nothing appears under a final name; and the
+/// daemon serves the next client.
+#[test]
+fn an_interrupted_push_stops_the_daemons_run_and_leaves_nothing_half_written() {
+    let sb = Sandbox::new();
+    let src = sb.src();
+    src.file("big.bin", noise(512 << 20, 0x1c));
+    let m = sb.tree("mod");
+    m.mkroot();
+    let d = Daemon::serve(&[("m", m.root())]);
+    let mut child = client(argv(&[&"copy", &src.root(), &d.url("m", "in")]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn blit");
+    let caught = wait_for(Duration::from_secs(30), || {
+        writing_beneath(d.pid(), m.root()) || child.try_wait().unwrap().is_some()
+    });
+    assert!(
+        caught && child.try_wait().unwrap().is_none(),
+        "the push ended before it could be interrupted"
+    );
+    // SAFETY: sending a signal to our own child by pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let asked = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "the client took {:?} to stop",
+        asked.elapsed()
+    );
+    let cleaned = wait_for(Duration::from_secs(10), || {
+        !writing_beneath(d.pid(), m.root()) && temps_under(m.root()).is_empty()
+    });
+    assert!(cleaned, "the daemon left {:?}", temps_under(m.root()));
+    assert!(
+        !m.root().join("in/big.bin").exists(),
+        "a half-written file under its final name"
+    );
+    src.file("small.txt", b"after");
+    let a = finish_remote(client(argv(&[&"copy", &src.root(), &d.url("m", "again")])));
+    expect_code(&a, 0);
+    assert_eq!(
+        std::fs::read(m.root().join("again/small.txt")).unwrap(),
+        b"after"
+    );
+}
+
 /// Many small pushes at once, each of which must finish. The daemon sends its first request (the
 /// root's listing) right behind its Welcome; a client that buffers past the Welcome loses it, and
 /// then both sides wait for each other forever.
