@@ -23,7 +23,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::assert::Assert;
-use blit_core::remote::wire::{self, Frame, Hello, Listed, Msg, Rep, Req, Role, WireError};
+use blit_core::remote::wire::{self, Frame, Hello, Msg, Rep, Req, Role, WireError, WireListed};
 use common::*;
 use fixture::*;
 
@@ -1133,7 +1133,12 @@ fn a_file_changed_while_read_is_copied_as_it_has_become() {
         let mut asked = Vec::new();
         let finished = serve_push(&mut s, |s, id, req| match req {
             Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
-                entries: vec![Listed::Ok(wire_entry(b"f.bin", Kind::File, listed_len, 8))],
+                entries: vec![WireListed::Ok(wire_entry(
+                    b"f.bin",
+                    Kind::File,
+                    listed_len,
+                    8,
+                ))],
                 more: false,
                 last: true,
             },
@@ -1155,7 +1160,7 @@ fn a_file_changed_while_read_is_copied_as_it_has_become() {
             Req::Stat { rel, .. } if rel == b"f.bin" => {
                 asked.push("stat".to_string());
                 Rep::Entries {
-                    entries: vec![Listed::Ok(now.clone())],
+                    entries: vec![WireListed::Ok(now.clone())],
                     more: false,
                     last: true,
                 }
@@ -1216,8 +1221,8 @@ fn a_push_client_cannot_name_entries_outside_the_module() {
         let finished = serve_push(&mut s, |s, id, req| match req {
             Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
                 entries: vec![
-                    Listed::Ok(wire_entry(bad, Kind::File, 5, 2)),
-                    Listed::Ok(wire_entry(b"ok.txt", Kind::File, 5, 3)),
+                    WireListed::Ok(wire_entry(bad, Kind::File, 5, 2)),
+                    WireListed::Ok(wire_entry(b"ok.txt", Kind::File, 5, 3)),
                 ],
                 more: false,
                 last: true,
@@ -2604,7 +2609,7 @@ fn a_lost_extra_connection_sends_the_file_again_on_the_main_one() {
     let mut asked = Vec::new();
     let finished = serve_push(&mut s, |s, id, req| match req {
         Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
-            entries: vec![Listed::Ok(wire_entry(
+            entries: vec![WireListed::Ok(wire_entry(
                 b"big.bin",
                 Kind::File,
                 len as u64,
@@ -2627,7 +2632,7 @@ fn a_lost_extra_connection_sends_the_file_again_on_the_main_one() {
         Req::Stat { .. } => {
             asked.push("stat".to_string());
             Rep::Entries {
-                entries: vec![Listed::Ok(wire_entry(
+                entries: vec![WireListed::Ok(wire_entry(
                     b"big.bin",
                     Kind::File,
                     len as u64,
@@ -2803,7 +2808,7 @@ fn a_moved_file_changed_after_its_copy_is_not_removed() {
         let mut asked = Vec::new();
         let finished = serve_push(&mut s, |s, id, req| match req {
             Req::List { rel, .. } if rel.is_empty() => Rep::Entries {
-                entries: vec![Listed::Ok(copied.clone())],
+                entries: vec![WireListed::Ok(copied.clone())],
                 more: false,
                 last: true,
             },
@@ -2814,7 +2819,7 @@ fn a_moved_file_changed_after_its_copy_is_not_removed() {
             Req::Stat { rel, .. } if rel == b"f" => {
                 asked.push("stat");
                 Rep::Entries {
-                    entries: vec![Listed::Ok(now.clone())],
+                    entries: vec![WireListed::Ok(now.clone())],
                     more: false,
                     last: true,
                 }
@@ -2895,7 +2900,7 @@ fn stat_of_a_served_root_folder_describes_it_and_hides_its_location() {
         let Rep::Entries { entries, .. } = &rep else {
             panic!("{rep:?}")
         };
-        let [Listed::Ok(w)] = entries.as_slice() else {
+        let [WireListed::Ok(w)] = entries.as_slice() else {
             panic!("{rep:?}")
         };
         assert_eq!(w.kind, Kind::Dir, "{w:?}");
@@ -2943,7 +2948,7 @@ fn a_link_swapped_in_for_a_push_destination_is_not_followed() {
                 std::os::unix::fs::symlink(&target, &landing).unwrap();
             }
             Rep::Entries {
-                entries: vec![Listed::Ok(wire_entry(b"planted", Kind::File, 5, 8))],
+                entries: vec![WireListed::Ok(wire_entry(b"planted", Kind::File, 5, 8))],
                 more: false,
                 last: true,
             }

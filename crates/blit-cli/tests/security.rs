@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blit_core::remote::wire::{
-    self, ErrorKind, Frame, Hello, Listed, Msg, PushJob, Rep, Req, Role, WireEntry,
+    self, ErrorKind, Frame, Hello, Msg, PushJob, Rep, Req, Role, WireEntry, WireListed,
 };
 use blit_core::report::Action;
 use common::*;
@@ -84,7 +84,7 @@ impl FakeTree {
                     .cloned()
                     .unwrap_or_default()
                     .into_iter()
-                    .map(Listed::Ok)
+                    .map(WireListed::Ok)
                     .collect(),
                 more: false,
                 last: true,
@@ -99,10 +99,12 @@ impl FakeTree {
                     Some(i) => (rel[..i].to_vec(), rel[i + 1..].to_vec()),
                     None => (Vec::new(), rel.clone()),
                 };
-                let found = self
-                    .folders
-                    .get(&parent)
-                    .and_then(|f| f.iter().find(|e| e.name == name).cloned().map(Listed::Ok));
+                let found = self.folders.get(&parent).and_then(|f| {
+                    f.iter()
+                        .find(|e| e.name == name)
+                        .cloned()
+                        .map(WireListed::Ok)
+                });
                 Rep::Entries {
                     entries: found.into_iter().collect(),
                     more: false,
@@ -621,7 +623,7 @@ fn bloated_listing(last: bool, pad: usize) -> Vec<u8> {
         let name = format!("{i:x}{}", "x".repeat(pad));
         let mut e = wire_entry(name.as_bytes(), Kind::File, 0, 0);
         (e.mtime_sec, e.mtime_nsec, e.perm, e.dev, e.nlink) = (0, 0, 0, 0, 0);
-        Listed::Ok(e)
+        WireListed::Ok(e)
     };
     let frame = |n: u32| {
         let rep = Rep::Entries {
@@ -1164,7 +1166,7 @@ fn stat_of_a_served_root_names_it_as_the_client_did() {
         let Rep::Entries { entries, .. } = &rep else {
             panic!("{rep:?}")
         };
-        let [Listed::Ok(w)] = entries.as_slice() else {
+        let [WireListed::Ok(w)] = entries.as_slice() else {
             panic!("{rep:?}")
         };
         assert_eq!(w.name, name, "{}", String::from_utf8_lossy(&w.name));

@@ -38,8 +38,7 @@ pub const DEFAULT_STREAMS: usize = 2;
 
 /// The number of connections a job stripes large files across. To a daemon on this machine
 /// (loopback) one, unless the user asks: both ends then share the same cores, which one stream
-/// already keeps busy, and two measured 0.97-1.17 times one stream's time on a 2-core machine
-/// (bench/RESULTS-remote.md).
+/// already keeps busy (bench/RESULTS-remote.md compares `--streams 2`).
 pub fn streams_of(access: &Access, url: &RemoteUrl) -> usize {
     let default = || {
         let local = url

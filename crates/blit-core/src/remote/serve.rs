@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::budget::Charge;
 use super::peer::{Handler, Peer};
-use super::wire::{self, ErrorKind, Listed, Msg, Rep, Req, WireEntry, WireError};
+use super::wire::{self, ErrorKind, Msg, Rep, Req, WireEntry, WireError, WireListed};
 use super::wirepath;
 use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind, Version};
@@ -149,11 +149,11 @@ impl Tree {
         });
         match looked {
             Ok(w) => Rep::Entries {
-                entries: vec![Listed::Ok(w)],
+                entries: vec![WireListed::Ok(w)],
                 last: true,
                 more: false,
             },
-            Err(e) => Rep::Err(to_wire(&e, rel)),
+            Err(e) => Rep::Err(error_to_wire(&e, rel)),
         }
     }
 
@@ -197,7 +197,7 @@ impl Tree {
         let (dir, names) = match names {
             Ok(x) => x,
             Err(e) => {
-                let rep = Rep::Err(to_wire(&e, rel));
+                let rep = Rep::Err(error_to_wire(&e, rel));
                 return peer.send(&Msg::Rep { id, rep });
             }
         };
@@ -243,7 +243,7 @@ impl Tree {
         name: &OsStr,
         hint: Option<Kind>,
         xattrs: bool,
-    ) -> Option<Listed> {
+    ) -> Option<WireListed> {
         if hint.is_some_and(|k| crate::tempname::is_leftover(name, k == Kind::Dir)) {
             return None;
         }
@@ -257,8 +257,8 @@ impl Tree {
         });
         let item = match described {
             Ok(None) => return None,
-            Ok(Some(w)) => Listed::Ok(w),
-            Err(e) => Listed::Err(lossy(name), to_wire(&e, &rel_bytes(rel, name))),
+            Ok(Some(w)) => WireListed::Ok(w),
+            Err(e) => WireListed::Err(lossy(name), error_to_wire(&e, &child_rel(rel, name))),
         };
         if listed_size(&item) > wire::LISTING_BUDGET {
             // Attributes too large for one message: that entry fails, the listing goes on.
@@ -267,7 +267,10 @@ impl Tree {
                 dir.path().join(name),
                 io::Error::other("its extended attributes are larger than one message carries"),
             );
-            return Some(Listed::Err(lossy(name), to_wire(&e, &rel_bytes(rel, name))));
+            return Some(WireListed::Err(
+                lossy(name),
+                error_to_wire(&e, &child_rel(rel, name)),
+            ));
         }
         Some(item)
     }
@@ -285,7 +288,7 @@ impl Tree {
             Ok(rep) => peer.send(&Msg::Rep { id, rep }),
             Err(e) => peer.send(&Msg::Rep {
                 id,
-                rep: Rep::Err(to_wire(&e, rel)),
+                rep: Rep::Err(error_to_wire(&e, rel)),
             }),
         }
     }
@@ -400,7 +403,7 @@ impl Tree {
         });
         match r {
             Ok(h) => Rep::Hash(*h.as_bytes()),
-            Err(e) => Rep::Err(to_wire(&e, rel)),
+            Err(e) => Rep::Err(error_to_wire(&e, rel)),
         }
     }
 
@@ -431,7 +434,7 @@ impl Tree {
         });
         match r {
             Ok(gone) => Rep::Removed(gone),
-            Err(e) => Rep::Err(to_wire(&e, rel)),
+            Err(e) => Rep::Err(error_to_wire(&e, rel)),
         }
     }
 }
@@ -583,18 +586,18 @@ fn data_regions(f: &File, e: &Entry) -> Vec<(u64, u64)> {
 /// What an item takes once decoded by the receiver: the measure frames are filled to, so that
 /// an honest frame decodes well within [`wire::DECODE_BUDGET`] (and its encoding, never larger,
 /// within [`wire::MAX_FRAME`]).
-fn listed_size(l: &Listed) -> usize {
+fn listed_size(l: &WireListed) -> usize {
     const PAIR: usize = std::mem::size_of::<(Vec<u8>, Vec<u8>)>();
-    std::mem::size_of::<Listed>()
+    std::mem::size_of::<WireListed>()
         + match l {
-            Listed::Ok(w) => {
+            WireListed::Ok(w) => {
                 w.name.len()
                     + w.link.as_ref().map_or(0, Vec::len)
                     + w.xattrs
                         .as_ref()
                         .map_or(0, |x| x.iter().map(|(n, v)| PAIR + n.len() + v.len()).sum())
             }
-            Listed::Err(n, e) => n.len() + e.op.len() + e.path.len() + e.message.len(),
+            WireListed::Err(n, e) => n.len() + e.op.len() + e.path.len() + e.message.len(),
         }
 }
 
@@ -727,7 +730,7 @@ fn lossy(name: &OsStr) -> Vec<u8> {
     wirepath::to_wire(name).unwrap_or_else(|_| name.to_string_lossy().into_owned().into_bytes())
 }
 
-fn rel_bytes(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {
+fn child_rel(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {
     let mut out = dir_rel.to_vec();
     if !out.is_empty() {
         out.push(b'/');
@@ -742,7 +745,7 @@ pub fn wire_rel(raw: &[u8]) -> Result<PathBuf> {
 }
 
 /// An error for the wire, named by its path relative to the served tree.
-pub fn to_wire(e: &Error, rel: &[u8]) -> WireError {
+pub fn error_to_wire(e: &Error, rel: &[u8]) -> WireError {
     let (kind, message) = match e {
         Error::Io { source, .. } => (ErrorKind::of(source), source.to_string()),
         other => (ErrorKind::Other, other.cause()),

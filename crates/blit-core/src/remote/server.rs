@@ -394,7 +394,7 @@ fn attach(
         return refuse(&mut chan, "no push is waiting for that connection");
     };
     chan.send(&Msg::Welcome(None))?;
-    let peer = Peer::start(chan, Arc::new(Replies))?;
+    let peer = Peer::start(chan, Arc::new(RepliesOnly))?;
     streams.add([Arc::clone(&peer)]);
     // The push finishes this connection with its own end; the other side's end closes it.
     peer.wait_closed();
@@ -410,9 +410,9 @@ fn shown(module: &Module, rel: &Path) -> String {
 }
 
 /// No requests come from the client on a push; only replies, routed by the peer.
-struct Replies;
+struct RepliesOnly;
 
-impl Handler for Replies {
+impl Handler for RepliesOnly {
     fn request(&self, peer: &Arc<Peer>, _id: u32, _req: Req, _charge: Charge) {
         peer.close("the client sent a request during a push");
     }
@@ -449,7 +449,7 @@ fn push(
         Err(e) => return refuse(&mut chan, &format!("{}: {e}", push.dst_shown)),
     };
     chan.send(&Msg::Welcome(None))?;
-    let peer = Peer::start(chan, Arc::new(Replies))?;
+    let peer = Peer::start(chan, Arc::new(RepliesOnly))?;
     // Invited now, so the connections are there by the time a large file comes.
     let streams = StreamSet::default();
     let extra = usize::from(push.streams).clamp(1, MAX_STREAMS) - 1;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 
 use super::peer::{Incoming, Peer, Replies};
-use super::wire::{self, Listed as WireListed, Rep, Req, WireEntry, WireError};
+use super::wire::{self, Rep, Req, WireEntry, WireError, WireListed};
 use super::wirepath;
 use crate::decide::Inside;
 use crate::entry::{Entry, Extra, Kind, MTime, Version};

@@ -281,7 +281,7 @@ pub enum Rep {
     /// folder has names after the last one sent.
     Entries {
         #[serde(deserialize_with = "bounded::vec")]
-        entries: Vec<Listed>,
+        entries: Vec<WireListed>,
         last: bool,
         more: bool,
     },
@@ -295,7 +295,7 @@ pub enum Rep {
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub enum Listed {
+pub enum WireListed {
     Ok(WireEntry),
     Err(Vec<u8>, WireError),
 }
@@ -694,12 +694,12 @@ mod tests {
     #[test]
     fn a_message_cannot_decode_into_more_than_its_budget() {
         let tiny = |i: usize| {
-            Listed::Ok(WireEntry {
+            WireListed::Ok(WireEntry {
                 name: vec![b'a' + (i % 26) as u8],
                 ..WireEntry::default()
             })
         };
-        let entries: Vec<Listed> = (0..60_000).map(tiny).collect();
+        let entries: Vec<WireListed> = (0..60_000).map(tiny).collect();
         let msg = Msg::Rep {
             id: 1,
             rep: Rep::Entries {
@@ -712,7 +712,7 @@ mod tests {
         assert!(frame.len() < MAX_FRAME, "{} bytes", frame.len());
         let e = decode_msg(&frame[5..]).unwrap_err();
         assert!(e.to_string().contains("decodes into more than"), "{e}");
-        let few: Vec<Listed> = (0..1000).map(tiny).collect();
+        let few: Vec<WireListed> = (0..1000).map(tiny).collect();
         let ok = Msg::Rep {
             id: 1,
             rep: Rep::Entries {
