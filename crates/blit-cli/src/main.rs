@@ -1,6 +1,8 @@
 //! `blit`: the command line. It parses arguments, wires Ctrl-C to cancellation, prints what the
 //! engine reports, and maps the outcome to an exit code. All logic lives in `blit-core`.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod args;
 mod output;

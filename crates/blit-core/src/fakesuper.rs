@@ -122,11 +122,7 @@ pub fn present(mut stored: Entry, xattrs: &Xattrs) -> (Entry, Xattrs) {
 pub fn present_xattrs(xattrs: &Xattrs) -> Xattrs {
     let mut out = Xattrs::new();
     for (name, value) in xattrs {
-        let n = name.as_encoded_bytes();
-        if let Some(real) = n.strip_prefix(XATTR_PREFIX.as_bytes()) {
-            // SAFETY: `real` is a suffix of `name` split after an ASCII prefix, so it is a
-            // valid encoded OsStr.
-            let real = unsafe { OsStr::from_encoded_bytes_unchecked(real) };
+        if let Some(real) = crate::sys::strip_name_prefix(name, XATTR_PREFIX) {
             // Only a privileged attribute is kept this way; anything else under the prefix was
             // not written by Blit, and stands for nothing.
             if crate::trust::privileged_xattr(real) {

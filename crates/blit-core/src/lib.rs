@@ -22,6 +22,8 @@
 //! assert!(summary.failures.is_empty());
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod cancel;
 pub mod decide;
 pub mod dirs;
@@ -38,6 +40,9 @@ pub mod remote;
 pub mod report;
 pub mod source;
 pub mod sync;
+// The platform layer is the one place that may use `unsafe` (system calls without a safe
+// wrapper); everything above it is safe Rust.
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tempname;
 mod tree;

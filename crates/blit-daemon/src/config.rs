@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use blit_core::remote::creds::{self, Creds};
+use blit_core::sys::creds::{self, Creds};
 use blit_core::trust::Trust;
 use serde::Deserialize;
 

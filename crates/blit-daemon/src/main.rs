@@ -2,6 +2,8 @@
 //! session; each session's work runs on its own small pool (see `blit_core::remote`). It runs on
 //! Linux, where the kernel resolves client paths beneath a module (`openat2`).
 
+#![forbid(unsafe_code)]
+
 #[cfg(target_os = "linux")]
 mod config;
 #[cfg(target_os = "linux")]

@@ -21,8 +21,6 @@ pub mod admin;
 #[cfg(target_os = "linux")]
 mod beneath;
 #[cfg(target_os = "linux")]
-pub mod creds;
-#[cfg(target_os = "linux")]
 pub mod gate;
 #[cfg(target_os = "linux")]
 pub mod server;

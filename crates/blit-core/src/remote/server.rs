@@ -15,7 +15,6 @@ use std::time::Duration;
 use super::beneath;
 use super::budget::Charge;
 use super::chan::Chan;
-use super::creds::{self, Creds};
 use super::gate::{Gate, Ticket};
 use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
@@ -30,6 +29,7 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::report::{Event, Observer};
 use crate::sync::{self, SyncOptions};
+use crate::sys::creds::{self, Creds};
 use crate::trust::Trust;
 
 /// A folder the daemon serves under a name, and what its clients are trusted with.

@@ -36,6 +36,17 @@ mod windows;
 #[cfg(windows)]
 pub use windows::*;
 
+#[cfg(target_os = "linux")]
+pub mod creds;
+
+/// What follows `prefix` in `name`, if `name` starts with it.
+pub fn strip_name_prefix<'n>(name: &'n OsStr, prefix: &str) -> Option<&'n OsStr> {
+    let rest = name.as_encoded_bytes().strip_prefix(prefix.as_bytes())?;
+    // SAFETY: `rest` follows a prefix of valid UTF-8, so it starts at a character boundary of
+    // the encoded string and is itself a valid encoding.
+    Some(unsafe { OsStr::from_encoded_bytes_unchecked(rest) })
+}
+
 /// What a feed for `receive_to_temp` reports once it has written the content.
 pub enum Fed {
     Done(u64),

@@ -23,7 +23,7 @@ use crate::error::{Error, IoContext, Op, Result};
 
 thread_local! {
     /// Whether this thread acts as root, once asked. Per thread: a daemon's session thread gives
-    /// up root for the module's user (`remote::creds`), and so do the threads it starts, while
+    /// up root for the module's user (`sys::creds`), and so do the threads it starts, while
     /// the rest of the process stays root.
     static ROOT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
