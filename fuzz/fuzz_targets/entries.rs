@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     }) = wire::decode_msg(data)
     {
         for e in entries {
-            if let wire::Listed::Ok(w) = e {
+            if let wire::WireListed::Ok(w) = e {
                 let Ok(entry) = source::to_entry(std::path::PathBuf::from("x"), &w) else {
                     continue;
                 };
