@@ -428,59 +428,19 @@ fn push(
     push: PushJob,
 ) -> io::Result<()> {
     let src_is_dir = push.src.kind == Kind::Dir;
-    if let Err(e) = wirepath::plain(&push.src.name) {
-        return refuse(&mut chan, &format!("the source's name: {e}"));
-    }
-    if wirepath::reserved(&push.src.name, src_is_dir) {
-        return refuse(
-            &mut chan,
-            "the source's name is one Blit reserves for its temporaries",
-        );
-    }
-    let dst = match beneath::dest(
-        root,
-        rel,
-        &push.src.name,
-        src_is_dir,
-        push.into,
-        push.opts.dry_run,
-    ) {
+    let dst = match push_dest(root, rel, &push) {
         Ok(d) => d,
-        Err(e) => return refuse(&mut chan, &format!("{}: {e}", push.dst_shown)),
+        Err(why) => return refuse(&mut chan, &why),
     };
     chan.send(&Msg::Welcome(None))?;
     let peer = Peer::start(chan, Arc::new(RepliesOnly))?;
-    // Invited now, so the connections are there by the time a large file comes.
-    let streams = StreamSet::default();
-    let extra = usize::from(push.streams).clamp(1, MAX_STREAMS) - 1;
-    let invited = (extra > 0)
-        .then(|| {
-            settings
-                .pushes
-                .invite(&module.name, extra, Arc::clone(&streams))
-        })
-        .flatten();
-    if let Some((session, secret)) = invited {
-        // A failed send means a dead connection, which the run below notices; the invitation
-        // is withdrawn at its end either way.
-        let _ = peer.send(&Msg::Streams {
-            session,
-            secret,
-            count: extra as u8,
-        });
-    }
-    // The daemon's setting bounds what a client may ask (each worker copying a file holds a
-    // few of its frames).
-    let workers = push
-        .opts
-        .workers
-        .map_or(settings.workers, |w| w as usize)
-        .clamp(1, settings.workers.max(1));
-    let opts = push.opts.clone().workers(Some(workers as u32));
+    let (streams, invited) = invite_streams(settings, module, &peer, &push);
     let job = Job::new(
         crate::Endpoint::Local(PathBuf::new()),
         crate::Endpoint::Local(PathBuf::new()),
-        opts,
+        push.opts
+            .clone()
+            .workers(Some(push_workers(settings, &push))),
     );
     let dst_path = dst.path.clone();
     let forward = Forward {
@@ -491,12 +451,10 @@ fn push(
         local_path: dst_path.clone(),
         shown: push.dst_shown.clone(),
     };
-    let expected = if invited.is_some() { extra } else { 0 };
-    let streams = (streams, expected);
     let ran = run_push(
         &job, module, &peer, &push, &dst_path, src_is_dir, &forward, &streams,
     );
-    if let Some((session, _)) = invited {
+    if let Some(session) = invited {
         settings.pushes.end(session);
     }
     let finished = match ran {
@@ -518,12 +476,72 @@ fn push(
     };
     let _ = peer.send(&Msg::Finished(finished));
     peer.finish();
-    let extra_peers = streams.0.take();
-    for p in extra_peers {
+    for p in streams.0.take() {
         p.finish();
     }
     drop(dst);
     peer.outcome()
+}
+
+/// Where a push lands beneath the module, or why it may not: the source's name must be a plain
+/// name Blit does not reserve for its temporaries.
+fn push_dest(root: &OwnedFd, rel: &Path, push: &PushJob) -> Result<beneath::Dest, String> {
+    let src_is_dir = push.src.kind == Kind::Dir;
+    if let Err(e) = wirepath::plain(&push.src.name) {
+        return Err(format!("the source's name: {e}"));
+    }
+    if wirepath::reserved(&push.src.name, src_is_dir) {
+        return Err("the source's name is one Blit reserves for its temporaries".into());
+    }
+    beneath::dest(
+        root,
+        rel,
+        &push.src.name,
+        src_is_dir,
+        push.into,
+        push.opts.dry_run,
+    )
+    .map_err(|e| format!("{}: {e}", push.dst_shown))
+}
+
+/// Invites the extra connections a push may stripe large files across, now, so they are there
+/// by the time a large file comes: the set they join and how many are expected, and the
+/// invitation to withdraw at the end (if any was made).
+fn invite_streams(
+    settings: &Settings,
+    module: &Module,
+    peer: &Peer,
+    push: &PushJob,
+) -> ((StreamSet, usize), Option<u64>) {
+    let streams = StreamSet::default();
+    let extra = usize::from(push.streams).clamp(1, MAX_STREAMS) - 1;
+    let invited = (extra > 0)
+        .then(|| {
+            settings
+                .pushes
+                .invite(&module.name, extra, Arc::clone(&streams))
+        })
+        .flatten();
+    let Some((session, secret)) = invited else {
+        return ((streams, 0), None);
+    };
+    // A failed send means a dead connection, which the run notices; the invitation is
+    // withdrawn at its end either way.
+    let _ = peer.send(&Msg::Streams {
+        session,
+        secret,
+        count: extra as u8,
+    });
+    ((streams, extra), Some(session))
+}
+
+/// The workers a push runs with: what the client asks, bounded by the daemon's setting (each
+/// worker copying a file holds a few of its frames).
+fn push_workers(settings: &Settings, push: &PushJob) -> u32 {
+    push.opts
+        .workers
+        .map_or(settings.workers, |w| w as usize)
+        .clamp(1, settings.workers.max(1)) as u32
 }
 
 #[allow(clippy::too_many_arguments)]
