@@ -148,15 +148,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 .and_then(|s| self.dst_dirs.parent_of(&a.rel).map(|d| (s, d)));
             match located {
                 Ok(((sdir, sname), (ddir, dname))) => {
-                    let pair = Pair {
-                        src: &sdir,
-                        sname: &sname,
-                        dst: Some(&ddir),
-                        dname: &dname,
-                        setgid: true,
-                        acl: true,
-                        direct: false,
-                    };
+                    let pair = Pair::looked_up(&sdir, &sname, &ddir, &dname);
                     self.unchanged.fetch_sub(1, Ordering::Relaxed);
                     self.write(&pair, &a, Some(&b), Reason::Unlink);
                 }

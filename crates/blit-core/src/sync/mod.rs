@@ -497,6 +497,22 @@ struct Pair<'p, D> {
     direct: bool,
 }
 
+impl<'p, D> Pair<'p, D> {
+    /// An entry reached by path at the end of a run, or as a lone file: its destination folder
+    /// was not looked at, so nothing is assumed about the group and ACL it gives.
+    fn looked_up(src: &'p Arc<D>, sname: &'p OsStr, dst: &'p Arc<Dir>, dname: &'p OsStr) -> Self {
+        Pair {
+            src,
+            sname,
+            dst: Some(dst),
+            dname,
+            setgid: true,
+            acl: true,
+            direct: false,
+        }
+    }
+}
+
 fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }

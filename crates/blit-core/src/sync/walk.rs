@@ -160,16 +160,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         } else {
             self.dst_dirs.parent_of(Path::new(""))?
         };
-        let pair = Pair {
-            src: &sdir,
-            sname: &sname,
-            dst: Some(&ddir),
-            dname: &dname,
-            // The folder it lands in was not looked at: assume nothing about what it gives.
-            setgid: true,
-            acl: true,
-            direct: false,
-        };
+        let pair = Pair::looked_up(&sdir, &sname, &ddir, &dname);
         match b {
             None => self.write(&pair, &a, None, Reason::New),
             Some(b) => self.both_non_dir(&pair, &a, &b),
