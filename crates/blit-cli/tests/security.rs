@@ -1235,7 +1235,8 @@ fn an_open_writable_module_is_announced_on_the_loopback_too() {
     let m = nobody_module(&sb);
     let d = Daemon::quick_plain(&[("m", m.root())]);
     let start = Instant::now();
-    while !d.stderr().contains("warning") && start.elapsed() < Duration::from_secs(5) {
+    // stderr is unbuffered: a line arrives in pieces, so wait for its end.
+    while !d.stderr().contains("token_file)\n") && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let err = d.stderr();
