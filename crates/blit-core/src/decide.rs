@@ -143,6 +143,16 @@ pub trait Inside {
     fn hash(&self) -> Result<blake3::Hash, Error>;
     fn link_target(&self) -> Result<PathBuf, Error>;
     fn xattrs(&self) -> Result<sys::Xattrs, Error>;
+    /// The whole content, for the in-memory destination of the engine's tests.
+    #[cfg(test)]
+    fn content(&self) -> Result<Vec<u8>, Error> {
+        let unsupported = std::io::Error::from(std::io::ErrorKind::Unsupported);
+        Err(Error::io(
+            crate::error::Op::Read,
+            PathBuf::new(),
+            unsupported,
+        ))
+    }
 }
 
 impl Inside for At<'_> {

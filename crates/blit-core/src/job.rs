@@ -93,7 +93,8 @@ impl Job {
         }
         let opts = self.sync_options();
         let source = crate::source::LocalSource::new(src_root.clone());
-        let outcome = sync::run(&source, &dst_root, &filter, &opts, observer)?;
+        let dest = crate::dest::LocalDest::new(dst_root);
+        let outcome = sync::run_local(&source, dest, &filter, &opts, observer)?;
         Ok(self.summary(outcome, started))
     }
 
@@ -129,7 +130,6 @@ impl Job {
             umask: sys::current_umask(),
             workers: self.workers(),
             cancel: self.cancel.clone(),
-            root_nofollow: false,
         }
     }
 

@@ -26,6 +26,7 @@
 
 pub mod cancel;
 pub mod decide;
+pub mod dest;
 pub mod dirs;
 pub mod endpoint;
 pub mod entry;

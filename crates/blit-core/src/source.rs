@@ -2,8 +2,8 @@
 //! listings, file contents, and the few looks inside an entry that a decision or a metadata
 //! update takes; this trait is that list. A local tree answers through folder descriptors
 //! ([`LocalSource`]); a tree on another machine answers through its peer (`remote`), so one
-//! engine, with one set of rules and tests, serves local and remote runs alike. The destination
-//! is always local to the engine: on a push, the daemon runs it.
+//! engine, with one set of rules and tests, serves local and remote runs alike. Where it writes
+//! is a [`crate::dest::Destination`]: on a push, the daemon runs the engine into its own.
 
 use std::ffi::{OsStr, OsString};
 use std::io;

@@ -11,6 +11,7 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
+use crate::dest::Folder;
 use crate::entry::Kind;
 use crate::error::{Error, Op, Result};
 use crate::sys::Dir;
@@ -19,11 +20,11 @@ use crate::sys::Dir;
 const OPEN_LEVELS: usize = 32;
 
 /// What the walk shows its caller.
-pub enum Visit<'a> {
+pub enum Visit<'a, D = Dir> {
     /// One entry of the folder `dir` (never `.` or `..`), with the type its listing gave, if
     /// any; `rel` is its path relative to where the walk started.
     Entry {
-        dir: &'a Dir,
+        dir: &'a D,
         name: &'a OsStr,
         hint: Option<Kind>,
         rel: &'a Path,
@@ -31,28 +32,28 @@ pub enum Visit<'a> {
     /// Everything in the folder `name` of `dir` (which an earlier `Entry` descended into) has
     /// been visited.
     Left {
-        dir: &'a Dir,
+        dir: &'a D,
         name: &'a OsStr,
         rel: &'a Path,
     },
 }
 
 /// What the walk does after a visit.
-pub enum Then {
+pub enum Then<D = Dir> {
     /// Goes on with the next entry.
     Next,
     /// Goes into this folder (the entry just visited, opened), whose names are these, before the
     /// next entry.
-    Descend(Dir, Vec<(OsString, Option<Kind>)>),
+    Descend(D, Vec<(OsString, Option<Kind>)>),
     /// Ends the walk (a `find` that has found enough: the daemon's, on Linux).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Stop,
 }
 
 /// One level of the walk: a folder and the names of it still to visit.
-struct Frame {
+struct Frame<D> {
     /// `None` once closed to spare descriptors; opened again on the way back up.
-    dir: Option<Dir>,
+    dir: Option<D>,
     id: (u64, u64),
     names: std::vec::IntoIter<(OsString, Option<Kind>)>,
     /// The folder's name in its parent (unused for the top).
@@ -62,11 +63,11 @@ struct Frame {
 
 /// Walks everything beneath `top` (whose names are `names`; `rel` is where paths start),
 /// calling `visit` for each entry, and once more after a folder it descended into is done.
-pub fn walk(
-    top: Dir,
+pub fn walk<D: Folder>(
+    top: D,
     names: Vec<(OsString, Option<Kind>)>,
     rel: &Path,
-    visit: &mut dyn FnMut(Visit<'_>) -> Result<Then>,
+    visit: &mut dyn FnMut(Visit<'_, D>) -> Result<Then<D>>,
 ) -> Result<()> {
     let id = top.id()?;
     let mut stack = vec![Frame {
@@ -133,7 +134,7 @@ pub fn walk(
 
 /// The parent of `child`, opened as its `..`, which must be the folder `id` the walk came down
 /// from.
-fn reopen_parent(child: &Dir, id: (u64, u64), rel: &Path) -> Result<Dir> {
+fn reopen_parent<D: Folder>(child: &D, id: (u64, u64), rel: &Path) -> Result<D> {
     let parent = child.open_parent()?;
     let now = parent.id()?;
     if now != id && id != (0, 0) {
@@ -144,6 +145,16 @@ fn reopen_parent(child: &Dir, id: (u64, u64), rel: &Path) -> Result<Dir> {
         ));
     }
     Ok(parent)
+}
+
+impl Folder for Dir {
+    fn id(&self) -> Result<(u64, u64)> {
+        Dir::id(self)
+    }
+
+    fn open_parent(&self) -> Result<Dir> {
+        Dir::open_parent(self)
+    }
 }
 
 #[cfg(test)]

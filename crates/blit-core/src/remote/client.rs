@@ -238,7 +238,8 @@ pub fn pull(
         crate::landing::make_parent(&dst_root)?;
     }
     let opts = job.sync_options().trusting(trust);
-    let outcome = sync::run(&source, &dst_root, &filter, &opts, observer);
+    let dest = crate::dest::LocalDest::new(dst_root);
+    let outcome = sync::run_local(&source, dest, &filter, &opts, observer);
     peer.finish();
     for p in source.streams() {
         p.finish();

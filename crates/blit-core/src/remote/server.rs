@@ -24,11 +24,12 @@ use super::wire::{
     WireError, WireEvent,
 };
 use super::wirepath;
+use crate::dest::LocalDest;
 use crate::entry::Kind;
 use crate::error::Error;
 use crate::job::Job;
 use crate::report::{Event, Observer};
-use crate::sync::{self, SyncOptions};
+use crate::sync;
 use crate::sys::creds::{self, Creds};
 use crate::trust::Trust;
 
@@ -564,17 +565,16 @@ fn run_push(
     let source = RemoteSource::new(Arc::clone(peer), &push.src, push.src_shown.clone(), trust)?
         .with_stream_set(Arc::clone(streams), *expected);
     let filter = job.filter(src_is_dir)?;
-    let mut opts = SyncOptions {
-        root_nofollow: true,
-        ..job.sync_options().trusting(trust)
-    };
+    let mut opts = job.sync_options().trusting(trust);
     if module.fake_super {
         opts = opts.fake_super();
     }
     // The client's Ctrl-C closes the connection; stop then, as a local run stops on Ctrl-C.
     let cancel = opts.cancel.clone();
     peer.on_close(move || cancel.cancel());
-    sync::run(&source, dst_path, &filter, &opts, forward)
+    // The name was checked beneath the module, and another session could swap a link in.
+    let dest = LocalDest::new(dst_path.to_path_buf()).root_nofollow();
+    sync::run_local(&source, dest, &filter, &opts, forward)
 }
 
 /// Sends the engine's reports to the client, in the client's words for paths.

@@ -25,43 +25,42 @@ pub(super) fn still_the_listed(listed: &Entry, now: &Entry) -> bool {
     listed.kind != Kind::File || (listed.size == now.size && listed.mtime == now.mtime)
 }
 
-/// A folder (`sub`, open) and all it holds, links unlinked, never followed, children first
-/// and without recursion.
-pub(super) fn remove_dir_tree(dir: &Dir, name: &OsStr, sub: Dir) -> Result<()> {
-    let names = sub.read_names()?;
-    crate::tree::walk(sub, names, Path::new(""), &mut |v| {
-        match v {
-            Visit::Entry { dir, name, .. } => {
-                let at = At::new(dir, name);
-                if sys::stat_at(at, PathBuf::new())?.kind == Kind::Dir {
-                    let child = dir.open_child(name)?;
-                    let names = child.read_names()?;
-                    return Ok(Then::Descend(child, names));
+impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
+    /// A folder (`sub`, open) and all it holds, links unlinked, never followed, children first
+    /// and without recursion.
+    pub(super) fn remove_dir_tree(&self, dir: &D::Dir, name: &OsStr, sub: D::Dir) -> Result<()> {
+        let names = self.dst.read_names(&sub)?;
+        crate::tree::walk(sub, names, Path::new(""), &mut |v| {
+            match v {
+                Visit::Entry { dir, name, .. } => {
+                    if self.dst.stat(dir, name, PathBuf::new())?.kind == Kind::Dir {
+                        let child = self.dst.open_child(dir, name)?;
+                        let names = self.dst.read_names(&child)?;
+                        return Ok(Then::Descend(child, names));
+                    }
+                    self.dst.unlink(dir, name)?;
                 }
-                sys::unlink_at(at)?;
+                Visit::Left { dir, name, .. } => {
+                    self.dst.rmdir(dir, name)?;
+                }
             }
-            Visit::Left { dir, name, .. } => {
-                sys::rmdir_at(At::new(dir, name))?;
-            }
-        }
-        Ok(Then::Next)
-    })?;
-    sys::rmdir_at(At::new(dir, name)).map(|_| ())
-}
+            Ok(Then::Next)
+        })?;
+        self.dst.rmdir(dir, name).map(|_| ())
+    }
 
-impl<'a, S: Source> Syncer<'a, S> {
     /// Deletes the destination entry `name` in `dir` and, for a folder, everything in it that the
     /// filter does not protect, children first, reporting each. A folder still holding excluded
     /// entries stays; one in the way of a source entry cannot, and that is an error.
     pub(super) fn delete_tree(
         &self,
-        dir: &Arc<Dir>,
+        dir: &Arc<D::Dir>,
         name: &OsStr,
         rel: &Path,
         why: Deleting<'_>,
     ) -> Result<()> {
-        let at = At::new(dir, name);
-        let e = match self.presented(at, sys::stat_at(at, rel.to_path_buf())) {
+        let now = self.dst.stat(dir, name, rel.to_path_buf());
+        let e = match self.presented(dir, name, now) {
             Ok(e) => e,
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => return Err(e),
@@ -76,24 +75,20 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
         if tempname::is_leftover(name, e.kind == Kind::Dir) {
             // A leftover of a killed run is housekeeping, not the user's entry: no report.
-            if !self.opts.job.dry_run {
-                let _ = remove_temp(dir, name);
-            }
+            let _ = self.remove_temp(dir, name);
             return Ok(());
         }
         if e.kind != Kind::Dir {
-            if !self.opts.job.dry_run {
-                match sys::unlink_at(at) {
-                    Ok(()) => {}
-                    Err(err) if is_not_found(&err) => return Ok(()),
-                    Err(err) => return Err(err),
-                }
+            match self.dst.unlink(dir, name) {
+                Ok(()) => {}
+                Err(err) if is_not_found(&err) => return Ok(()),
+                Err(err) => return Err(err),
             }
             self.emit(Action::Delete, e.kind, rel, "not in source", file_bytes(&e));
             return Ok(());
         }
-        let sub = dir.open_child(name)?;
-        let names = sub.read_names()?;
+        let sub = self.dst.open_child(dir, name)?;
+        let names = self.dst.read_names(&sub)?;
         // Everything inside, children first, without recursion (a stale tree may be deeper than
         // any stack): what the filter protects stays, and so does each folder holding it.
         crate::tree::walk(sub, names, rel, &mut |v| {
@@ -104,12 +99,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             match v {
                 Visit::Entry { dir, name, rel, .. } => Ok(self.delete_inside(dir, name, rel)),
                 Visit::Left { dir, name, rel } => {
-                    let gone = if self.opts.job.dry_run {
-                        Ok(true)
-                    } else {
-                        sys::rmdir_at(At::new(dir, name))
-                    };
-                    match gone {
+                    match self.dst.rmdir(dir, name) {
                         Ok(true) => self.emit(Action::Delete, Kind::Dir, rel, "not in source", 0),
                         Ok(false) => {}
                         Err(e) => self.fail(e),
@@ -118,17 +108,12 @@ impl<'a, S: Source> Syncer<'a, S> {
                 }
             }
         })?;
-        let gone = if self.opts.job.dry_run {
-            true
-        } else {
-            sys::rmdir_at(at)?
-        };
-        if gone {
+        if self.dst.rmdir(dir, name)? {
             self.emit(Action::Delete, Kind::Dir, rel, "not in source", 0);
         } else if matches!(why, Deleting::InTheWay) {
             return Err(Error::io(
                 Op::Delete,
-                at.path(),
+                self.dst.path(dir, name),
                 std::io::Error::other("folder still holds excluded or unlisted entries"),
             ));
         }
@@ -138,9 +123,9 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// One entry inside a folder being deleted: a file, link or special goes at once (a
     /// leftover temporary without a report); a folder is gone into, unless the filter protects
     /// it. Failures are reported and the rest goes on.
-    pub(super) fn delete_inside(&self, dir: &Dir, name: &OsStr, rel: &Path) -> Then {
-        let at = At::new(dir, name);
-        let e = match self.presented(at, sys::stat_at(at, rel.to_path_buf())) {
+    pub(super) fn delete_inside(&self, dir: &D::Dir, name: &OsStr, rel: &Path) -> Then<D::Dir> {
+        let now = self.dst.stat(dir, name, rel.to_path_buf());
+        let e = match self.presented(dir, name, now) {
             Ok(e) => e,
             Err(e) if is_not_found(&e) => return Then::Next,
             Err(e) => {
@@ -153,27 +138,23 @@ impl<'a, S: Source> Syncer<'a, S> {
             return Then::Next;
         }
         if tempname::is_leftover(name, is_dir) {
-            if !self.opts.job.dry_run {
-                let _ = remove_temp(dir, name);
-            }
+            let _ = self.remove_temp(dir, name);
             return Then::Next;
         }
         if !is_dir {
-            if !self.opts.job.dry_run {
-                match sys::unlink_at(at) {
-                    Ok(()) => {}
-                    Err(err) if is_not_found(&err) => return Then::Next,
-                    Err(err) => {
-                        self.fail(err);
-                        return Then::Next;
-                    }
+            match self.dst.unlink(dir, name) {
+                Ok(()) => {}
+                Err(err) if is_not_found(&err) => return Then::Next,
+                Err(err) => {
+                    self.fail(err);
+                    return Then::Next;
                 }
             }
             self.emit(Action::Delete, e.kind, rel, "not in source", file_bytes(&e));
             return Then::Next;
         }
-        let listed = dir.open_child(name).and_then(|sub| {
-            let names = sub.read_names()?;
+        let listed = self.dst.open_child(dir, name).and_then(|sub| {
+            let names = self.dst.read_names(&sub)?;
             Ok((sub, names))
         });
         match listed {
@@ -186,11 +167,11 @@ impl<'a, S: Source> Syncer<'a, S> {
     }
 
     /// Counts what deleting `name` would remove (for `--max-delete`).
-    pub(super) fn count_tree(&self, dir: &Dir, name: &OsStr, rel: &Path) -> u64 {
-        let Ok(sub) = dir.open_child(name) else {
+    pub(super) fn count_tree(&self, dir: &D::Dir, name: &OsStr, rel: &Path) -> u64 {
+        let Ok(sub) = self.dst.open_child(dir, name) else {
             return 1;
         };
-        let names = sub.read_names().unwrap_or_default();
+        let names = self.dst.read_names(&sub).unwrap_or_default();
         let mut n = 1;
         let _ = crate::tree::walk(sub, names, rel, &mut |v| {
             let Visit::Entry {
@@ -205,7 +186,9 @@ impl<'a, S: Source> Syncer<'a, S> {
             let is_dir = match hint {
                 Some(kind) => kind == Kind::Dir,
                 // The listing did not say (a filesystem without entry types): look.
-                None => sys::stat_at(At::new(dir, name), rel.to_path_buf())
+                None => self
+                    .dst
+                    .stat(dir, name, rel.to_path_buf())
                     .is_ok_and(|e| e.kind == Kind::Dir),
             };
             if self.filter.excludes(rel, is_dir) || tempname::is_leftover(name, is_dir) {
@@ -215,9 +198,9 @@ impl<'a, S: Source> Syncer<'a, S> {
             if !is_dir {
                 return Ok(Then::Next);
             }
-            Ok(match dir.open_child(name) {
+            Ok(match self.dst.open_child(dir, name) {
                 Ok(sub) => {
-                    let names = sub.read_names().unwrap_or_default();
+                    let names = self.dst.read_names(&sub).unwrap_or_default();
                     Then::Descend(sub, names)
                 }
                 Err(_) => Then::Next,
@@ -236,7 +219,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         if let Some(max) = self.opts.job.max_delete {
             let mut planned = 0u64;
             for b in &deletes {
-                planned += match (b.kind, self.dst_dirs.parent_of(&b.rel)) {
+                planned += match (b.kind, self.dst.parent_of(&b.rel)) {
                     (Kind::Dir, Ok((d, n))) => self.count_tree(&d, &n, &b.rel),
                     _ => 1,
                 };
@@ -254,7 +237,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                 return;
             }
             let r = self
-                .dst_dirs
+                .dst
                 .parent_of(&b.rel)
                 .and_then(|(d, n)| self.delete_tree(&d, &n, &b.rel, Deleting::Extra(&b)));
             if let Err(e) = r {

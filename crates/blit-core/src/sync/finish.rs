@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<'a, S: Source> Syncer<'a, S> {
+impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
     /// The end of a run, in order; each step's wall time goes into `phases`.
     pub(super) fn finish(&self, phases: &mut BTreeMap<&'static str, f64>) {
         if self.cancelled() {
@@ -31,7 +31,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             step("delete", &|| self.delete_extras(pool.as_ref()));
         }
         step("metadata", &|| self.finish_dirs(pool.as_ref()));
-        if self.is_move() && !self.opts.job.dry_run {
+        if self.is_move() {
             step("remove", &|| self.remove_source_dirs());
         }
     }
@@ -68,37 +68,40 @@ impl<'a, S: Source> Syncer<'a, S> {
         {
             return;
         }
-        if !self.opts.job.dry_run {
-            let r = self.dst_dirs.finish_at(rel).and_then(|(dd, dn)| {
-                let at = At::new(&dd, &dn);
-                if d.existed && d.reason.is_none() {
-                    // Matched when paired (xattrs included); what the run did inside may have
-                    // moved its mtime since. One stat tells, where rewriting owner, mode and
-                    // times on every folder would dirty each inode (and its ctime) for nothing.
-                    let now = self.presented(at, sys::stat_at(at, rel.clone()))?;
-                    return match decide::meta_only(&d.entry, &now, &self.opts.rules, false) {
-                        Decision::Same => Ok(()),
-                        // The usual case after a change inside: only the time moved.
-                        Decision::Meta(m) if !m.perm && !m.owner => sys::set_mtime_at(at, &d.entry),
-                        _ => sys::apply_meta_at(at, &d.entry, self.opts.meta, None),
-                    };
-                }
-                // The source folder is reached only if its xattrs must be read.
-                let xattrs = self.wanted_xattrs(&d.entry, || {
-                    let (sd, sn) = self.src.parent_of(rel)?;
-                    let read = self.src.inside(&sd, &sn, &d.entry).xattrs();
-                    read
-                })?;
-                let mut meta = self.opts.meta;
-                if d.made_as == Some((d.entry.uid, d.entry.gid)) {
-                    meta.owner = false;
-                }
-                sys::apply_meta_at(at, &d.entry, meta, xattrs.as_ref())
-            });
-            if let Err(e) = r {
-                self.fail(e);
-                return;
+        let r = self.dst.finish_at(rel).and_then(|(dd, dn)| {
+            if d.existed && d.reason.is_none() {
+                // Matched when paired (xattrs included); what the run did inside may have
+                // moved its mtime since. One stat tells, where rewriting owner, mode and
+                // times on every folder would dirty each inode (and its ctime) for nothing.
+                let now = self.dst.stat(&dd, &dn, rel.clone());
+                let now = self.presented(&dd, &dn, now)?;
+                return match decide::meta_only(&d.entry, &now, &self.opts.rules, false) {
+                    Decision::Same => Ok(()),
+                    // The usual case after a change inside: only the time moved.
+                    Decision::Meta(m) if !m.perm && !m.owner => {
+                        self.dst.set_mtime(&dd, &dn, &d.entry)
+                    }
+                    _ => self
+                        .dst
+                        .apply_meta(&dd, &dn, &d.entry, self.opts.meta, None),
+                };
             }
+            // The source folder is reached only if its xattrs must be read.
+            let xattrs = self.wanted_xattrs(&d.entry, || {
+                let (sd, sn) = self.src.parent_of(rel)?;
+                let read = self.src.inside(&sd, &sn, &d.entry).xattrs();
+                read
+            })?;
+            let mut meta = self.opts.meta;
+            if d.made_as == Some((d.entry.uid, d.entry.gid)) {
+                meta.owner = false;
+            }
+            self.dst
+                .apply_meta(&dd, &dn, &d.entry, meta, xattrs.as_ref())
+        });
+        if let Err(e) = r {
+            self.fail(e);
+            return;
         }
         if let Some(reason) = d.reason {
             self.emit(Action::Metadata, Kind::Dir, rel, &reason.label(), 0);

@@ -17,7 +17,7 @@ pub(super) fn shared_dst(a: &Entry, b: &Entry) -> bool {
     b.kind == Kind::File && b.nlink > 1 && lone_src
 }
 
-impl<'a, S: Source> Syncer<'a, S> {
+impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
     /// Records `a` in its hard-link group; `true` when it is a later name (linked at the end).
     pub(super) fn join_group(&self, a: &Entry, b: Option<&Entry>) -> bool {
         let mut groups = self.groups.lock().unwrap();
@@ -48,7 +48,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                     return;
                 }
                 if let Err(e) = self.link_one(&g.leader, g.written, &a, b.as_ref()) {
-                    let path = self.dst_dirs.root().join(&a.rel);
+                    let path = self.dst.root_path().join(&a.rel);
                     self.fail_src(&a.rel, naming_the_file(e, &path));
                 }
             }
@@ -66,25 +66,14 @@ impl<'a, S: Source> Syncer<'a, S> {
             return Ok(());
         }
         let reason = format!("to {}", crate::names::escape_rel(leader));
-        let located = self
-            .dst_dirs
-            .parent_of(leader)
-            .and_then(|l| self.dst_dirs.parent_of(&a.rel).map(|d| (l, d)));
-        let ((ldir, lname), (ddir, dname)) = match located {
-            Ok(x) => x,
-            Err(_) if self.opts.job.dry_run => {
-                // The folders do not exist yet: the link would be made.
-                self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
+        let (ldir, lname) = self.dst.parent_of(leader)?;
+        let (ddir, dname) = self.dst.parent_of(&a.rel)?;
         if !written {
             if let Some(b) = b.filter(|b| b.kind == Kind::File) {
-                let l = sys::stat_at(At::new(&ldir, &lname), leader.to_path_buf());
+                let l = self.dst.stat(&ldir, &lname, leader.to_path_buf());
                 if l.is_ok_and(|l| l.ino == b.ino && l.dev == b.dev) {
                     self.unchanged.fetch_add(1, Ordering::Relaxed);
-                    if self.is_move() && !self.opts.job.dry_run {
+                    if self.is_move() {
                         let (sdir, sname) = self.src.parent_of(&a.rel)?;
                         let pair = Pair {
                             src: &sdir,
@@ -101,10 +90,6 @@ impl<'a, S: Source> Syncer<'a, S> {
                 }
             }
         }
-        if self.opts.job.dry_run {
-            self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
-            return Ok(());
-        }
         let replaces_dir = b.is_some_and(|b| b.kind == Kind::Dir);
         if replaces_dir {
             self.make_way(&ddir, &dname)?;
@@ -114,14 +99,14 @@ impl<'a, S: Source> Syncer<'a, S> {
             if replaces_dir {
                 self.delete_tree(&ddir, &dname, &a.rel, Deleting::InTheWay)?;
             }
-            if let Some(r) = self.rename_move(&sdir, &sname, At::new(&ddir, &dname)) {
+            if let Some(r) = self.rename_move(&sdir, &sname, &ddir, &dname) {
                 r?;
                 self.emit(Action::Link, Kind::File, &a.rel, &reason, 0);
                 return Ok(());
             }
         }
-        self.place(&ddir, &dname, &a.rel, (replaces_dir, false), |tmp| {
-            sys::hard_link_at(At::new(&ldir, &lname), tmp)
+        self.place(&ddir, &dname, &a.rel, (replaces_dir, false), |dir, tmp| {
+            self.dst.hard_link((&ldir, &lname), (dir, tmp))
         })?;
         if self.is_move() {
             self.release.lock().unwrap().push(Release::of(a, false));
@@ -145,7 +130,7 @@ impl<'a, S: Source> Syncer<'a, S> {
             let located = self
                 .src
                 .parent_of(&a.rel)
-                .and_then(|s| self.dst_dirs.parent_of(&a.rel).map(|d| (s, d)));
+                .and_then(|s| self.dst.parent_of(&a.rel).map(|d| (s, d)));
             match located {
                 Ok(((sdir, sname), (ddir, dname))) => {
                     let pair = Pair::looked_up(&sdir, &sname, &ddir, &dname);

@@ -32,14 +32,14 @@ use std::time::Instant;
 
 use crate::cancel::CancelToken;
 use crate::decide::{self, Decision, MetaDiff, Reason, Rules};
-use crate::dirs::DirCache;
+use crate::dest::{Destination, DryRun, FileWrite, LocalDest};
 use crate::entry::{Entry, Kind, Version};
 use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::options::{Mode, Options};
 use crate::report::{Action, Actions, Event, Observer, Stats};
 use crate::source::{self, Listed, Source};
-use crate::sys::{self, At, CopyOutcome, Dir, FastPaths, MetaOpts, Method, Xattrs};
+use crate::sys::{self, CopyOutcome, MetaOpts, Method, Xattrs};
 use crate::tempname;
 use crate::tree::{Then, Visit};
 
@@ -67,9 +67,6 @@ pub struct SyncOptions {
     pub umask: u32,
     pub workers: usize,
     pub cancel: CancelToken,
-    /// Never follow a symlink at the destination root's own name (a daemon's push: the name was
-    /// checked beneath the module, and another session could swap a link in).
-    pub root_nofollow: bool,
 }
 
 impl SyncOptions {
@@ -124,10 +121,10 @@ struct Listing {
 }
 
 /// A folder pair being merged.
-struct Node<D> {
-    src: Arc<D>,
-    /// `None` in a dry run when the folder does not exist yet.
-    dst: Option<Arc<Dir>>,
+struct Node<SD, DD> {
+    src: Arc<SD>,
+    /// `None` when the folder could not be made.
+    dst: Option<Arc<DD>>,
     /// New entries in the destination folder may get a group other than ours: it is
     /// set-group-ID, or its group is not ours (which a `grpid` mount passes on too). Then an
     /// owner that looks like ours is still set explicitly.
@@ -136,7 +133,7 @@ struct Node<D> {
     /// umask for what is created in it: no mode is certain to be kept, so it is always set.
     dst_acl: bool,
     /// Made by this run and not yet named: its new files are written under their final names.
-    fresh: Option<Arc<Fresh>>,
+    fresh: Option<Arc<Fresh<DD>>>,
 }
 
 /// A folder this run made under a temporary name (`tempname::next_dir`). Nothing in it can be
@@ -148,13 +145,13 @@ struct Node<D> {
 /// which the next run removes with all it holds: a half-written file is never seen under its
 /// final path. While it is being filled its handle holds a lock on it (`sys::hold_dir`), by
 /// which another run tells it from a leftover.
-struct Fresh {
-    parent: Arc<Dir>,
+struct Fresh<DD> {
+    parent: Arc<DD>,
     temp: OsString,
     name: OsString,
     rel: PathBuf,
     /// The folder itself, locked while open.
-    dir: Arc<Dir>,
+    dir: Arc<DD>,
     /// Tasks still writing into it: the one that lists and merges it, and one per entry that
     /// merge hands to a worker.
     pending: AtomicUsize,
@@ -162,13 +159,13 @@ struct Fresh {
 
 /// One task's claim on a [`Fresh`] folder; dropping the last claim names the folder, on every
 /// way out of a task (done, failed or cancelled: what stands in it then is complete).
-struct Hold<'s, 'a, S: Source> {
-    sx: &'s Syncer<'a, S>,
-    fresh: Arc<Fresh>,
+struct Hold<'s, 'a, S: Source, D: Destination> {
+    sx: &'s Syncer<'a, S, D>,
+    fresh: Arc<Fresh<D::Dir>>,
 }
 
-impl<'s, 'a, S: Source> Hold<'s, 'a, S> {
-    fn another(sx: &'s Syncer<'a, S>, fresh: &Arc<Fresh>) -> Self {
+impl<'s, 'a, S: Source, D: Destination> Hold<'s, 'a, S, D> {
+    fn another(sx: &'s Syncer<'a, S, D>, fresh: &Arc<Fresh<D::Dir>>) -> Self {
         fresh.pending.fetch_add(1, Ordering::AcqRel);
         Hold {
             sx,
@@ -177,15 +174,15 @@ impl<'s, 'a, S: Source> Hold<'s, 'a, S> {
     }
 }
 
-impl<S: Source> Drop for Hold<'_, '_, S> {
+impl<S: Source, D: Destination> Drop for Hold<'_, '_, S, D> {
     fn drop(&mut self) {
         if self.fresh.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             let f = &self.fresh;
-            let named = sys::publish_dir(At::new(&f.parent, &f.temp), At::new(&f.parent, &f.name));
+            let named = self.sx.dst.publish_dir(&f.parent, &f.temp, &f.name);
             if let Err(e) = named {
                 // Whatever stands at the name now is not this folder: the end phase leaves it
                 // alone.
-                let shown = self.sx.dst_dirs.root().join(&f.rel);
+                let shown = self.sx.dst.root_path().join(&f.rel);
                 self.sx.fail_src(&f.rel, naming_the_file(e, &shown));
             }
         }
@@ -203,13 +200,12 @@ struct DirRecord {
     made_as: Option<(u32, u32)>,
 }
 
-struct Syncer<'a, S: Source> {
+struct Syncer<'a, S: Source, D: Destination> {
     opts: &'a SyncOptions,
     filter: &'a Filter,
     observer: &'a dyn Observer,
     src: &'a S,
-    dst_dirs: DirCache,
-    fast: FastPaths,
+    dst: &'a D,
     creator: (u32, u32),
     actions: Mutex<Actions>,
     failures: Mutex<Vec<Error>>,
@@ -237,20 +233,42 @@ struct Syncer<'a, S: Source> {
 /// Tasks that may wait for a worker at once; past it, a merge does the work itself.
 const QUEUED_TASKS: usize = 16_384;
 
-/// Runs the whole sync of `source` into `dst_root`. `Err` only for refusals before anything
-/// changed.
-pub fn run<S: Source>(
+/// Runs the sync of `source` into the local folder of `dest`; a dry run (the options say)
+/// goes through [`DryRun`] on both sides, which is the one place that asks.
+pub fn run_local<S: Source>(
     source: &S,
-    dst_root: &Path,
+    dest: LocalDest,
+    filter: &Filter,
+    opts: &SyncOptions,
+    observer: &dyn Observer,
+) -> Result<Outcome> {
+    if opts.job.dry_run {
+        run(
+            &DryRun::new(source),
+            &DryRun::new(dest),
+            filter,
+            opts,
+            observer,
+        )
+    } else {
+        run(source, &dest, filter, opts, observer)
+    }
+}
+
+/// Runs the whole sync of `source` into `dest`. `Err` only for refusals before anything
+/// changed.
+pub fn run<S: Source, D: Destination>(
+    source: &S,
+    dest: &D,
     filter: &Filter,
     opts: &SyncOptions,
     observer: &dyn Observer,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let sx = Syncer::new(source, dst_root, filter, opts, observer);
+    let sx = Syncer::new(source, dest, filter, opts, observer);
     let src_entry = source.root()?;
     if src_entry.kind == Kind::Dir {
-        sx.run_tree(dst_root, src_entry)?;
+        sx.run_tree(src_entry)?;
     } else {
         sx.run_file(src_entry)?;
     }
@@ -259,10 +277,10 @@ pub fn run<S: Source>(
     Ok(sx.into_outcome(phases))
 }
 
-impl<'a, S: Source> Syncer<'a, S> {
+impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
     fn new(
         src: &'a S,
-        dst_root: &Path,
+        dst: &'a D,
         filter: &'a Filter,
         opts: &'a SyncOptions,
         observer: &'a dyn Observer,
@@ -272,9 +290,8 @@ impl<'a, S: Source> Syncer<'a, S> {
             filter,
             observer,
             src,
-            dst_dirs: DirCache::new(dst_root.to_path_buf()),
-            fast: FastPaths::default(),
-            creator: sys::creator(),
+            dst,
+            creator: dst.creator(),
             actions: Mutex::default(),
             failures: Mutex::default(),
             methods: Mutex::default(),
@@ -354,7 +371,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// source renamed into a folder that a killed run left unnamed would be removed with it by
     /// the next run. Not with `--resume`: its partial files must outlive a killed run.
     fn fresh_folders(&self) -> bool {
-        sys::FRESH_FOLDERS && !self.is_move() && !self.opts.job.resume
+        D::FRESH_FOLDERS && !self.is_move() && !self.opts.job.resume
     }
 
     // -----------------------------------------------------------------------------------------
@@ -362,14 +379,15 @@ impl<'a, S: Source> Syncer<'a, S> {
     // -----------------------------------------------------------------------------------------
 
     /// Lists and stats one destination folder's entries, filtered and sorted by name.
-    fn list(&self, dir: &Dir, rel: &Path) -> Result<Listing> {
+    fn list(&self, dir: &D::Dir, rel: &Path) -> Result<Listing> {
         let _clock = Clock::start(&self.busy.walk);
         let mut listed =
-            source::list_local(dir, rel, &|r, d| self.keep(r, d), self.opts.rules.xattrs)?;
+            self.dst
+                .list(dir, rel, &|r, d| self.keep(r, d), self.opts.rules.xattrs)?;
         if self.opts.meta.fake_super {
             for (name, entry) in &mut listed.entries {
                 let e = std::mem::replace(entry, Err(Error::Cancelled));
-                *entry = self.presented(At::new(dir, name), e);
+                *entry = self.presented(dir, name, e);
             }
         }
         Ok(self.listing(listed))
@@ -377,10 +395,10 @@ impl<'a, S: Source> Syncer<'a, S> {
 
     /// A destination entry as the entry it stands for: under fake super, what its attributes
     /// say (see [`crate::fakesuper`]); otherwise itself.
-    fn presented(&self, at: At<'_>, e: Result<Entry>) -> Result<Entry> {
+    fn presented(&self, dir: &D::Dir, name: &OsStr, e: Result<Entry>) -> Result<Entry> {
         match e {
             Ok(e) if self.opts.meta.fake_super && matches!(e.kind, Kind::File | Kind::Dir) => {
-                let stored = sys::xattrs_of(at)?;
+                let stored = self.dst.xattrs(dir, name)?;
                 Ok(crate::fakesuper::present(e, &stored).0)
             }
             other => other,
@@ -430,13 +448,14 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
     }
 
-    /// Whether the destination folder `at` has a default ACL. `b` is the walk's entry for it,
-    /// whose xattr probe (when xattrs are kept) already tells a folder without any.
-    fn default_acl(&self, at: At<'_>, b: Option<&Entry>) -> bool {
+    /// Whether the destination folder `name` in `dir` has a default ACL. `b` is the walk's
+    /// entry for it, whose xattr probe (when xattrs are kept) already tells a folder without
+    /// any.
+    fn default_acl(&self, dir: &D::Dir, name: &OsStr, b: Option<&Entry>) -> bool {
         if self.opts.rules.xattrs && b.is_some_and(|b| !b.xattrs) {
             return false;
         }
-        sys::has_default_acl(at)
+        self.dst.has_default_acl(dir, name)
     }
 
     /// Whether new entries in the destination folder `d` may get a group other than ours.
@@ -483,10 +502,10 @@ fn in_parallel<T: Send>(
 }
 
 /// A source entry's folder and name, and its destination folder (if it exists) and name.
-struct Pair<'p, D> {
-    src: &'p Arc<D>,
+struct Pair<'p, SD, DD> {
+    src: &'p Arc<SD>,
     sname: &'p OsStr,
-    dst: Option<&'p Arc<Dir>>,
+    dst: Option<&'p Arc<DD>>,
     dname: &'p OsStr,
     /// New files in the destination folder may get a group other than ours (see
     /// `Node::dst_setgid`), so `chown` must run.
@@ -497,10 +516,10 @@ struct Pair<'p, D> {
     direct: bool,
 }
 
-impl<'p, D> Pair<'p, D> {
+impl<'p, SD, DD> Pair<'p, SD, DD> {
     /// An entry reached by path at the end of a run, or as a lone file: its destination folder
     /// was not looked at, so nothing is assumed about the group and ACL it gives.
-    fn looked_up(src: &'p Arc<D>, sname: &'p OsStr, dst: &'p Arc<Dir>, dname: &'p OsStr) -> Self {
+    fn looked_up(src: &'p Arc<SD>, sname: &'p OsStr, dst: &'p Arc<DD>, dname: &'p OsStr) -> Self {
         Pair {
             src,
             sname,
@@ -533,3 +552,6 @@ fn depth(rel: &Path) -> usize {
 fn parent_rel(rel: &Path) -> PathBuf {
     rel.parent().map(Path::to_path_buf).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

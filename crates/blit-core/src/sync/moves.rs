@@ -22,16 +22,13 @@ impl Release {
     }
 }
 
-impl<'a, S: Source> Syncer<'a, S> {
+impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
     /// `move` of an entry already right in the destination: within one filesystem, a rename over
     /// it (atomic, and the source is gone); otherwise remove the source at the end, once the
     /// destination is flushed.
-    pub(super) fn move_unchanged(&self, pair: &Pair<'_, S::Dir>, a: &Entry) {
-        if self.opts.job.dry_run {
-            return;
-        }
+    pub(super) fn move_unchanged(&self, pair: &Pair<'_, S::Dir, D::Dir>, a: &Entry) {
         let Some(d) = pair.dst else { return };
-        match self.rename_move(pair.src, pair.sname, At::new(d, pair.dname)) {
+        match self.rename_move(pair.src, pair.sname, d, pair.dname) {
             Some(Ok(())) => return,
             Some(Err(e)) => return self.fail_src(&a.rel, e),
             None => {}
@@ -46,17 +43,18 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// `None` once renames are known to cross devices (remembered), so the caller copies.
     pub(super) fn rename_move(
         &self,
-        dir: &S::Dir,
+        sdir: &S::Dir,
+        sname: &OsStr,
+        dir: &D::Dir,
         name: &OsStr,
-        dst: At<'_>,
     ) -> Option<Result<()>> {
         if self.cross_device.load(Ordering::Relaxed) {
             return None;
         }
-        match self.src.rename_into(dir, name, dst) {
+        match self.dst.rename_from(self.src, sdir, sname, dir, name) {
             Some(Ok(())) => Some(Ok(())),
             Some(Err(e)) if !sys::is_cross_device(&e) => {
-                Some(Err(Error::io(Op::Rename, dst.path(), e)))
+                Some(Err(Error::io(Op::Rename, self.dst.path(dir, name), e)))
             }
             _ => {
                 self.cross_device.store(true, Ordering::Relaxed);
@@ -67,9 +65,6 @@ impl<'a, S: Source> Syncer<'a, S> {
 
     /// `move` across filesystems: flush the copies (file, then folder), then remove the sources.
     pub(super) fn release_sources(&self) {
-        if self.opts.job.dry_run {
-            return;
-        }
         let release = std::mem::take(&mut *self.release.lock().unwrap());
         let failed = self.failed_src.lock().unwrap().clone();
         let mut ready = Vec::new();
@@ -80,9 +75,9 @@ impl<'a, S: Source> Syncer<'a, S> {
             }
             if r.flush {
                 let flushed = self
-                    .dst_dirs
+                    .dst
                     .parent_of(rel)
-                    .and_then(|(d, n)| sys::fsync_at(At::new(&d, &n)));
+                    .and_then(|(d, n)| self.dst.fsync(&d, &n));
                 if let Err(e) = flushed {
                     self.fail(e);
                     continue;
@@ -99,9 +94,9 @@ impl<'a, S: Source> Syncer<'a, S> {
                 Some(ok) => *ok,
                 None => {
                     let r = self
-                        .dst_dirs
+                        .dst
                         .parent_of(&rel)
-                        .and_then(|(d, _)| sys::fsync_dir(&d));
+                        .and_then(|(d, _)| self.dst.fsync_dir(&d));
                     let ok = match r {
                         Ok(()) => true,
                         Err(e) => {

@@ -61,5 +61,6 @@ pub(super) fn method_name(m: Method) -> &'static str {
         Method::ReadWrite => "read_write",
         Method::Network => "network",
         Method::NetworkStriped => "network_striped",
+        Method::Planned => "planned",
     }
 }

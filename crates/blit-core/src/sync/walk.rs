@@ -3,50 +3,40 @@
 
 use super::*;
 
-impl<'a, S: Source> Syncer<'a, S> {
-    pub(super) fn run_tree(&self, dst_root: &Path, mut src_entry: Entry) -> Result<()> {
+impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
+    pub(super) fn run_tree(&self, mut src_entry: Entry) -> Result<()> {
         src_entry.xattrs = self.opts.rules.xattrs;
         let src = Arc::new(self.src.open_root()?);
         let src_list = self.list_src(&src, Path::new(""));
-        let looked = if self.opts.root_nofollow {
-            std::fs::symlink_metadata(dst_root)
-        } else {
-            std::fs::metadata(dst_root)
-        };
-        let dst_md = match looked {
-            Ok(md) => Some(md),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(Op::Stat, dst_root, e)),
-        };
-        let (dst, dst_list, dst_entry) = match dst_md {
-            Some(md) if !md.is_dir() => {
+        let dst_root = self.dst.root_path();
+        let (dst, dst_list, dst_entry) = match self.dst.root_entry(true)? {
+            Some(e) if e.kind != Kind::Dir => {
                 return Err(Error::Refused(format!(
                     "destination {} is not a folder, but the source is",
                     crate::names::escape(dst_root)
                 )))
             }
-            Some(md) => {
-                let root_entry = Entry::from_metadata(PathBuf::new(), &md);
+            Some(root_entry) => {
                 // Changed through its own handle: the root may be a link to the folder the
                 // user means, which its parent's handle and name would not follow.
-                let d = match self.open_dst_root(dst_root) {
+                let d = match self.dst.open_root() {
                     Ok(d) => d,
                     Err(e) => {
                         // Perhaps unreadable even to its owner: opened up by name, then again.
-                        let Ok((outer, name)) = self.dst_dirs.parent_of(Path::new("")) else {
+                        let Ok((outer, name)) = self.dst.parent_of(Path::new("")) else {
                             return Err(e);
                         };
-                        self.open_up(At::new(&outer, &name), &root_entry);
-                        self.open_dst_root(dst_root)?
+                        self.open_up(&outer, &name, &root_entry);
+                        self.dst.open_root()?
                     }
                 };
-                if let Ok((dd, dn)) = self.dst_dirs.finish_at(Path::new("")) {
-                    self.open_up(At::new(&dd, &dn), &root_entry);
+                if let Ok((dd, dn)) = self.dst.finish_at(Path::new("")) {
+                    self.open_up(&dd, &dn, &root_entry);
                 }
                 let list = self.list(&d, Path::new(""))?;
-                let mut e = Entry::from_metadata(PathBuf::new(), &md);
+                let mut e = root_entry;
                 e.xattrs = self.opts.rules.xattrs;
-                let e = self.presented(At::new(&d, OsStr::new(".")), Ok(e))?;
+                let e = self.presented(&d, OsStr::new("."), Ok(e))?;
                 (Some(d), Some(list), Some(e))
             }
             None => (None, None, None),
@@ -72,45 +62,35 @@ impl<'a, S: Source> Syncer<'a, S> {
         let dst = match (dst, &dst_entry) {
             (Some(d), Some(de)) => {
                 self.record_dir_pair(&src_entry, de, &src, &d);
-                Some(d)
+                d
             }
             _ => {
-                let made = if self.opts.job.dry_run {
-                    Ok(None)
-                } else {
-                    std::fs::create_dir_all(dst_root)
-                        .map_err(|e| Error::io(Op::Mkdir, dst_root, e))
-                        .and_then(|()| self.open_dst_root(dst_root).map(Some))
-                };
-                match made {
-                    Ok(d) => {
-                        // Made where its parent may hand it a group (set-group-ID, `grpid`):
-                        // what goes in it is judged by what it got.
-                        let made = self
-                            .dst_dirs
-                            .finish_at(Path::new(""))
-                            .and_then(|(dd, dn)| sys::stat_at(At::new(&dd, &dn), PathBuf::new()));
-                        dst_setgid = made.map_or(true, |e| self.gives_group(&e));
-                        self.emit(Action::Create, Kind::Dir, Path::new(""), "new", 0);
-                        self.dirs.lock().unwrap().push(DirRecord {
-                            entry: src_entry.clone(),
-                            reason: None,
-                            existed: false,
-                            made_as: None,
-                        });
-                        d
-                    }
-                    Err(e) => return Err(e),
-                }
+                self.dst.make_root()?;
+                let d = self.dst.open_root()?;
+                // Made where its parent may hand it a group (set-group-ID, `grpid`): what goes
+                // in it is judged by what it got.
+                let made = self
+                    .dst
+                    .finish_at(Path::new(""))
+                    .and_then(|(dd, dn)| self.dst.stat(&dd, &dn, PathBuf::new()));
+                dst_setgid = made.map_or(true, |e| self.gives_group(&e));
+                self.emit(Action::Create, Kind::Dir, Path::new(""), "new", 0);
+                self.dirs.lock().unwrap().push(DirRecord {
+                    entry: src_entry.clone(),
+                    reason: None,
+                    existed: false,
+                    made_as: None,
+                });
+                d
             }
         };
-        let dst_acl = match self.dst_dirs.finish_at(Path::new("")) {
-            Ok((dd, dn)) if dst.is_some() => self.default_acl(At::new(&dd, &dn), None),
+        let dst_acl = match self.dst.finish_at(Path::new("")) {
+            Ok((dd, dn)) => self.default_acl(&dd, &dn, None),
             _ => false,
         };
         let node = Node {
             src,
-            dst,
+            dst: Some(dst),
             dst_setgid,
             dst_acl,
             fresh: None,
@@ -127,38 +107,18 @@ impl<'a, S: Source> Syncer<'a, S> {
         Ok(())
     }
 
-    /// The destination root's handle, which every later look at the root goes through: a path
-    /// looked up again could meet a link swapped in meanwhile.
-    pub(super) fn open_dst_root(&self, dst_root: &Path) -> Result<Arc<Dir>> {
-        let d = Arc::new(if self.opts.root_nofollow {
-            Dir::open_nofollow(dst_root)?
-        } else {
-            Dir::open(dst_root)?
-        });
-        self.dst_dirs.pin_root(Arc::clone(&d));
-        Ok(d)
-    }
-
     /// SRC is a file: one entry, whose destination is a file path (its folder exists or is made
     /// by the caller).
     pub(super) fn run_file(&self, mut a: Entry) -> Result<()> {
         a.xattrs = self.opts.rules.xattrs;
         let (sdir, sname) = self.src.parent_of(Path::new(""))?;
-        let b = match std::fs::symlink_metadata(self.dst_dirs.root()) {
-            Ok(md) => {
-                let mut e = Entry::from_metadata(PathBuf::new(), &md);
+        let (ddir, dname) = self.dst.parent_of(Path::new(""))?;
+        let b = match self.dst.root_entry(false)? {
+            Some(mut e) => {
                 e.xattrs = self.opts.rules.xattrs;
-                let (dir, name) = self.dst_dirs.parent_of(Path::new(""))?;
-                Some(self.presented(At::new(&dir, &name), Ok(e))?)
+                Some(self.presented(&ddir, &dname, Ok(e))?)
             }
-            Err(_) => None,
-        };
-        let (ddir, dname) = if self.opts.job.dry_run && b.is_none() {
-            // Nothing exists to open; report what would be done.
-            self.emit(Action::Create, a.kind, Path::new(""), "new", a.size);
-            return Ok(());
-        } else {
-            self.dst_dirs.parent_of(Path::new(""))?
+            None => None,
         };
         let pair = Pair::looked_up(&sdir, &sname, &ddir, &dname);
         match b {
@@ -171,26 +131,24 @@ impl<'a, S: Source> Syncer<'a, S> {
     pub(super) fn merge<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
-        node: &Node<S::Dir>,
+        node: &Node<S::Dir, D::Dir>,
         src: Listing,
         dst: Option<Listing>,
     ) {
         let _clock = Clock::start(&self.busy.plan);
         let dst = dst.unwrap_or_default();
-        if !self.opts.job.dry_run {
-            if let Some(d) = &node.dst {
-                for t in &dst.temps {
-                    if self.opts.job.resume && tempname::is_partial(t) {
-                        // Kept for this run to continue; a run without --resume removes it.
-                        continue;
-                    }
-                    if let Err(e) = remove_temp(d, t) {
-                        self.fail(e);
-                    }
+        if let Some(d) = &node.dst {
+            for t in &dst.temps {
+                if self.opts.job.resume && tempname::is_partial(t) {
+                    // Kept for this run to continue; a run without --resume removes it.
+                    continue;
+                }
+                if let Err(e) = self.remove_temp(d, t) {
+                    self.fail(e);
                 }
             }
         }
-        if S::HINTS && !self.opts.job.dry_run && node.dst.is_some() {
+        if S::HINTS && D::KEEPS_CONTENT && node.dst.is_some() {
             self.hint(node, &src, &dst);
         }
         self.entries_seen
@@ -222,7 +180,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// Tells the source which files of this folder will surely be copied: new ones, and those
     /// whose size or mtime differ (hard-linked ones are left out: most of their names become
     /// links, not copies).
-    pub(super) fn hint(&self, node: &Node<S::Dir>, src: &Listing, dst: &Listing) {
+    pub(super) fn hint(&self, node: &Node<S::Dir, D::Dir>, src: &Listing, dst: &Listing) {
         let mut want = Vec::new();
         let mut di = dst.entries.iter().peekable();
         for a in &src.entries {
@@ -259,7 +217,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     pub(super) fn dst_only<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
-        node: &Node<S::Dir>,
+        node: &Node<S::Dir, D::Dir>,
         b: Entry,
         unknown: &HashSet<OsString>,
     ) {
@@ -309,7 +267,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     pub(super) fn entry<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
-        node: &Node<S::Dir>,
+        node: &Node<S::Dir, D::Dir>,
         a: Entry,
         b: Option<Entry>,
     ) {
@@ -373,7 +331,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     pub(super) fn dir_entry<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
-        node: &Node<S::Dir>,
+        node: &Node<S::Dir, D::Dir>,
         a: Entry,
         b: Option<Entry>,
         name: OsString,
@@ -384,7 +342,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         let (dst_setgid, dst_acl, existing_dir) = match (&b, &parent_dst) {
             (Some(b), Some(pd)) if b.kind == Kind::Dir => (
                 self.gives_group(b),
-                self.default_acl(At::new(pd, &name), Some(b)),
+                self.default_acl(pd, &name, Some(b)),
                 true,
             ),
             // A folder made here got its group from its parent if the parent gives one (and
@@ -406,26 +364,23 @@ impl<'a, S: Source> Syncer<'a, S> {
             } else {
                 Action::Create
             };
-            if !self.opts.job.dry_run {
-                let Some(pd) = &parent_dst else { return };
-                let made = if b.is_none() && self.fresh_folders() {
-                    self.make_fresh(pd, &name, &rel).map(|fresh| {
-                        hold = fresh.map(|f| Hold {
-                            sx: self,
-                            fresh: Arc::new(f),
-                        });
-                    })
-                } else {
-                    let at = At::new(pd, &name);
-                    b.as_ref()
-                        .map_or(Ok(()), |_| sys::unlink_at(at))
-                        .and_then(|()| sys::mkdir_at(at))
-                };
-                if let Err(e) = made {
-                    // Nothing inside can be written; the one error says so.
-                    let shown = self.dst_dirs.root().join(&rel);
-                    return self.fail_src(&rel, naming_the_file(e, &shown));
-                }
+            let Some(pd) = &parent_dst else { return };
+            let made = if b.is_none() && self.fresh_folders() {
+                self.make_fresh(pd, &name, &rel).map(|fresh| {
+                    hold = fresh.map(|f| Hold {
+                        sx: self,
+                        fresh: Arc::new(f),
+                    });
+                })
+            } else {
+                b.as_ref()
+                    .map_or(Ok(()), |_| self.dst.unlink(pd, &name))
+                    .and_then(|()| self.dst.mkdir(pd, &name))
+            };
+            if let Err(e) = made {
+                // Nothing inside can be written; the one error says so.
+                let shown = self.dst.root_path().join(&rel);
+                return self.fail_src(&rel, naming_the_file(e, &shown));
             }
             self.emit(action, Kind::Dir, &rel, &reason.label(), 0);
             self.dirs.lock().unwrap().push(DirRecord {
@@ -437,7 +392,7 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
         if existing_dir {
             if let (Some(pd), Some(b)) = (&parent_dst, &b) {
-                self.open_up(At::new(pd, &name), b);
+                self.open_up(pd, &name, b);
             }
         }
         s.spawn(move |s| {
@@ -452,13 +407,11 @@ impl<'a, S: Source> Syncer<'a, S> {
             let dst = match (&hold, &parent_dst) {
                 // Made under a temporary name, and already open (and locked).
                 (Some(h), _) => Some(Arc::clone(&h.fresh.dir)),
-                (None, Some(pd)) if !self.opts.job.dry_run || existing_dir => {
-                    match pd.open_child(&name) {
-                        Ok(d) => Some(Arc::new(d)),
-                        Err(e) => return self.fail_src(&rel, e),
-                    }
-                }
-                _ => None,
+                (None, Some(pd)) => match self.dst.open_child(pd, &name) {
+                    Ok(d) => Some(Arc::new(d)),
+                    Err(e) => return self.fail_src(&rel, e),
+                },
+                (None, None) => None,
             };
             if existing_dir {
                 if let (Some(d), Some(b)) = (&dst, &b) {
@@ -497,23 +450,22 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// `None` when it cannot be locked: it is then named at once and filled as usual.
     pub(super) fn make_fresh(
         &self,
-        parent: &Arc<Dir>,
+        parent: &Arc<D::Dir>,
         name: &OsStr,
         rel: &Path,
-    ) -> Result<Option<Fresh>> {
+    ) -> Result<Option<Fresh<D::Dir>>> {
         let temp = tempname::next_dir();
-        let at = At::new(parent, &temp);
-        sys::mkdir_at(at)?;
-        let dir = match parent.open_child(&temp) {
+        self.dst.mkdir(parent, &temp)?;
+        let dir = match self.dst.open_child(parent, &temp) {
             Ok(d) => d,
             Err(e) => {
-                let _ = sys::rmdir_at(at);
+                let _ = self.dst.rmdir(parent, &temp);
                 return Err(e);
             }
         };
-        if !sys::hold_dir(&dir) {
+        if !self.dst.hold_dir(&dir) {
             drop(dir);
-            sys::publish_dir(at, At::new(parent, name))?;
+            self.dst.publish_dir(parent, &temp, name)?;
             return Ok(None);
         }
         Ok(Some(Fresh {
@@ -529,19 +481,25 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// Without root, a destination folder whose replicated mode denies its owner (say 0555) could
     /// be neither entered nor written, so a mirror could never update it: the owner's bits are
     /// lifted for the run; the folder's real mode is restored at the end like every folder's.
-    pub(super) fn open_up(&self, at: At<'_>, b: &Entry) {
-        if self.opts.job.dry_run || self.opts.meta.owner || b.perm & 0o700 == 0o700 {
+    pub(super) fn open_up(&self, dir: &D::Dir, name: &OsStr, b: &Entry) {
+        if self.opts.meta.owner || b.perm & 0o700 == 0o700 {
             return;
         }
         if b.uid == self.creator.0 {
-            if let Err(e) = sys::chmod_at(at, b.perm | 0o700) {
+            if let Err(e) = self.dst.chmod(dir, name, b.perm | 0o700) {
                 self.fail(e);
             }
         }
     }
 
     /// A folder present on both sides: its metadata is compared now, restored at the end.
-    pub(super) fn record_dir_pair(&self, a: &Entry, b: &Entry, src: &Arc<S::Dir>, dst: &Arc<Dir>) {
+    pub(super) fn record_dir_pair(
+        &self,
+        a: &Entry,
+        b: &Entry,
+        src: &Arc<S::Dir>,
+        dst: &Arc<D::Dir>,
+    ) {
         let decision = match decide::quick(a, b, &self.opts.rules) {
             Some(d) => Ok(d),
             None => self.full_decision_of_dirs(a, b, src, dst),
@@ -568,26 +526,28 @@ impl<'a, S: Source> Syncer<'a, S> {
         a: &Entry,
         b: &Entry,
         src: &Arc<S::Dir>,
-        dst: &Arc<Dir>,
+        dst: &Arc<D::Dir>,
     ) -> Result<Decision> {
         let dot = OsStr::new(".");
         let sa = self.src.inside(src, dot, a);
-        decide::full(
-            a,
-            b,
-            &*sa,
-            &*self.dst_inside(At::new(dst, dot)),
-            &self.opts.rules,
-        )
+        decide::full(a, b, &*sa, &*self.dst_inside(dst, dot), &self.opts.rules)
     }
 
     /// What [`decide::full`] reads inside a destination entry: under fake super, its attributes
     /// as the entry it stands for.
-    pub(super) fn dst_inside<'d>(&self, at: At<'d>) -> Box<dyn decide::Inside + 'd> {
+    pub(super) fn dst_inside<'d>(
+        &'d self,
+        dir: &'d D::Dir,
+        name: &'d OsStr,
+    ) -> Box<dyn decide::Inside + 'd> {
         if self.opts.meta.fake_super {
-            Box::new(Stored(at))
+            Box::new(Stored {
+                dst: self.dst,
+                dir,
+                name,
+            })
         } else {
-            Box::new(at)
+            self.dst.inside(dir, name)
         }
     }
 }

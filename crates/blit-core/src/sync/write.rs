@@ -4,33 +4,40 @@
 use super::*;
 
 /// A destination entry under fake super, as a decision looks inside it.
-pub(super) struct Stored<'a>(pub(super) At<'a>);
+pub(super) struct Stored<'d, D: Destination> {
+    pub(super) dst: &'d D,
+    pub(super) dir: &'d D::Dir,
+    pub(super) name: &'d OsStr,
+}
 
-impl decide::Inside for Stored<'_> {
+impl<D: Destination> decide::Inside for Stored<'_, D> {
     fn hash(&self) -> Result<blake3::Hash> {
-        decide::hash_at(self.0)
+        self.dst.inside(self.dir, self.name).hash()
     }
 
     fn link_target(&self) -> Result<PathBuf> {
-        sys::read_link_at(self.0)
+        self.dst.inside(self.dir, self.name).link_target()
     }
 
     fn xattrs(&self) -> Result<Xattrs> {
-        Ok(crate::fakesuper::present_xattrs(&sys::xattrs_of(self.0)?))
+        let stored = self.dst.xattrs(self.dir, self.name)?;
+        Ok(crate::fakesuper::present_xattrs(&stored))
     }
 }
 
 /// A temporary in a destination folder, removed on drop unless renamed into place, so an error or
 /// a cancellation never leaves one behind.
-pub(super) struct TempGuard {
-    pub(super) dir: Arc<Dir>,
+pub(super) struct TempGuard<'d, D: Destination> {
+    pub(super) dst: &'d D,
+    pub(super) dir: Arc<D::Dir>,
     pub(super) name: OsString,
     pub(super) armed: bool,
 }
 
-impl TempGuard {
-    pub(super) fn new(dir: &Arc<Dir>) -> Self {
+impl<'d, D: Destination> TempGuard<'d, D> {
+    pub(super) fn new(dst: &'d D, dir: &Arc<D::Dir>) -> Self {
         TempGuard {
+            dst,
             dir: Arc::clone(dir),
             name: tempname::next(),
             armed: true,
@@ -39,16 +46,13 @@ impl TempGuard {
 
     /// The fixed temporary of a resumable transfer: kept when the transfer fails, so the next
     /// run with `--resume` continues it.
-    pub(super) fn partial(dir: &Arc<Dir>, final_name: &OsStr) -> Self {
+    pub(super) fn partial(dst: &'d D, dir: &Arc<D::Dir>, final_name: &OsStr) -> Self {
         TempGuard {
+            dst,
             dir: Arc::clone(dir),
             name: tempname::partial(final_name),
             armed: false,
         }
-    }
-
-    pub(super) fn at(&self) -> At<'_> {
-        At::new(&self.dir, &self.name)
     }
 
     /// The copy named the file itself; there is no temporary to remove.
@@ -57,16 +61,16 @@ impl TempGuard {
     }
 
     pub(super) fn commit(mut self, final_name: &OsStr) -> Result<()> {
-        sys::rename_at(self.at(), At::new(&self.dir, final_name))?;
+        self.dst.rename(&self.dir, &self.name, final_name)?;
         self.armed = false;
         Ok(())
     }
 }
 
-impl Drop for TempGuard {
+impl<D: Destination> Drop for TempGuard<'_, D> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = sys::unlink_at(At::new(&self.dir, &self.name));
+            let _ = self.dst.unlink(&self.dir, &self.name);
         }
     }
 }
@@ -99,38 +103,45 @@ pub(super) fn naming_the_file(e: Error, final_path: &Path) -> Error {
     }
 }
 
-/// Removes a temporary an interrupted run left: a file, or a folder it was still filling, with
-/// everything in it (never following a link: each folder is opened as itself, and anything
-/// that is not a folder is unlinked).
-/// A folder that another run is still filling (it holds the folder's lock) is left alone.
-pub(super) fn remove_temp(dir: &Dir, name: &OsStr) -> Result<()> {
-    // Listings set a name aside as a leftover only with its kind ([`tempname::is_leftover`]),
-    // so a `.dir` name here is a folder; opened as one, never followed.
-    if !tempname::is_temp_dir(name) {
-        return sys::unlink_at(At::new(dir, name));
+impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
+    /// Removes a temporary an interrupted run left: a file, or a folder it was still filling,
+    /// with everything in it (never following a link: each folder is opened as itself, and
+    /// anything that is not a folder is unlinked). A folder that another run is still filling
+    /// (it holds the folder's lock) is left alone.
+    pub(super) fn remove_temp(&self, dir: &D::Dir, name: &OsStr) -> Result<()> {
+        // Listings set a name aside as a leftover only with its kind
+        // ([`tempname::is_leftover`]), so a `.dir` name here is a folder; opened as one, never
+        // followed.
+        if !tempname::is_temp_dir(name) {
+            return self.dst.unlink(dir, name);
+        }
+        let sub = self.dst.open_child(dir, name)?;
+        if self.dst.dir_held(&sub) {
+            return Ok(());
+        }
+        self.remove_dir_tree(dir, name, sub)
     }
-    let sub = dir.open_child(name)?;
-    if sys::dir_held(&sub) {
-        return Ok(());
-    }
-    remove_dir_tree(dir, name, sub)
-}
 
-/// Reads back the written temporary and the source, and refuses the copy if their BLAKE3 differ.
-pub(super) fn verify_copy(src: &dyn decide::Inside, tmp: At<'_>) -> Result<()> {
-    if src.hash()? == decide::hash_at(tmp)? {
-        Ok(())
-    } else {
-        Err(Error::io(
-            Op::Checksum,
-            tmp.path(),
-            std::io::Error::other("written copy differs from the source (BLAKE3 mismatch)"),
-        ))
+    /// Reads back the written temporary and the source, and refuses the copy if their BLAKE3
+    /// differ.
+    pub(super) fn verify_copy(
+        &self,
+        src: &dyn decide::Inside,
+        dir: &D::Dir,
+        tmp: &OsStr,
+    ) -> Result<()> {
+        if src.hash()? == self.dst.inside(dir, tmp).hash()? {
+            Ok(())
+        } else {
+            Err(Error::io(
+                Op::Checksum,
+                self.dst.path(dir, tmp),
+                std::io::Error::other("written copy differs from the source (BLAKE3 mismatch)"),
+            ))
+        }
     }
-}
 
-impl<'a, S: Source> Syncer<'a, S> {
-    pub(super) fn both_non_dir(&self, pair: &Pair<'_, S::Dir>, a: &Entry, b: &Entry) {
+    pub(super) fn both_non_dir(&self, pair: &Pair<'_, S::Dir, D::Dir>, a: &Entry, b: &Entry) {
         let decision = match decide::quick(a, b, &self.opts.rules) {
             Some(d) => Ok(d),
             None => match pair.dst {
@@ -138,7 +149,7 @@ impl<'a, S: Source> Syncer<'a, S> {
                     a,
                     b,
                     &*self.src.inside(pair.src, pair.sname, a),
-                    &*self.dst_inside(At::new(d, pair.dname)),
+                    &*self.dst_inside(d, pair.dname),
                     &self.opts.rules,
                 ),
                 None => Ok(Decision::Write(Reason::New)),
@@ -170,15 +181,14 @@ impl<'a, S: Source> Syncer<'a, S> {
         }
     }
 
-    pub(super) fn update_meta(&self, pair: &Pair<'_, S::Dir>, a: &Entry, m: MetaDiff) {
-        if !self.opts.job.dry_run {
-            let Some(d) = pair.dst else { return };
-            let r = self.xattrs_of(pair.src, pair.sname, a).and_then(|x| {
-                sys::apply_meta_at(At::new(d, pair.dname), a, self.opts.meta, x.as_ref())
-            });
-            if let Err(e) = r {
-                return self.fail_src(&a.rel, e);
-            }
+    pub(super) fn update_meta(&self, pair: &Pair<'_, S::Dir, D::Dir>, a: &Entry, m: MetaDiff) {
+        let Some(d) = pair.dst else { return };
+        let r = self.xattrs_of(pair.src, pair.sname, a).and_then(|x| {
+            self.dst
+                .apply_meta(d, pair.dname, a, self.opts.meta, x.as_ref())
+        });
+        if let Err(e) = r {
+            return self.fail_src(&a.rel, e);
         }
         self.emit(Action::Metadata, a.kind, &a.rel, &m.label(), 0);
         if self.is_move() {
@@ -189,7 +199,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// Puts a non-folder entry in place (new, changed, or replacing something else).
     pub(super) fn write(
         &self,
-        pair: &Pair<'_, S::Dir>,
+        pair: &Pair<'_, S::Dir, D::Dir>,
         a: &Entry,
         b: Option<&Entry>,
         reason: Reason,
@@ -199,13 +209,6 @@ impl<'a, S: Source> Syncer<'a, S> {
         } else {
             Action::Update
         };
-        let bytes = if a.kind == Kind::File { a.size } else { 0 };
-        if self.opts.job.dry_run {
-            if a.kind == Kind::File && a.nlink > 1 {
-                self.mark_written(a);
-            }
-            return self.emit(action, a.kind, &a.rel, &reason.label(), bytes);
-        }
         let Some(dst) = pair.dst else { return };
         let replaces_dir = b.is_some_and(|b| b.kind == Kind::Dir);
         if replaces_dir {
@@ -229,9 +232,9 @@ impl<'a, S: Source> Syncer<'a, S> {
             Err(e) => {
                 // In a folder not yet named, the handle's path is the temporary one.
                 let shown = if pair.direct {
-                    self.dst_dirs.root().join(&a.rel)
+                    self.dst.root_path().join(&a.rel)
                 } else {
-                    dst.path().join(pair.dname)
+                    self.dst.path(dst, pair.dname)
                 };
                 self.fail_src(&a.rel, naming_the_file(e, &shown))
             }
@@ -240,13 +243,13 @@ impl<'a, S: Source> Syncer<'a, S> {
 
     /// `copy` and `move` never delete: a folder standing where the source has something else
     /// may go only if it is empty. (`mirror` clears it when the entry is put in place.)
-    pub(super) fn make_way(&self, dst: &Dir, name: &OsStr) -> Result<()> {
-        if self.opts.job.mode == Mode::Mirror || sys::rmdir_at(At::new(dst, name))? {
+    pub(super) fn make_way(&self, dst: &D::Dir, name: &OsStr) -> Result<()> {
+        if self.opts.job.mode == Mode::Mirror || self.dst.rmdir(dst, name)? {
             return Ok(());
         }
         Err(Error::io(
             Op::Delete,
-            dst.path().join(name),
+            self.dst.path(dst, name),
             std::io::Error::other(
                 "a non-empty folder stands where the source has a file; copy never deletes (use mirror)",
             ),
@@ -264,18 +267,17 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// Writes the entry; returns the bytes written and the method's name.
     pub(super) fn put(
         &self,
-        pair: &Pair<'_, S::Dir>,
-        dst: &Arc<Dir>,
+        pair: &Pair<'_, S::Dir, D::Dir>,
+        dst: &Arc<D::Dir>,
         a: &Entry,
         replaces_dir: bool,
         fresh: bool,
     ) -> Result<(u64, &'static str)> {
-        let to = At::new(dst, pair.dname);
         if self.is_move() && !self.cross_device.load(Ordering::Relaxed) {
             if replaces_dir {
                 self.delete_tree(dst, pair.dname, &a.rel, Deleting::InTheWay)?;
             }
-            if let Some(r) = self.rename_move(pair.src, pair.sname, to) {
+            if let Some(r) = self.rename_move(pair.src, pair.sname, dst, pair.dname) {
                 return r.map(|()| (0, "rename"));
             }
         }
@@ -294,12 +296,14 @@ impl<'a, S: Source> Syncer<'a, S> {
                 let xattrs = self.xattrs_of(pair.src, pair.sname, a)?;
                 let meta = self.meta_for_new(pair, a);
                 let direct = (replaces_dir, pair.direct);
-                self.place(dst, pair.dname, &a.rel, direct, |tmp| {
+                self.place(dst, pair.dname, &a.rel, direct, |dir, tmp| {
                     match &link {
-                        Some((target, dir_link)) => sys::symlink_at(target, tmp, *dir_link)?,
-                        None => sys::make_special_at(tmp, a, meta)?,
+                        Some((target, dir_link)) => {
+                            self.dst.symlink(dir, tmp, target, *dir_link)?
+                        }
+                        None => self.dst.make_special(dir, tmp, a, meta)?,
                     }
-                    sys::apply_meta_at(tmp, a, meta, xattrs.as_ref())
+                    self.dst.apply_meta(dir, tmp, a, meta, xattrs.as_ref())
                 })
                 .map(|()| (0, if link.is_some() { "symlink" } else { "special" }))
             }
@@ -315,25 +319,24 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// if `make` fails.
     pub(super) fn place(
         &self,
-        dir: &Arc<Dir>,
+        dir: &Arc<D::Dir>,
         name: &OsStr,
         rel: &Path,
         (replaces_dir, direct): (bool, bool),
-        make: impl FnOnce(At<'_>) -> Result<()>,
+        make: impl FnOnce(&D::Dir, &OsStr) -> Result<()>,
     ) -> Result<()> {
         if direct && !replaces_dir {
-            let at = At::new(dir, name);
-            return make(at).inspect_err(|e| {
+            return make(dir, name).inspect_err(|e| {
                 // Made, then failed (its metadata): removed. A name that was taken is not ours.
                 let taken = matches!(e, Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::AlreadyExists);
                 if !taken {
-                    let _ = sys::unlink_at(at);
+                    let _ = self.dst.unlink(dir, name);
                 }
             });
         }
-        let guard = TempGuard::new(dir);
-        make(guard.at())?;
+        let guard = TempGuard::new(self.dst, dir);
+        make(dir, &guard.name)?;
         if replaces_dir {
             self.delete_tree(dir, name, rel, Deleting::InTheWay)?;
         }
@@ -343,7 +346,7 @@ impl<'a, S: Source> Syncer<'a, S> {
     /// What to set on an entry this run creates in `pair`'s folder: no `chown` when it is
     /// certainly made with the owner and group it should have (ours, in a folder that gives no
     /// other group), as for files.
-    pub(super) fn meta_for_new(&self, pair: &Pair<'_, S::Dir>, a: &Entry) -> sys::MetaOpts {
+    pub(super) fn meta_for_new(&self, pair: &Pair<'_, S::Dir, D::Dir>, a: &Entry) -> MetaOpts {
         let mut meta = self.opts.meta;
         if !pair.setgid && self.creator == (a.uid, a.gid) {
             meta.owner = false;
@@ -353,8 +356,8 @@ impl<'a, S: Source> Syncer<'a, S> {
 
     pub(super) fn copy_file(
         &self,
-        pair: &Pair<'_, S::Dir>,
-        dst: &Arc<Dir>,
+        pair: &Pair<'_, S::Dir, D::Dir>,
+        dst: &Arc<D::Dir>,
         a: &Entry,
         replaces_dir: bool,
         fresh: bool,
@@ -368,12 +371,12 @@ impl<'a, S: Source> Syncer<'a, S> {
         // A source that changes while read is copied again; a third change is reported.
         for attempt in 0..3 {
             let guard = if resume {
-                TempGuard::partial(dst, pair.dname)
+                TempGuard::partial(self.dst, dst, pair.dname)
             } else {
-                TempGuard::new(dst)
+                TempGuard::new(self.dst, dst)
             };
-            let out = sys::Output {
-                tmp: guard.at(),
+            let how = FileWrite {
+                tmp: &guard.name,
                 // Nothing stands at the destination: a new file may be put in place directly
                 // (not with `--verify`, which reads the copy back by name before it goes live,
                 // nor when resuming, which needs the data under a name that survives a crash).
@@ -384,12 +387,15 @@ impl<'a, S: Source> Syncer<'a, S> {
                 under_acl: pair.acl,
                 default_owner,
                 fsync: self.opts.job.fsync || self.is_move(),
-                fast: &self.fast,
                 cancel: &self.opts.cancel,
                 progress: &progress,
                 resume,
             };
-            match self.src.copy(pair.src, pair.sname, a, attempt == 0, out)? {
+            let first = attempt == 0;
+            let wrote = self
+                .dst
+                .write_file(self.src, pair.src, pair.sname, a, first, dst, how)?;
+            match wrote {
                 CopyOutcome::Changed => continue,
                 CopyOutcome::Done {
                     bytes,
@@ -401,7 +407,8 @@ impl<'a, S: Source> Syncer<'a, S> {
                         return Ok((bytes, method));
                     }
                     if self.opts.job.verify {
-                        verify_copy(&*self.src.inside(pair.src, pair.sname, a), guard.at())?;
+                        let sa = self.src.inside(pair.src, pair.sname, a);
+                        self.verify_copy(&*sa, dst, &guard.name)?;
                     }
                     if replaces_dir {
                         self.delete_tree(dst, pair.dname, &a.rel, Deleting::InTheWay)?;

@@ -203,6 +203,8 @@ pub enum Method {
     Network,
     /// Bytes received from a peer in stripes, over several connections at once.
     NetworkStriped,
+    /// Nothing written: what a dry run reports it would have copied.
+    Planned,
 }
 
 /// Per-run knowledge of which fast paths the filesystems refused, so each file does not pay a
