@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use blit_core::names::escape_text;
-use blit_core::remote::client::{self, kind_label, shown_name};
+use blit_core::remote::client::{self, shown_name};
 use blit_core::remote::url::RemoteUrl;
 use blit_core::remote::wire::{AdminRep, AdminReq};
 use serde_json::json;
@@ -105,7 +105,7 @@ fn print(rep: &AdminRep, as_json: bool) {
                 for (name, e) in list {
                     println!(
                         "{}\t{:o}\t{}\t{}.{:09}\t{}",
-                        kind_label(e),
+                        e.kind.label(),
                         e.perm,
                         e.size,
                         e.mtime_sec,
@@ -119,7 +119,7 @@ fn print(rep: &AdminRep, as_json: bool) {
                 .iter()
                 .map(|(name, e)| json!({
                     "name": shown_name(name),
-                    "kind": kind_label(e),
+                    "kind": e.kind.label(),
                     "size": e.size,
                     "mode": e.perm,
                     "mtime": e.mtime_sec,

@@ -15,7 +15,7 @@ use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
 use super::source::RemoteSource;
 use super::url::RemoteUrl;
-use super::wire::{self, AdminRep, AdminReq, Finished, Hello, Msg, PushJob, Req, Role, WireEntry};
+use super::wire::{self, AdminRep, AdminReq, Finished, Hello, Msg, PushJob, Req, Role};
 use super::wirepath;
 use crate::entry::Entry;
 use crate::error::{Error, Op, Result};
@@ -310,7 +310,7 @@ fn push_job(
 ) -> PushJob {
     let name = src_root.file_name().unwrap_or_default();
     let entry = Entry::from_metadata(PathBuf::new(), md);
-    let mut src = serve::to_wire_entry(name, &entry);
+    let mut src = super::entries::to_wire_entry(name, &entry);
     if !job.opts.no_xattrs {
         src.xattrs = serve::path_xattrs(src_root);
     }
@@ -530,11 +530,6 @@ fn admin_once(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRe
 /// A listed name for display.
 pub fn shown_name(raw: &[u8]) -> String {
     crate::names::escape(&wirepath::shown(raw))
-}
-
-/// The entry's kind, for admin listings.
-pub fn kind_label(w: &WireEntry) -> &'static str {
-    w.kind.label()
 }
 
 #[cfg(test)]

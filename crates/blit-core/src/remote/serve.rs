@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::budget::Charge;
+use super::entries::{lossy, to_wire_entry};
 use super::peer::{Handler, Peer};
 use super::wire::{self, ErrorKind, Msg, Rep, Req, WireEntry, WireError, WireListed};
 use super::wirepath;
@@ -702,32 +703,6 @@ pub fn path_xattrs(path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     out.sort();
     (!out.is_empty()).then_some(out)
-}
-
-pub fn to_wire_entry(name: &OsStr, e: &Entry) -> WireEntry {
-    WireEntry {
-        name: lossy(name),
-        kind: e.kind,
-        size: e.size,
-        mtime_sec: e.mtime.sec,
-        mtime_nsec: e.mtime.nsec,
-        perm: sys::mode_for_wire(e),
-        uid: e.uid,
-        gid: e.gid,
-        dev: e.dev,
-        ino: e.ino,
-        nlink: e.nlink,
-        blocks: e.blocks,
-        rdev: e.rdev,
-        xattrs: None,
-        link: None,
-    }
-}
-
-/// A local name for the wire, lossy only where a name cannot cross exactly (Windows names that
-/// are not valid Unicode), for names already refused or only shown.
-fn lossy(name: &OsStr) -> Vec<u8> {
-    wirepath::to_wire(name).unwrap_or_else(|_| name.to_string_lossy().into_owned().into_bytes())
 }
 
 fn child_rel(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {

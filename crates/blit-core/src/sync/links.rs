@@ -78,7 +78,7 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
                         let pair = Pair {
                             src: &sdir,
                             sname: &sname,
-                            dst: Some(&ddir),
+                            dst: &ddir,
                             dname: &dname,
                             setgid: false,
                             acl: false,

@@ -123,8 +123,7 @@ struct Listing {
 /// A folder pair being merged.
 struct Node<SD, DD> {
     src: Arc<SD>,
-    /// `None` when the folder could not be made.
-    dst: Option<Arc<DD>>,
+    dst: Arc<DD>,
     /// New entries in the destination folder may get a group other than ours: it is
     /// set-group-ID, or its group is not ours (which a `grpid` mount passes on too). Then an
     /// owner that looks like ours is still set explicitly.
@@ -155,6 +154,18 @@ struct Fresh<DD> {
     /// Tasks still writing into it: the one that lists and merges it, and one per entry that
     /// merge hands to a worker.
     pending: AtomicUsize,
+}
+
+/// A folder pair to walk into: the source folder `a` named `name` in `src_parent`, and its
+/// destination in `dst_parent` (which stood there before the run if `existing`).
+struct Descent<SD, DD> {
+    src_parent: Arc<SD>,
+    dst_parent: Arc<DD>,
+    name: OsString,
+    a: Entry,
+    existing: Option<Entry>,
+    dst_setgid: bool,
+    dst_acl: bool,
 }
 
 /// One task's claim on a [`Fresh`] folder; dropping the last claim names the folder, on every
@@ -505,7 +516,7 @@ fn in_parallel<T: Send>(
 struct Pair<'p, SD, DD> {
     src: &'p Arc<SD>,
     sname: &'p OsStr,
-    dst: Option<&'p Arc<DD>>,
+    dst: &'p Arc<DD>,
     dname: &'p OsStr,
     /// New files in the destination folder may get a group other than ours (see
     /// `Node::dst_setgid`), so `chown` must run.
@@ -523,7 +534,7 @@ impl<'p, SD, DD> Pair<'p, SD, DD> {
         Pair {
             src,
             sname,
-            dst: Some(dst),
+            dst,
             dname,
             setgid: true,
             acl: true,

@@ -27,7 +27,7 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
     /// it (atomic, and the source is gone); otherwise remove the source at the end, once the
     /// destination is flushed.
     pub(super) fn move_unchanged(&self, pair: &Pair<'_, S::Dir, D::Dir>, a: &Entry) {
-        let Some(d) = pair.dst else { return };
+        let d = pair.dst;
         match self.rename_move(pair.src, pair.sname, d, pair.dname) {
             Some(Ok(())) => return,
             Some(Err(e)) => return self.fail_src(&a.rel, e),

@@ -3,85 +3,31 @@
 
 use super::*;
 
+/// The destination root folder as it stood before the run.
+struct DstRoot<DD> {
+    dir: Arc<DD>,
+    list: Listing,
+    entry: Entry,
+}
+
 impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
     pub(super) fn run_tree(&self, mut src_entry: Entry) -> Result<()> {
         src_entry.xattrs = self.opts.rules.xattrs;
         let src = Arc::new(self.src.open_root()?);
         let src_list = self.list_src(&src, Path::new(""));
-        let dst_root = self.dst.root_path();
-        let (dst, dst_list, dst_entry) = match self.dst.root_entry(true)? {
-            Some(e) if e.kind != Kind::Dir => {
-                return Err(Error::Refused(format!(
-                    "destination {} is not a folder, but the source is",
-                    crate::names::escape(dst_root)
-                )))
-            }
-            Some(root_entry) => {
-                // Changed through its own handle: the root may be a link to the folder the
-                // user means, which its parent's handle and name would not follow.
-                let d = match self.dst.open_root() {
-                    Ok(d) => d,
-                    Err(e) => {
-                        // Perhaps unreadable even to its owner: opened up by name, then again.
-                        let Ok((outer, name)) = self.dst.parent_of(Path::new("")) else {
-                            return Err(e);
-                        };
-                        self.open_up(&outer, &name, &root_entry);
-                        self.dst.open_root()?
-                    }
-                };
-                if let Ok((dd, dn)) = self.dst.finish_at(Path::new("")) {
-                    self.open_up(&dd, &dn, &root_entry);
-                }
-                let list = self.list(&d, Path::new(""))?;
-                let mut e = root_entry;
-                e.xattrs = self.opts.rules.xattrs;
-                let e = self.presented(&d, OsStr::new("."), Ok(e))?;
-                (Some(d), Some(list), Some(e))
-            }
-            None => (None, None, None),
-        };
-        if let Ok(sl) = &src_list {
-            let dst_has_any = dst_list.as_ref().is_some_and(|l| !l.entries.is_empty());
-            if self.opts.job.mode == Mode::Mirror
-                && !self.opts.job.force
-                && sl.entries.is_empty()
-                && sl.unknown.is_empty()
-                && dst_has_any
-            {
-                return Err(Error::Refused(format!(
-                    "source {} is empty and would empty the destination {}; use --force if that is meant",
-                    crate::names::escape(&self.src.root_path()),
-                    crate::names::escape(dst_root)
-                )));
-            }
+        let existing = self.open_dst_tree()?;
+        if let (Ok(sl), Some(root)) = (&src_list, &existing) {
+            self.refuse_emptying(sl, &root.list)?;
         }
-
-        // The root folder itself.
-        let mut dst_setgid = dst_entry.as_ref().is_some_and(|e| self.gives_group(e));
-        let dst = match (dst, &dst_entry) {
-            (Some(d), Some(de)) => {
-                self.record_dir_pair(&src_entry, de, &src, &d);
-                d
+        let (dst, dst_list, dst_setgid) = match existing {
+            Some(root) => {
+                self.record_dir_pair(&src_entry, &root.entry, &src, &root.dir);
+                let setgid = self.gives_group(&root.entry);
+                (root.dir, Some(root.list), setgid)
             }
-            _ => {
-                self.dst.make_root()?;
-                let d = self.dst.open_root()?;
-                // Made where its parent may hand it a group (set-group-ID, `grpid`): what goes
-                // in it is judged by what it got.
-                let made = self
-                    .dst
-                    .finish_at(Path::new(""))
-                    .and_then(|(dd, dn)| self.dst.stat(&dd, &dn, PathBuf::new()));
-                dst_setgid = made.map_or(true, |e| self.gives_group(&e));
-                self.emit(Action::Create, Kind::Dir, Path::new(""), "new", 0);
-                self.dirs.lock().unwrap().push(DirRecord {
-                    entry: src_entry.clone(),
-                    reason: None,
-                    existed: false,
-                    made_as: None,
-                });
-                d
+            None => {
+                let (d, setgid) = self.make_dst_root(&src_entry)?;
+                (d, None, setgid)
             }
         };
         let dst_acl = match self.dst.finish_at(Path::new("")) {
@@ -90,7 +36,7 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
         };
         let node = Node {
             src,
-            dst: Some(dst),
+            dst,
             dst_setgid,
             dst_acl,
             fresh: None,
@@ -98,13 +44,92 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.workers.max(1))
             .build()
-            .map_err(|e| Error::io(Op::ReadDir, dst_root, std::io::Error::other(e)))?;
+            .map_err(|e| Error::io(Op::ReadDir, self.dst.root_path(), std::io::Error::other(e)))?;
         pool.scope(|s| match src_list {
             Ok(sl) => self.merge(s, &node, sl, dst_list),
             // The source root cannot be listed: nothing may be judged absent.
             Err(e) => self.fail(e),
         });
         Ok(())
+    }
+
+    /// The destination root folder, if it exists: its handle, listing and entry.
+    fn open_dst_tree(&self) -> Result<Option<DstRoot<D::Dir>>> {
+        let dst_root = self.dst.root_path();
+        let root_entry = match self.dst.root_entry(true)? {
+            None => return Ok(None),
+            Some(e) if e.kind != Kind::Dir => {
+                return Err(Error::Refused(format!(
+                    "destination {} is not a folder, but the source is",
+                    crate::names::escape(dst_root)
+                )))
+            }
+            Some(e) => e,
+        };
+        // Changed through its own handle: the root may be a link to the folder the user means,
+        // which its parent's handle and name would not follow.
+        let d = match self.dst.open_root() {
+            Ok(d) => d,
+            Err(e) => {
+                // Perhaps unreadable even to its owner: opened up by name, then again.
+                let Ok((outer, name)) = self.dst.parent_of(Path::new("")) else {
+                    return Err(e);
+                };
+                self.open_up(&outer, &name, &root_entry);
+                self.dst.open_root()?
+            }
+        };
+        if let Ok((dd, dn)) = self.dst.finish_at(Path::new("")) {
+            self.open_up(&dd, &dn, &root_entry);
+        }
+        let list = self.list(&d, Path::new(""))?;
+        let mut e = root_entry;
+        e.xattrs = self.opts.rules.xattrs;
+        let e = self.presented(&d, OsStr::new("."), Ok(e))?;
+        Ok(Some(DstRoot {
+            dir: d,
+            list,
+            entry: e,
+        }))
+    }
+
+    /// A mirror from an empty source would empty the destination: refused without `--force`.
+    fn refuse_emptying(&self, src: &Listing, dst: &Listing) -> Result<()> {
+        if self.opts.job.mode == Mode::Mirror
+            && !self.opts.job.force
+            && src.entries.is_empty()
+            && src.unknown.is_empty()
+            && !dst.entries.is_empty()
+        {
+            return Err(Error::Refused(format!(
+                "source {} is empty and would empty the destination {}; use --force if that is meant",
+                crate::names::escape(&self.src.root_path()),
+                crate::names::escape(self.dst.root_path())
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes the destination root (and its parents); returns it, and whether what goes in it
+    /// may get a group other than ours.
+    fn make_dst_root(&self, src_entry: &Entry) -> Result<(Arc<D::Dir>, bool)> {
+        self.dst.make_root()?;
+        let d = self.dst.open_root()?;
+        // Made where its parent may hand it a group (set-group-ID, `grpid`): what goes in it is
+        // judged by what it got.
+        let made = self
+            .dst
+            .finish_at(Path::new(""))
+            .and_then(|(dd, dn)| self.dst.stat(&dd, &dn, PathBuf::new()));
+        let setgid = made.map_or(true, |e| self.gives_group(&e));
+        self.emit(Action::Create, Kind::Dir, Path::new(""), "new", 0);
+        self.dirs.lock().unwrap().push(DirRecord {
+            entry: src_entry.clone(),
+            reason: None,
+            existed: false,
+            made_as: None,
+        });
+        Ok((d, setgid))
     }
 
     /// SRC is a file: one entry, whose destination is a file path (its folder exists or is made
@@ -137,18 +162,16 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
     ) {
         let _clock = Clock::start(&self.busy.plan);
         let dst = dst.unwrap_or_default();
-        if let Some(d) = &node.dst {
-            for t in &dst.temps {
-                if self.opts.job.resume && tempname::is_partial(t) {
-                    // Kept for this run to continue; a run without --resume removes it.
-                    continue;
-                }
-                if let Err(e) = self.remove_temp(d, t) {
-                    self.fail(e);
-                }
+        for t in &dst.temps {
+            if self.opts.job.resume && tempname::is_partial(t) {
+                // Kept for this run to continue; a run without --resume removes it.
+                continue;
+            }
+            if let Err(e) = self.remove_temp(&node.dst, t) {
+                self.fail(e);
             }
         }
-        if S::HINTS && D::KEEPS_CONTENT && node.dst.is_some() {
+        if S::HINTS && D::KEEPS_CONTENT {
             self.hint(node, &src, &dst);
         }
         self.entries_seen
@@ -229,22 +252,20 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
             self.kept.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match &node.dst {
-            Some(dir) if self.opts.job.max_delete.is_none() && !self.opts.job.delete_after => {
-                let dir = Arc::clone(dir);
-                self.task(s, move || {
-                    if self.cancelled() {
-                        return;
-                    }
-                    let _clock = Clock::start(&self.busy.delete);
-                    let name = b.rel.file_name().unwrap_or_default();
-                    if let Err(e) = self.delete_tree(&dir, name, &b.rel, Deleting::Extra(&b)) {
-                        self.fail(e);
-                    }
-                });
-            }
-            _ => self.deletes.lock().unwrap().push(b),
+        if self.opts.job.max_delete.is_some() || self.opts.job.delete_after {
+            return self.deletes.lock().unwrap().push(b);
         }
+        let dir = Arc::clone(&node.dst);
+        self.task(s, move || {
+            if self.cancelled() {
+                return;
+            }
+            let _clock = Clock::start(&self.busy.delete);
+            let name = b.rel.file_name().unwrap_or_default();
+            if let Err(e) = self.delete_tree(&dir, name, &b.rel, Deleting::Extra(&b)) {
+                self.fail(e);
+            }
+        });
     }
 
     /// Runs `f` (a copy or a deletion the merge of a folder hands out) as a task of the walk,
@@ -301,7 +322,7 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
                     let pair = Pair {
                         src: &src,
                         sname: &name,
-                        dst: dst.as_ref(),
+                        dst: &dst,
                         dname: &name,
                         setgid,
                         acl,
@@ -328,6 +349,8 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
             && matches!(decide::quick(a, b, &self.opts.rules), Some(Decision::Same))
     }
 
+    /// A source folder `a`, with its destination counterpart `b` if any: the destination folder
+    /// is made now if it is missing (before anything in it), and walked into as a task.
     pub(super) fn dir_entry<'s>(
         &'s self,
         s: &rayon::Scope<'s>,
@@ -336,114 +359,142 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
         b: Option<Entry>,
         name: OsString,
     ) {
-        let child_src = Arc::clone(&node.src);
-        let parent_dst = node.dst.clone();
-        let rel = a.rel.clone();
-        let (dst_setgid, dst_acl, existing_dir) = match (&b, &parent_dst) {
-            (Some(b), Some(pd)) if b.kind == Kind::Dir => (
-                self.gives_group(b),
-                self.default_acl(pd, &name, Some(b)),
-                true,
-            ),
+        let parent = Arc::clone(&node.dst);
+        let replaces = b.is_some();
+        let existing = b.filter(|b| b.kind == Kind::Dir);
+        let (dst_setgid, dst_acl, hold) = match &existing {
+            Some(b) => {
+                self.open_up(&parent, &name, b);
+                let acl = self.default_acl(&parent, &name, Some(b));
+                (self.gives_group(b), acl, None)
+            }
             // A folder made here got its group from its parent if the parent gives one (and
             // with it, on Linux, the set-group-ID bit), and its parent's default ACL: it gives
             // them on in turn.
-            _ => (node.dst_setgid, node.dst_acl, false),
+            None => match self.make_dir(node, &a, &name, replaces) {
+                Ok(hold) => (node.dst_setgid, node.dst_acl, hold),
+                Err(()) => return,
+            },
         };
-        // The merging task's claim on the folder, when it is made under a temporary name.
+        let into = Descent {
+            src_parent: Arc::clone(&node.src),
+            dst_parent: parent,
+            name,
+            a,
+            existing,
+            dst_setgid,
+            dst_acl,
+        };
+        s.spawn(move |s| self.descend(s, into, hold));
+    }
+
+    /// Makes the destination folder for `a` (replacing a non-folder standing there), under a
+    /// temporary name when it is new and that may be; `Err` when it could not be made
+    /// (reported: nothing inside can be written).
+    fn make_dir(
+        &self,
+        node: &Node<S::Dir, D::Dir>,
+        a: &Entry,
+        name: &OsStr,
+        replaces: bool,
+    ) -> std::result::Result<Option<Hold<'_, 'a, S, D>>, ()> {
+        let pd = &node.dst;
         let mut hold = None;
-        if !existing_dir {
-            // Create it (replacing a non-folder standing there), before anything inside.
-            let reason = if b.is_some() {
-                Reason::Type
+        let made = if !replaces && self.fresh_folders() {
+            self.make_fresh(pd, name, &a.rel).map(|fresh| {
+                hold = fresh.map(|f| Hold {
+                    sx: self,
+                    fresh: Arc::new(f),
+                });
+            })
+        } else {
+            let cleared = if replaces {
+                self.dst.unlink(pd, name)
             } else {
-                Reason::New
+                Ok(())
             };
-            let action = if b.is_some() {
-                Action::Update
-            } else {
-                Action::Create
-            };
-            let Some(pd) = &parent_dst else { return };
-            let made = if b.is_none() && self.fresh_folders() {
-                self.make_fresh(pd, &name, &rel).map(|fresh| {
-                    hold = fresh.map(|f| Hold {
-                        sx: self,
-                        fresh: Arc::new(f),
-                    });
-                })
-            } else {
-                b.as_ref()
-                    .map_or(Ok(()), |_| self.dst.unlink(pd, &name))
-                    .and_then(|()| self.dst.mkdir(pd, &name))
-            };
-            if let Err(e) = made {
-                // Nothing inside can be written; the one error says so.
-                let shown = self.dst.root_path().join(&rel);
-                return self.fail_src(&rel, naming_the_file(e, &shown));
-            }
-            self.emit(action, Kind::Dir, &rel, &reason.label(), 0);
-            self.dirs.lock().unwrap().push(DirRecord {
-                entry: a.clone(),
-                reason: None,
-                existed: false,
-                made_as: (!node.dst_setgid).then_some(self.creator),
-            });
+            cleared.and_then(|()| self.dst.mkdir(pd, name))
+        };
+        if let Err(e) = made {
+            let shown = self.dst.root_path().join(&a.rel);
+            self.fail_src(&a.rel, naming_the_file(e, &shown));
+            return Err(());
         }
-        if existing_dir {
-            if let (Some(pd), Some(b)) = (&parent_dst, &b) {
-                self.open_up(pd, &name, b);
-            }
-        }
-        s.spawn(move |s| {
-            let hold = hold;
-            if self.cancelled() {
-                return;
-            }
-            let src = match self.src.open_child(&child_src, &name) {
-                Ok(d) => Arc::new(d),
-                Err(e) => return self.fail(e),
-            };
-            let dst = match (&hold, &parent_dst) {
-                // Made under a temporary name, and already open (and locked).
-                (Some(h), _) => Some(Arc::clone(&h.fresh.dir)),
-                (None, Some(pd)) => match self.dst.open_child(pd, &name) {
-                    Ok(d) => Some(Arc::new(d)),
-                    Err(e) => return self.fail_src(&rel, e),
-                },
-                (None, None) => None,
-            };
-            if existing_dir {
-                if let (Some(d), Some(b)) = (&dst, &b) {
-                    self.record_dir_pair(&a, b, &src, d);
-                }
-            }
-            let src_list = match self.list_src(&src, &rel) {
-                Ok(l) => l,
-                // Unreadable: its destination side is left exactly as it is.
-                Err(e) => return self.fail(e),
-            };
-            let dst_list = match (&dst, existing_dir) {
-                (Some(d), true) => match self.list(d, &rel) {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        self.fail(e);
-                        None
-                    }
-                },
-                _ => None,
-            };
-            let node = Node {
-                src,
-                dst,
-                dst_setgid,
-                dst_acl,
-                fresh: hold.as_ref().map(|h| Arc::clone(&h.fresh)),
-            };
-            self.merge(s, &node, src_list, dst_list);
-            // The folder may be named once the tasks merge handed out are done too.
-            drop(hold);
+        let (action, reason) = if replaces {
+            (Action::Update, Reason::Type)
+        } else {
+            (Action::Create, Reason::New)
+        };
+        self.emit(action, Kind::Dir, &a.rel, &reason.label(), 0);
+        self.dirs.lock().unwrap().push(DirRecord {
+            entry: a.clone(),
+            reason: None,
+            existed: false,
+            made_as: (!node.dst_setgid).then_some(self.creator),
         });
+        Ok(hold)
+    }
+
+    /// The task that walks into a folder pair: opens both sides, lists them, merges.
+    fn descend<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        into: Descent<S::Dir, D::Dir>,
+        hold: Option<Hold<'s, 'a, S, D>>,
+    ) {
+        if self.cancelled() {
+            return;
+        }
+        let Descent {
+            src_parent,
+            dst_parent,
+            name,
+            a,
+            existing,
+            dst_setgid,
+            dst_acl,
+        } = into;
+        let rel = &a.rel;
+        let src = match self.src.open_child(&src_parent, &name) {
+            Ok(d) => Arc::new(d),
+            Err(e) => return self.fail(e),
+        };
+        let dst = match &hold {
+            // Made under a temporary name, and already open (and locked).
+            Some(h) => Arc::clone(&h.fresh.dir),
+            None => match self.dst.open_child(&dst_parent, &name) {
+                Ok(d) => Arc::new(d),
+                Err(e) => return self.fail_src(rel, e),
+            },
+        };
+        if let Some(b) = &existing {
+            self.record_dir_pair(&a, b, &src, &dst);
+        }
+        let src_list = match self.list_src(&src, rel) {
+            Ok(l) => l,
+            // Unreadable: its destination side is left exactly as it is.
+            Err(e) => return self.fail(e),
+        };
+        let dst_list = match existing {
+            Some(_) => match self.list(&dst, rel) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    self.fail(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let node = Node {
+            src,
+            dst,
+            dst_setgid,
+            dst_acl,
+            fresh: hold.as_ref().map(|h| Arc::clone(&h.fresh)),
+        };
+        self.merge(s, &node, src_list, dst_list);
+        // The folder may be named once the tasks merge handed out are done too.
+        drop(hold);
     }
 
     /// Makes a new destination folder under a temporary name, open and locked ([`Fresh`]).

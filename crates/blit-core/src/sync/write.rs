@@ -144,16 +144,13 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
     pub(super) fn both_non_dir(&self, pair: &Pair<'_, S::Dir, D::Dir>, a: &Entry, b: &Entry) {
         let decision = match decide::quick(a, b, &self.opts.rules) {
             Some(d) => Ok(d),
-            None => match pair.dst {
-                Some(d) => decide::full(
-                    a,
-                    b,
-                    &*self.src.inside(pair.src, pair.sname, a),
-                    &*self.dst_inside(d, pair.dname),
-                    &self.opts.rules,
-                ),
-                None => Ok(Decision::Write(Reason::New)),
-            },
+            None => decide::full(
+                a,
+                b,
+                &*self.src.inside(pair.src, pair.sname, a),
+                &*self.dst_inside(pair.dst, pair.dname),
+                &self.opts.rules,
+            ),
         };
         let decision = match decision {
             Ok(d) => d,
@@ -182,7 +179,7 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
     }
 
     pub(super) fn update_meta(&self, pair: &Pair<'_, S::Dir, D::Dir>, a: &Entry, m: MetaDiff) {
-        let Some(d) = pair.dst else { return };
+        let d = pair.dst;
         let r = self.xattrs_of(pair.src, pair.sname, a).and_then(|x| {
             self.dst
                 .apply_meta(d, pair.dname, a, self.opts.meta, x.as_ref())
@@ -209,7 +206,7 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
         } else {
             Action::Update
         };
-        let Some(dst) = pair.dst else { return };
+        let dst = pair.dst;
         let replaces_dir = b.is_some_and(|b| b.kind == Kind::Dir);
         if replaces_dir {
             if let Err(e) = self.make_way(dst, pair.dname) {
