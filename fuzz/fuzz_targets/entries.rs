@@ -5,7 +5,8 @@
 #![no_main]
 
 use blit_core::entry::Kind;
-use blit_core::remote::{serve, source, wire};
+use blit_core::fuzzing::to_entry;
+use blit_core::remote::{serve, wire};
 use blit_core::trust::Trust;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     {
         for e in entries {
             if let wire::WireListed::Ok(w) = e {
-                let Ok(entry) = source::to_entry(std::path::PathBuf::from("x"), &w) else {
+                let Ok(entry) = to_entry(std::path::PathBuf::from("x"), &w) else {
                     continue;
                 };
                 let Ok(taken) = Trust::NONE.admit(entry) else {

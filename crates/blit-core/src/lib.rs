@@ -54,6 +54,7 @@ pub mod trust;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::fakesuper::{parse_stat, present};
+    pub use crate::remote::entries::to_entry;
 }
 
 pub use cancel::CancelToken;

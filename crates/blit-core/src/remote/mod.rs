@@ -7,7 +7,7 @@
 pub mod budget;
 mod chan;
 pub mod client;
-mod entries;
+pub(crate) mod entries;
 mod peer;
 pub mod serve;
 pub mod source;
