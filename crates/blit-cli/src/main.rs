@@ -90,9 +90,9 @@ fn transfer(mode: Mode, a: TransferArgs) -> ExitCode {
 fn run_transfer(mode: Mode, a: TransferArgs) -> anyhow::Result<u8> {
     let cancel = CancelToken::new();
     install_interrupt_handler(cancel.clone());
-    blit_core::sys::raise_fd_limit();
+    blit_sys::raise_fd_limit();
     if let Some(mib) = a.max_memory {
-        blit_core::remote::budget::set_process_cap((mib as usize) << 20);
+        blit_core::budget::set_process_cap((mib as usize) << 20);
     }
 
     let mut excludes = a.exclude.clone();

@@ -191,7 +191,7 @@ pub fn full(
     let xattr = rules.xattrs && (a.xattrs || b.xattrs) && {
         let managed = |mut x: sys::Xattrs| {
             if !rules.system_xattrs {
-                x.retain(|(n, _)| !crate::trust::privileged_xattr(n));
+                x.retain(|(n, _)| !crate::sys::xattrname::privileged(n));
             }
             x
         };

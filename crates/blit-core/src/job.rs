@@ -11,6 +11,7 @@ use crate::error::{Error, Op, Result};
 use crate::filter::Filter;
 use crate::landing::{make_parent, resolve_dest};
 use crate::options::Options;
+#[cfg(feature = "remote")]
 use crate::remote::Access;
 use crate::report::{Failure, Observer, Summary};
 use crate::sync::{self, SyncOptions};
@@ -22,6 +23,7 @@ pub struct Job {
     pub dst: Endpoint,
     pub opts: Options,
     /// How to reach a remote end, and what to take from it.
+    #[cfg(feature = "remote")]
     pub access: Access,
     /// Asks the run to stop cleanly (Ctrl-C).
     pub cancel: CancelToken,
@@ -40,12 +42,14 @@ impl Job {
             src,
             dst,
             opts,
+            #[cfg(feature = "remote")]
             access: Access::default(),
             cancel: CancelToken::default(),
         }
     }
 
     #[must_use]
+    #[cfg(feature = "remote")]
     pub fn with_access(mut self, access: Access) -> Self {
         self.access = access;
         self
@@ -62,12 +66,20 @@ impl Job {
     pub fn run(&self, observer: &dyn Observer) -> Result<Summary> {
         match (&self.src, &self.dst) {
             (Endpoint::Local(src), Endpoint::Local(dst)) => self.run_local(src, dst, observer),
+            #[cfg(feature = "remote")]
             (Endpoint::Local(src), Endpoint::Remote(url)) => {
                 crate::remote::client::push(self, src, url, observer)
             }
+            #[cfg(feature = "remote")]
             (Endpoint::Remote(url), Endpoint::Local(dst)) => {
                 crate::remote::client::pull(self, url, dst, observer)
             }
+            #[cfg(not(feature = "remote"))]
+            (Endpoint::Local(_), Endpoint::Remote(_))
+            | (Endpoint::Remote(_), Endpoint::Local(_)) => Err(Error::Refused(
+                "this build of Blit copies locally only (built without the `remote` feature)"
+                    .into(),
+            )),
             (Endpoint::Remote(_), Endpoint::Remote(_)) => Err(Error::Refused(
                 "both ends are remote; one must be a local path".into(),
             )),

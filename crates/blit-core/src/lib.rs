@@ -24,27 +24,24 @@
 
 #![deny(unsafe_code)]
 
-pub mod cancel;
+// The types every layer shares come from the platform crate, which alone uses `unsafe`.
+pub(crate) use blit_sys as sys;
+pub(crate) use blit_sys::fakesuper;
+pub use blit_sys::{cancel, entry, error, names};
+
+pub mod budget;
 pub mod decide;
 pub mod dest;
 pub mod dirs;
 pub mod endpoint;
-pub mod entry;
-pub mod error;
-mod fakesuper;
 pub mod filter;
 pub mod job;
 pub mod landing;
-pub mod names;
 pub mod options;
 pub mod remote;
 pub mod report;
 pub mod source;
 pub mod sync;
-// The platform layer is the one place that may use `unsafe` (system calls without a safe
-// wrapper); everything above it is safe Rust.
-#[allow(unsafe_code)]
-pub mod sys;
 pub mod tempname;
 mod tree;
 pub mod trust;
@@ -54,6 +51,7 @@ pub mod trust;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::fakesuper::{parse_stat, present};
+    #[cfg(feature = "remote")]
     pub use crate::remote::entries::to_entry;
 }
 

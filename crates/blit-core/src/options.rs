@@ -67,10 +67,10 @@ options! {
     /// Compare file contents (BLAKE3) when size and mtime agree.
     checksum: bool,
     /// Patterns of entries to leave out (see [`crate::filter`]).
-    #[serde(deserialize_with = "crate::remote::wire::bounded::vec")]
+    #[cfg_attr(feature = "remote", serde(deserialize_with = "crate::remote::wire::bounded::vec"))]
     excludes: Vec<String>,
     /// Patterns taken back in from the excludes.
-    #[serde(deserialize_with = "crate::remote::wire::bounded::vec")]
+    #[cfg_attr(feature = "remote", serde(deserialize_with = "crate::remote::wire::bounded::vec"))]
     includes: Vec<String>,
     /// `mirror`: refuse to delete more than this many entries.
     max_delete: Option<u64>,

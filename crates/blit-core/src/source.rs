@@ -26,7 +26,7 @@ pub struct Listed {
     pub temps: Vec<OsString>,
     /// What holding a listing that came from a peer costs against the connection's memory
     /// budget; given back when the listing is dropped (nothing for a local one).
-    pub charge: crate::remote::budget::Charge,
+    pub charge: crate::budget::Charge,
 }
 
 pub trait Source: Sync {

@@ -46,7 +46,7 @@ pub enum Then<D = Dir> {
     /// next entry.
     Descend(D, Vec<(OsString, Option<Kind>)>),
     /// Ends the walk (a `find` that has found enough: the daemon's, on Linux).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    #[cfg_attr(not(all(feature = "remote", target_os = "linux")), allow(dead_code))]
     Stop,
 }
 

@@ -16,10 +16,7 @@
 use std::ffi::OsStr;
 
 use crate::entry::{Entry, Kind};
-
-/// Extended attribute names under this prefix are Blit's own (`fake super` keeps privileged
-/// metadata there): never taken from a peer, which could otherwise forge them.
-pub const RESERVED_XATTR_PREFIX: &[u8] = b"user.blit.";
+use crate::sys::xattrname;
 
 /// What a writer takes from a peer's description of an entry. The default trusts nothing
 /// privileged.
@@ -106,14 +103,15 @@ impl Trust {
     /// Whether a peer's extended attribute of this name is taken.
     pub fn takes_xattr(&self, name: &OsStr) -> bool {
         let n = name.as_encoded_bytes();
-        !n.starts_with(RESERVED_XATTR_PREFIX) && (self.system_xattrs || !privileged_xattr(name))
+        !n.starts_with(xattrname::RESERVED_PREFIX)
+            && (self.system_xattrs || !xattrname::privileged(name))
     }
 
     /// Whether the writer manages (compares, sets, removes) the destination's extended attribute
     /// of this name. One it does not manage is left as it is: a `security.selinux` label the
     /// destination's kernel gave a file is neither removed nor counted as a difference.
     pub fn manages_xattr(&self, name: &OsStr) -> bool {
-        self.system_xattrs || !privileged_xattr(name)
+        self.system_xattrs || !xattrname::privileged(name)
     }
 }
 
@@ -126,19 +124,6 @@ fn setid_bits(kind: Kind) -> u32 {
     } else {
         0o6000
     }
-}
-
-/// An extended attribute that only a privileged process may set: anything outside the `user.`
-/// namespace but the POSIX ACLs, which a file's owner sets.
-pub fn privileged_xattr(name: &OsStr) -> bool {
-    let n = name.as_encoded_bytes();
-    if n.starts_with(b"user.") {
-        return false;
-    }
-    if n == b"system.posix_acl_access" || n == b"system.posix_acl_default" {
-        return false;
-    }
-    n.starts_with(b"security.") || n.starts_with(b"trusted.") || n.starts_with(b"system.")
 }
 
 #[cfg(test)]

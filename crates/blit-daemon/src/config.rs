@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use blit_core::sys::creds::{self, Creds};
 use blit_core::trust::Trust;
+use blit_sys::creds::{self, Creds};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,7 +124,7 @@ pub fn build(file: File, listen: Option<String>) -> anyhow::Result<Config> {
         if mib < 64 {
             bail!("max_memory = {mib}: at least 64 (MiB)");
         }
-        blit_core::remote::budget::set_process_cap(mib << 20);
+        blit_core::budget::set_process_cap(mib << 20);
     }
     let idle_timeout = Duration::from_secs(file.idle_timeout.unwrap_or(600).max(1));
     let opening = idle_timeout.min(blit_core::remote::server::OPENING_DEADLINE);
@@ -150,7 +150,7 @@ pub fn build(file: File, listen: Option<String>) -> anyhow::Result<Config> {
 
 /// The user a module's sessions act as (`None`: the daemon's own, which is then that user).
 fn session_user(m: &ModuleFile) -> anyhow::Result<Option<Creds>> {
-    let root = blit_core::sys::is_root();
+    let root = blit_sys::is_root();
     let me = creds::current();
     let named = match &m.uid {
         Some(u) => Some(creds::user(u).with_context(|| format!("uid = {u:?}"))?),
@@ -198,7 +198,7 @@ fn trusted(m: &ModuleFile, user: Option<Creds>, has_token: bool) -> anyhow::Resu
     }
     let as_root = match user {
         Some(u) => u.uid == 0,
-        None => blit_core::sys::is_root(),
+        None => blit_sys::is_root(),
     };
     if m.fake_super && trust.any() {
         bail!("fake_super keeps everything privileged in attributes already; drop `keep`");
@@ -250,7 +250,7 @@ fn tls(
 /// folder; `None` when there is none (never the working folder: a private key does not belong
 /// wherever the daemon happened to be started).
 fn default_tls_dir() -> Option<PathBuf> {
-    if blit_core::sys::is_root() {
+    if blit_sys::is_root() {
         return Some(PathBuf::from("/var/lib/blit-daemon"));
     }
     let state = std::env::var_os("XDG_STATE_HOME")

@@ -57,7 +57,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     let cfg = config::build(file, args.listen)?;
     // Deep trees and many sessions hold many folders open at once.
-    blit_core::sys::raise_fd_limit();
+    blit_sys::raise_fd_limit();
     let listener = TcpListener::bind(&cfg.listen)
         .map_err(|e| anyhow::anyhow!("listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;

@@ -9,7 +9,6 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::budget::Charge;
 use super::chan::Chan;
 use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
@@ -17,6 +16,7 @@ use super::source::RemoteSource;
 use super::url::RemoteUrl;
 use super::wire::{self, AdminRep, AdminReq, Finished, Hello, Msg, PushJob, Req, Role};
 use super::wirepath;
+use crate::budget::Charge;
 use crate::entry::Entry;
 use crate::error::{Error, Op, Result};
 use crate::job::Job;

@@ -2,28 +2,41 @@
 //! as `blit://HOST[:PORT]/MODULE/PATH`. The engine is the local one: on a pull it runs in the
 //! client and reads through [`source::RemoteSource`]; on a push it runs in the daemon and reads
 //! the client's tree the same way, while the client serves it ([`serve`]). docs/PROTOCOL.md
-//! describes the design and the wire format.
+//! describes the design and the wire format. Everything here but the URL syntax is the `remote`
+//! cargo feature (on by default): a build without it copies locally only and links no TLS.
 
-pub mod budget;
-mod chan;
-pub mod client;
-pub(crate) mod entries;
-mod peer;
-pub mod serve;
-pub mod source;
 pub mod url;
+
+#[cfg(feature = "remote")]
+mod chan;
+#[cfg(feature = "remote")]
+pub mod client;
+#[cfg(feature = "remote")]
+pub(crate) mod entries;
+#[cfg(feature = "remote")]
+mod peer;
+#[cfg(feature = "remote")]
+pub mod serve;
+#[cfg(feature = "remote")]
+pub mod source;
+#[cfg(feature = "remote")]
 pub mod wire;
+#[cfg(feature = "remote")]
 pub mod wirepath;
 
+#[cfg(feature = "remote")]
 pub use client::Access;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "remote", target_os = "linux"))]
 pub mod admin;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "remote", target_os = "linux"))]
 mod beneath;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "remote", target_os = "linux"))]
 pub mod gate;
-#[cfg(target_os = "linux")]
+#[cfg(all(feature = "remote", target_os = "linux"))]
 pub mod server;
-#[cfg(any(target_os = "linux", target_os = "macos", windows))]
+#[cfg(all(
+    feature = "remote",
+    any(target_os = "linux", target_os = "macos", windows)
+))]
 pub mod tls;

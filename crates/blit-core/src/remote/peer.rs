@@ -15,11 +15,11 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use super::budget::{Budget, Charge};
 use super::chan::Chan;
 #[cfg(any(target_os = "linux", target_os = "macos", windows))]
 use super::tls::Writer as TlsWriter;
 use super::wire::{self, Frame, Msg, Rep, Req};
+use crate::budget::{Budget, Charge};
 
 /// What arrives for a request.
 #[derive(Debug)]

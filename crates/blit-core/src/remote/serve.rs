@@ -11,11 +11,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::budget::Charge;
 use super::entries::{lossy, to_wire_entry};
 use super::peer::{Handler, Peer};
 use super::wire::{self, ErrorKind, Msg, Rep, Req, WireEntry, WireError, WireListed};
 use super::wirepath;
+use crate::budget::Charge;
 use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind, Version};
 use crate::error::{Error, Op, Result};
@@ -675,34 +675,11 @@ pub fn describe(
     Ok(w)
 }
 
-/// No xattrs outside Unix.
-#[cfg(not(unix))]
-pub fn path_xattrs(_path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-    None
-}
-
 /// The xattrs of the entry a path names (following it: used for a tree's root, which is
 /// resolved already), for the wire; `None` when it has none.
-#[cfg(unix)]
 pub fn path_xattrs(path: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-    use xattr::FileExt;
-    // Through an open descriptor: the path may be a `/proc/self/fd/N` link, whose own
-    // attributes (what the path-based calls would read) are not the entry's.
-    use std::os::unix::fs::OpenOptionsExt;
-    // Not blocking: a fifo's open would wait for a writer.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for name in f.list_xattr().ok()? {
-        if let Ok(Some(v)) = f.get_xattr(&name) {
-            out.push((lossy(&name), v));
-        }
-    }
-    out.sort();
-    (!out.is_empty()).then_some(out)
+    let found = sys::path_xattrs(path);
+    (!found.is_empty()).then(|| found.into_iter().map(|(n, v)| (lossy(&n), v)).collect())
 }
 
 fn child_rel(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::beneath;
-use super::budget::Charge;
 use super::chan::Chan;
 use super::gate::{Gate, Ticket};
 use super::peer::{Handler, Peer};
@@ -24,6 +23,7 @@ use super::wire::{
     WireError, WireEvent,
 };
 use super::wirepath;
+use crate::budget::Charge;
 use crate::dest::LocalDest;
 use crate::entry::Kind;
 use crate::error::Error;

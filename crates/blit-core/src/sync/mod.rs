@@ -117,7 +117,7 @@ struct Listing {
     /// Names that were listed but could not be stat'ed: their counterparts are left alone.
     unknown: HashSet<OsString>,
     /// A peer's listing stays charged to its connection until merged.
-    _charge: crate::remote::budget::Charge,
+    _charge: crate::budget::Charge,
 }
 
 /// A folder pair being merged.

@@ -93,7 +93,7 @@ pub struct Extra {
     /// A symlink's target.
     pub link: Option<PathBuf>,
     /// Extended attributes, sorted by name (when the entry has any).
-    pub xattrs: Option<crate::sys::Xattrs>,
+    pub xattrs: Option<crate::Xattrs>,
 }
 
 impl Entry {
@@ -178,7 +178,7 @@ impl Entry {
             kind,
             size: if kind == Kind::File { md.len() } else { 0 },
             mtime,
-            perm: md.file_attributes() & crate::sys::KEPT_ATTRIBUTES,
+            perm: md.file_attributes() & crate::KEPT_ATTRIBUTES,
             uid: 0,
             gid: 0,
             dev: 0,

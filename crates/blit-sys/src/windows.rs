@@ -484,6 +484,11 @@ pub fn receive_to_temp(
 }
 
 /// Windows has no extended attributes in the POSIX sense (alternate streams are not copied).
+/// No xattrs on Windows.
+pub fn path_xattrs(_path: &Path) -> super::Xattrs {
+    Vec::new()
+}
+
 pub fn xattrs_of(_at: At<'_>) -> Result<super::Xattrs> {
     Ok(Vec::new())
 }

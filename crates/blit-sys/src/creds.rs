@@ -39,7 +39,7 @@ pub fn become_user(creds: Creds) -> io::Result<()> {
     rustix::thread::set_thread_groups(&[])?;
     rustix::thread::set_thread_res_gid(gid, gid, gid)?;
     rustix::thread::set_thread_res_uid(uid, uid, uid)?;
-    crate::sys::identity_changed();
+    crate::identity_changed();
     // A change that did not take (or that could be undone) must never go unnoticed.
     if rustix::process::geteuid() != uid
         || rustix::process::getuid() != uid

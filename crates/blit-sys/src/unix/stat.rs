@@ -66,7 +66,7 @@ pub(super) const AWAIT_TRUNCATE_MIN: u64 = 1 << 20;
 pub(super) fn fstat_settled(f: &File, at: At<'_>, wait: bool) -> Result<rustix::fs::Stat> {
     #[cfg(target_os = "linux")]
     if wait {
-        crate::sys::linux::await_truncate(f);
+        crate::linux::await_truncate(f);
     }
     let _ = wait;
     rustix::fs::fstat(f).map_err(|e| Error::io(Op::Stat, at.path(), e.into()))

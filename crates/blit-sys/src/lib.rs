@@ -1,5 +1,9 @@
-//! Platform primitives: the only place that talks to the OS. Each platform file offers the same
-//! small set of functions; the layers above never see a `cfg`.
+//! Blit's platform primitives: the only crate that talks to the OS, and the only one with
+//! `unsafe` code (system calls without a safe wrapper). Each platform file offers the same set of
+//! functions (the list every platform implements is in `interface.rs`, checked by the compiler); the layers above never
+//! see a `cfg`. With them live the few types every layer shares: [`entry::Entry`], the
+//! [`error::Error`] that names operation and path, [`cancel::CancelToken`], and the display and
+//! attribute-name rules they need.
 //!
 //! Fast paths report "not supported here" distinctly from "failed" (see [`copy_data`]'s cascade),
 //! so a filesystem without reflink falls through to the kernel copy, and a real I/O error is never
@@ -11,7 +15,15 @@ use std::sync::atomic::AtomicBool;
 
 use crate::cancel::CancelToken;
 
+pub mod cancel;
+pub mod entry;
+pub mod error;
+pub mod fakesuper;
+pub mod names;
+pub mod xattrname;
+
 mod fallback;
+mod interface;
 
 #[cfg(unix)]
 mod unix;
@@ -62,7 +74,7 @@ pub struct MetaOpts {
     pub xattrs: bool,
     /// Extended attributes that only a privileged process sets (`security.`, `trusted.`, other
     /// `system.` than the POSIX ACLs) are managed too; without, those a destination entry has
-    /// are left as they are (see `crate::trust`).
+    /// are left as they are (see `blit_core::trust`).
     pub system_xattrs: bool,
     /// Write privileged metadata as `user.blit.*` attributes of what an unprivileged user can
     /// make ([`crate::fakesuper`]).

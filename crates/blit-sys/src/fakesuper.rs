@@ -17,14 +17,14 @@
 //!   link's owner is not kept: it is given back as its folder's (rsync gives the daemon's user),
 //!   which is right for the usual tree, where a link belongs to whoever owns its folder.
 //!
-//! A peer can never set a `user.blit.` attribute itself: [`crate::trust`] drops that namespace
+//! A peer can never set a `user.blit.` attribute itself: `blit_core::trust` drops that namespace
 //! from everything a peer sends, so a client cannot forge the stored metadata.
 
 use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
 
 use crate::entry::{Entry, Extra, Kind};
-use crate::sys::Xattrs;
+use crate::Xattrs;
 
 /// The attribute holding an entry's real type, mode, owner, group and device number.
 pub const STAT: &str = "user.blit.stat";
@@ -56,7 +56,7 @@ pub fn store(e: &Entry, xattrs: Option<&Xattrs>) -> (Entry, Xattrs) {
         _ => (e.perm & 0o777) | 0o600,
     };
     for (name, value) in xattrs.into_iter().flatten() {
-        if crate::trust::privileged_xattr(name) {
+        if crate::xattrname::privileged(name) {
             let mut kept = OsString::from(XATTR_PREFIX);
             kept.push(name);
             out.push((kept, value.clone()));
@@ -122,13 +122,13 @@ pub fn present(mut stored: Entry, xattrs: &Xattrs) -> (Entry, Xattrs) {
 pub fn present_xattrs(xattrs: &Xattrs) -> Xattrs {
     let mut out = Xattrs::new();
     for (name, value) in xattrs {
-        if let Some(real) = crate::sys::strip_name_prefix(name, XATTR_PREFIX) {
+        if let Some(real) = crate::strip_name_prefix(name, XATTR_PREFIX) {
             // Only a privileged attribute is kept this way; anything else under the prefix was
             // not written by Blit, and stands for nothing.
-            if crate::trust::privileged_xattr(real) {
+            if crate::xattrname::privileged(real) {
                 out.push((real.to_os_string(), value.clone()));
             }
-        } else if !is_own(name) && !crate::trust::privileged_xattr(name) {
+        } else if !is_own(name) && !crate::xattrname::privileged(name) {
             out.push((name.clone(), value.clone()));
         }
     }
@@ -145,7 +145,7 @@ pub fn owner_in(xattrs: &Xattrs) -> Option<(u32, u32)> {
 /// Whether the attribute is one of Blit's own.
 fn is_own(name: &OsStr) -> bool {
     name.as_encoded_bytes()
-        .starts_with(crate::trust::RESERVED_XATTR_PREFIX)
+        .starts_with(crate::xattrname::RESERVED_PREFIX)
 }
 
 /// What `user.blit.stat` says of an entry.

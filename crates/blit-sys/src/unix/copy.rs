@@ -80,7 +80,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
         return Ok(CopyOutcome::Changed);
     }
     #[cfg(target_vendor = "apple")]
-    if crate::sys::macos::try_clone(&input, req.out.tmp, req.out.fast)
+    if crate::macos::try_clone(&input, req.out.tmp, req.out.fast)
         .at(Op::Copy, &req.out.tmp.path())?
     {
         // The clone carries the data; owner, mode, times and xattrs are set below as usual.

@@ -3,7 +3,7 @@
 //! Whatever a peer sends is held here until it is used: replies and file data routed to the
 //! request that awaits them, requests waiting for a worker, a folder's listing being gathered
 //! before the engine merges it, messages waiting to be shown. Each such item is charged, at
-//! what it takes in memory ([`super::wire::decode_weighed`]), to its connection's budget and to
+//! what it takes in memory (`remote::wire::decode_weighed`), to its connection's budget and to
 //! the process's, and the charge is given back when the item is dropped. A peer that makes a
 //! connection exceed its budget has its session ended with an error saying so; the process's
 //! budget keeps many connections together (a daemon's 64 sessions) within one bound.

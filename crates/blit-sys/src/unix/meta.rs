@@ -296,7 +296,7 @@ pub fn xattrs_of(at: At<'_>) -> Result<Xattrs> {
 }
 
 /// Makes `dst`'s extended attributes `want`. Without `system_xattrs`, privileged ones it has
-/// are left alone (see `crate::trust`).
+/// are left alone (see `blit_core::trust`).
 pub(super) fn sync_xattrs(want: &Xattrs, dst: At<'_>, system_xattrs: bool) -> Result<()> {
     // The usual case, nothing wanted and nothing there, costs one size query relative to the
     // folder instead of a listing through the whole path (a deep tree's folders paid ~15 µs).
@@ -306,7 +306,7 @@ pub(super) fn sync_xattrs(want: &Xattrs, dst: At<'_>, system_xattrs: bool) -> Re
     let have = xattrs_of(dst)?;
     let p = xattr_path(dst);
     for (name, _) in &have {
-        let managed = system_xattrs || !crate::trust::privileged_xattr(name);
+        let managed = system_xattrs || !crate::xattrname::privileged(name);
         if managed && !want.iter().any(|(n, _)| n == name) {
             xattr::remove(&p, name).at(Op::Xattr, &dst.path())?;
         }
@@ -383,4 +383,29 @@ pub(super) fn chmod_nofollow(at: At<'_>, perm: u32) -> io::Result<()> {
         AtFlags::SYMLINK_NOFOLLOW,
     )?;
     Ok(())
+}
+
+/// The xattrs of the entry a path names, following it (a tree's root, resolved already), sorted
+/// by name; none where they cannot be read.
+pub fn path_xattrs(path: &Path) -> Xattrs {
+    use std::os::unix::fs::OpenOptionsExt;
+    use xattr::FileExt;
+    // Through an open descriptor: the path may be a `/proc/self/fd/N` link, whose own
+    // attributes (what the path-based calls would read) are not the entry's. Not blocking: a
+    // fifo's open would wait for a writer.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let Ok(f) = opened else {
+        return Xattrs::new();
+    };
+    let mut out = Xattrs::new();
+    for name in f.list_xattr().into_iter().flatten() {
+        if let Ok(Some(v)) = f.get_xattr(&name) {
+            out.push((name, v));
+        }
+    }
+    out.sort();
+    out
 }
