@@ -5,8 +5,8 @@
 #![no_main]
 
 use blit_core::entry::Kind;
-use blit_core::fuzzing::to_entry;
-use blit_core::remote::{serve, wire};
+use blit_core::fuzzing::{to_entry, wire_rel};
+use blit_core::remote::wire;
 use blit_core::trust::Trust;
 use libfuzzer_sys::fuzz_target;
 
@@ -34,5 +34,5 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = serve::wire_rel(data);
+    let _ = wire_rel(data);
 });

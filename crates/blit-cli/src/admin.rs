@@ -152,7 +152,7 @@ fn print(rep: &AdminRep, as_json: bool) {
             }
             json!({"removed": entries})
         }
-        AdminRep::Error(e) => json!({"error": e}),
+        AdminRep::Error(e) => json!({"error": blit_core::names::escape_text(&e.message)}),
     };
     println!("{value}");
 }

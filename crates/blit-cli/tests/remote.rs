@@ -1292,8 +1292,14 @@ fn attacks() -> Vec<(&'static str, Attack)> {
             "a preamble with no common version",
             Box::new(|d| {
                 let mut s = raw_connect(d);
-                s.write_all(b"BLIT\x07\x00\x09\x00\x00").unwrap();
-                let got = until_hangup(&mut s, "version 7-9");
+                // Versions past this build's, only.
+                let (lo, hi) = (wire::VERSION + 1, wire::VERSION + 3);
+                let mut preamble = b"BLIT".to_vec();
+                preamble.extend(lo.to_le_bytes());
+                preamble.extend(hi.to_le_bytes());
+                preamble.push(0);
+                s.write_all(&preamble).unwrap();
+                let got = until_hangup(&mut s, "versions past ours");
                 assert_eq!(got, b"BLIT\x00\x00\x00");
             }),
         ),
@@ -1798,7 +1804,13 @@ fn admin_verbs() {
     assert_eq!(v[0]["mode"], m.mode("top.txt"));
     assert_eq!(v[0]["mtime"], m.mtime("top.txt").0);
     assert_eq!(v[0]["mtime_nsec"], m.mtime("top.txt").1);
-    expect_code(&go(argv(&[&"ls", &d.url("m", "missing")])), 2);
+    // A failure names its operation and the path as the user wrote it, with the OS's cause.
+    let a = go(argv(&[&"ls", &d.url("m", "docs/missing")]));
+    expect_code(&a, 2);
+    let err = stderr_of(&a);
+    let wanted = format!("open {}: ", d.url("m", "docs/missing"));
+    assert!(err.contains(&wanted), "{err}");
+    assert!(err.contains("No such file"), "{err}");
     expect_code(&go(argv(&[&"ls", &d.url("nope", "")])), 2);
 
     // du

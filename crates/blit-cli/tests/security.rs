@@ -1041,7 +1041,12 @@ fn text_from_a_hostile_daemon_is_escaped_before_it_is_printed() {
     };
     run_against(Msg::Refused(EVIL.into()), vec![], pull(), "a refusal");
     run_against(
-        Msg::Admin(AdminRep::Error(EVIL.into())),
+        Msg::Admin(AdminRep::Error(WireError {
+            op: EVIL.into(),
+            path: EVIL.as_bytes().to_vec(),
+            kind: blit_core::remote::wire::ErrorKind::Other,
+            message: EVIL.into(),
+        })),
         vec![],
         argv(&[&"du", &"--no-tls", &url(0, "/m").replace(":0", ":PORT")]),
         "an admin error",

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use crate::entry::{Entry, Kind};
-use crate::error::{Error, Op};
+use crate::error::{Error, Op, Rule};
 use crate::sys::{self, At};
 
 /// Why an entry is acted on; printed by `--verbose`.
@@ -205,11 +205,7 @@ pub fn hash_at(at: At<'_>) -> Result<blake3::Hash, Error> {
     let file = sys::open_source(at)?;
     // A device or fifo in its place would be read without end.
     if sys::stat_fd(&file, at)?.kind != Kind::File {
-        return Err(Error::io(
-            Op::Checksum,
-            at.path(),
-            std::io::Error::other("not a regular file"),
-        ));
+        return Err(Error::rule(Op::Checksum, at.path(), Rule::NotRegular));
     }
     let mut hasher = blake3::Hasher::new();
     hasher

@@ -9,7 +9,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, Op, Result, Rule};
 use crate::sys::Dir;
 
 /// Past this many cached handles the cache starts over, so a tree with a million folders does
@@ -179,13 +179,7 @@ impl DirCache {
                     .root
                     .file_name()
                     .map(|n| n.to_os_string())
-                    .ok_or_else(|| {
-                        Error::io(
-                            Op::Open,
-                            &self.root,
-                            std::io::Error::other("the filesystem root has no parent folder"),
-                        )
-                    })?;
+                    .ok_or_else(|| Error::rule(Op::Open, &self.root, Rule::NoParent))?;
                 let outer = match self.outer.get() {
                     Some(d) => Arc::clone(d),
                     None => {

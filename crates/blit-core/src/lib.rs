@@ -6,21 +6,40 @@
 //! 1. [`sync`] walks both trees folder by folder on a worker pool, with [`filter`] applied while
 //!    listing, and merges each pair of folder listings as soon as it has them;
 //! 2. [`decide`] says, per entry, what makes the destination right (rewrite, metadata, nothing);
-//! 3. the actions run at once on the same pool, through the platform primitives in [`sys`];
+//! 3. the actions run at once on the same pool, on a [`dest::Destination`] (a local folder
+//!    through the platform crate `blit-sys`);
 //! 4. [`report`] counts what happened, and an [`Observer`] hears about each entry as it happens.
 //!
 //! Memory holds the folders being merged, not the trees, so a million entries need megabytes.
 //!
-//! [`Job`] wires the stages together:
+//! [`Job`] wires the stages together. A mirror that prints each change as it happens:
 //!
-//! ```no_run
-//! use blit_core::{Endpoint, Job, Mode, NullObserver, Options};
-//! let src = Endpoint::parse("/data/src").unwrap();
-//! let dst = Endpoint::parse("/backup/dst").unwrap();
-//! let job = Job::new(src, dst, Options::new(Mode::Mirror));
-//! let summary = job.run(&NullObserver).expect("mirror refused");
-//! assert!(summary.failures.is_empty());
 //! ```
+//! use blit_core::{Endpoint, Event, Job, Mode, Observer, Options};
+//!
+//! struct Printer;
+//! impl Observer for Printer {
+//!     fn event(&self, e: &Event<'_>) {
+//!         println!("{:?} {}", e.action, e.rel.display());
+//!     }
+//! }
+//! # let tmp = std::env::temp_dir().join(format!("blit-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(tmp.join("src")).unwrap();
+//! # std::fs::write(tmp.join("src/hello.txt"), "hi").unwrap();
+//! # let (src, dst) = (tmp.join("src"), tmp.join("dst"));
+//!
+//! let job = Job::new(Endpoint::Local(src), Endpoint::Local(dst), Options::new(Mode::Mirror));
+//! let summary = job.run(&Printer)?; // Err: refused before anything changed
+//! assert!(summary.failures.is_empty());
+//! assert_eq!(summary.actions.create.count, 2); // the folder and hello.txt
+//! # std::fs::remove_dir_all(&tmp).unwrap();
+//! # Ok::<(), blit_core::Error>(())
+//! ```
+//!
+//! The library prints nothing and decides no exit code: what happened is in the [`Summary`] and
+//! what the observer heard. [`Options`] is built with setters and may grow without breaking
+//! callers. Where the engine reads and writes are traits ([`source::Source`],
+//! [`dest::Destination`]), so another kind of tree plugs into the same engine.
 
 #![deny(unsafe_code)]
 
@@ -32,11 +51,11 @@ pub use blit_sys::{cancel, entry, error, names};
 pub mod budget;
 pub mod decide;
 pub mod dest;
-pub mod dirs;
+mod dirs;
 pub mod endpoint;
 pub mod filter;
 pub mod job;
-pub mod landing;
+mod landing;
 pub mod options;
 pub mod remote;
 pub mod report;
@@ -52,7 +71,7 @@ pub mod trust;
 pub mod fuzzing {
     pub use crate::fakesuper::{parse_stat, present};
     #[cfg(feature = "remote")]
-    pub use crate::remote::entries::to_entry;
+    pub use crate::remote::{entries::to_entry, serve::wire_rel};
 }
 
 pub use cancel::CancelToken;
@@ -60,4 +79,4 @@ pub use endpoint::Endpoint;
 pub use error::{Error, Op};
 pub use job::Job;
 pub use options::{Mode, Options};
-pub use report::{NullObserver, Observer, Summary};
+pub use report::{Action, Event, NullObserver, Observer, Summary};

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dest::Folder;
 use crate::entry::Kind;
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, Op, Result, Rule};
 use crate::sys::Dir;
 
 /// Levels whose folder stays open while the walk is below them.
@@ -138,11 +138,7 @@ fn reopen_parent<D: Folder>(child: &D, id: (u64, u64), rel: &Path) -> Result<D> 
     let parent = child.open_parent()?;
     let now = parent.id()?;
     if now != id && id != (0, 0) {
-        return Err(Error::io(
-            Op::Open,
-            rel,
-            std::io::Error::other("the folder was moved while its contents were walked"),
-        ));
+        return Err(Error::rule(Op::Open, rel, Rule::MovedDuringWalk));
     }
     Ok(parent)
 }

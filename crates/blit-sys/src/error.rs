@@ -99,6 +99,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// One of Blit's rules left an entry as it was (nothing failed in the OS): what was being
+    /// done, to which path, and which rule.
+    #[error("{op} {}: {rule}", escape(.path))]
+    Rule { op: Op, path: PathBuf, rule: Rule },
     /// The source changed while it was being read; the copy was discarded.
     #[error("copy {}: source changed while being copied", escape(.path))]
     Changed { path: PathBuf },
@@ -131,6 +135,41 @@ pub enum Error {
     Protocol { target: String, what: String },
 }
 
+/// The rules by which Blit leaves an entry as it is rather than risk it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rule {
+    /// Only regular files are hashed (a device or fifo would be read without end).
+    #[error("not a regular file")]
+    NotRegular,
+    /// `move`: a source that changed after it was copied is not removed.
+    #[error("changed during or after its copy; the source is kept")]
+    ChangedAfterCopy,
+    /// `--verify`: the copy read back differs from the source.
+    #[error("written copy differs from the source (BLAKE3 mismatch)")]
+    ChecksumMismatch,
+    /// `copy` and `move` delete nothing, so a non-empty folder in the way of a file stays.
+    #[error(
+        "a non-empty folder stands where the source has a file; copy never deletes (use mirror)"
+    )]
+    CopyNeverDeletes,
+    /// A folder in the way of a source entry still holds what must not be deleted.
+    #[error("folder still holds excluded or unlisted entries")]
+    HoldsExcluded,
+    /// A folder was moved while the tree beneath it was walked.
+    #[error("the folder was moved while its contents were walked")]
+    MovedDuringWalk,
+    /// The filesystem root has no folder around it to be reached through.
+    #[error("the filesystem root has no parent folder")]
+    NoParent,
+    /// The admin verb `rm` never removes a module's own folder.
+    #[error("will not remove the module's root")]
+    ModuleRoot,
+    /// An entry's extended attributes do not fit one message to the peer.
+    #[error("its extended attributes are larger than one message carries")]
+    XattrsTooLarge,
+}
+
 /// What kind of failure an [`Error`] is, for a caller deciding what to do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -145,6 +184,8 @@ pub enum ErrorKind {
     Io,
     /// Stopped by the user.
     Cancelled,
+    /// A rule of Blit's left an entry as it was ([`Rule`]).
+    Rule,
 }
 
 impl Error {
@@ -156,8 +197,17 @@ impl Error {
         }
     }
 
+    pub fn rule(op: Op, path: impl Into<PathBuf>, rule: Rule) -> Self {
+        Error::Rule {
+            op,
+            path: path.into(),
+            rule,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
+            Error::Rule { .. } => ErrorKind::Rule,
             Error::Refused(_) | Error::Pattern { .. } => ErrorKind::Refused,
             Error::Network { .. } => ErrorKind::Network,
             Error::Protocol { .. } => ErrorKind::Protocol,
@@ -173,6 +223,7 @@ impl Error {
         match self {
             Error::Network { source, .. } | Error::Io { source, .. } => transient(source),
             Error::Changed { .. } => true,
+            Error::Rule { rule, .. } => *rule == Rule::ChangedAfterCopy,
             _ => false,
         }
     }
@@ -180,7 +231,7 @@ impl Error {
     /// Name of the operation for reports (`"copy"` for a changed source).
     pub fn op_name(&self) -> String {
         match self {
-            Error::Io { op, .. } => op.to_string(),
+            Error::Io { op, .. } | Error::Rule { op, .. } => op.to_string(),
             Error::Changed { .. } => "copy".into(),
             Error::Refused(_) | Error::Pattern { .. } => "refused".into(),
             Error::Cancelled => "cancel".into(),
@@ -193,9 +244,10 @@ impl Error {
     /// Path the error is about, if any.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
-            Error::Io { path, .. } | Error::Changed { path } | Error::Remote { path, .. } => {
-                Some(path)
-            }
+            Error::Io { path, .. }
+            | Error::Rule { path, .. }
+            | Error::Changed { path }
+            | Error::Remote { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -204,6 +256,7 @@ impl Error {
     pub fn cause(&self) -> String {
         match self {
             Error::Io { source, .. } => source.to_string(),
+            Error::Rule { rule, .. } => rule.to_string(),
             Error::Changed { .. } => "source changed while being copied".into(),
             Error::Remote { cause, .. } => cause.clone(),
             Error::Network { source, .. } => source.to_string(),
@@ -266,3 +319,25 @@ mod rustix_errno {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rule's error names the operation, the path and the rule, is a kind of its own, and is
+    /// worth retrying only where the rule is about a change in progress.
+    #[test]
+    fn a_rule_is_typed_and_says_what_it_kept() {
+        let e = Error::rule(Op::Delete, "/d/x", Rule::CopyNeverDeletes);
+        assert_eq!(e.kind(), ErrorKind::Rule);
+        assert!(!e.retryable());
+        assert_eq!(e.op_name(), "delete");
+        assert_eq!(e.path(), Some(std::path::Path::new("/d/x")));
+        assert!(
+            e.to_string().starts_with("delete /d/x: a non-empty folder"),
+            "{e}"
+        );
+        let moved = Error::rule(Op::Delete, "/s/f", Rule::ChangedAfterCopy);
+        assert!(moved.retryable());
+    }
+}

@@ -157,7 +157,7 @@ pub trait Destination: Sync {
     fn fsync_dir(&self, dir: &Self::Dir) -> Result<()>;
 }
 
-/// The folder operations a tree walk needs ([`crate::tree::walk`]).
+/// The folder operations a tree walk needs (`tree::walk`).
 pub trait Folder: Sized {
     /// Device and inode, or another identity that tells two folders apart.
     fn id(&self) -> Result<(u64, u64)>;

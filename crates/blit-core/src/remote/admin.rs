@@ -12,41 +12,61 @@ use super::serve;
 use super::server::{fd_path, Module};
 use super::wire::{self, AdminRep, AdminReq};
 use crate::entry::{Entry, Kind};
+use crate::error::{Error, Op, Result, Rule};
 use crate::sys::{self, At, Dir};
 use crate::tree::{self, Then, Visit};
 
 /// Entries `find` returns at most (the answer is one frame).
 const FIND_MAX: usize = 4096;
 
+/// The answer to `req` about `rel` (relative to the module's folder `root`); a failure is
+/// named by its operation and its path in the module.
 pub fn answer(module: &Module, root: &OwnedFd, rel: &Path, req: AdminReq) -> AdminRep {
     let r = match req {
-        AdminReq::ListModules => return AdminRep::Error("not a module request".into()),
+        AdminReq::ListModules => Err(Error::Refused("not a module request".into())),
         AdminReq::List { after } => list(module, root, rel, after.as_deref()),
         AdminReq::Usage => usage(root, rel),
         AdminReq::Space => space(root),
         AdminReq::Find(glob) => find(module, root, rel, &glob),
         AdminReq::Remove => remove(root, rel),
     };
-    r.unwrap_or_else(|e| AdminRep::Error(format!("{}/{}: {e}", module.name, rel.display())))
+    r.unwrap_or_else(|e| {
+        let rel = rel.as_os_str().as_bytes();
+        AdminRep::Error(serve::error_to_wire(&e, rel))
+    })
 }
 
-type R = Result<AdminRep, String>;
+type R = Result<AdminRep>;
 
-fn text(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// An OS failure on `rel`, named by its place in the module (never by the `/proc` path of the
+/// descriptor it went through).
+fn at(op: Op, rel: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(op, rel, e)
+}
+
+/// An error that names a descriptor's `/proc` path names `rel` instead.
+fn named(rel: &Path) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Io { op, source, .. } => Error::io(op, rel, source),
+        other => other,
+    }
 }
 
 /// The folder (or file) at `rel` beneath the module's folder `root`, as an open folder plus
 /// the entry of a file root.
-fn open_at(root: &OwnedFd, rel: &Path) -> Result<(Dir, Option<Entry>), String> {
-    let fd = beneath::open(root, rel).map_err(text)?;
-    let md = std::fs::metadata(fd_path(&fd)).map_err(text)?;
+fn open_at(root: &OwnedFd, rel: &Path) -> Result<(Dir, Option<Entry>)> {
+    let fd = beneath::open(root, rel).map_err(at(Op::Open, rel))?;
+    let md = std::fs::metadata(fd_path(&fd)).map_err(at(Op::Stat, rel))?;
     if md.is_dir() {
-        return Ok((Dir::open(&fd_path(&fd)).map_err(text)?, None));
+        return Ok((Dir::open(&fd_path(&fd)).map_err(named(rel))?, None));
     }
-    let parent = beneath::open(root, rel.parent().unwrap_or(Path::new(""))).map_err(text)?;
+    let parent_rel = rel.parent().unwrap_or(Path::new(""));
+    let parent = beneath::open(root, parent_rel).map_err(at(Op::Open, parent_rel))?;
     let entry = Entry::from_metadata(PathBuf::new(), &md);
-    Ok((Dir::open(&fd_path(&parent)).map_err(text)?, Some(entry)))
+    Ok((
+        Dir::open(&fd_path(&parent)).map_err(named(parent_rel))?,
+        Some(entry),
+    ))
 }
 
 /// An answer's entries stop at this many bytes, so it fits one frame.
@@ -56,7 +76,7 @@ fn list(module: &Module, root: &OwnedFd, rel: &Path, after: Option<&[u8]>) -> R 
     let (dir, file) = open_at(root, rel)?;
     if let Some(e) = file {
         let name = rel.file_name().unwrap_or_default();
-        let w = serve::describe(&dir, name, &e, false, module.fake_super).map_err(text)?;
+        let w = serve::describe(&dir, name, &e, false, module.fake_super).map_err(named(rel))?;
         return Ok(AdminRep::Entries {
             entries: vec![(name.as_bytes().to_vec(), w)],
             more: false,
@@ -64,7 +84,7 @@ fn list(module: &Module, root: &OwnedFd, rel: &Path, after: Option<&[u8]>) -> R 
     }
     let mut names: Vec<_> = dir
         .read_names()
-        .map_err(text)?
+        .map_err(named(rel))?
         .into_iter()
         .map(|(n, _)| n)
         .filter(|n| match after {
@@ -95,8 +115,8 @@ fn list(module: &Module, root: &OwnedFd, rel: &Path, after: Option<&[u8]>) -> R 
 /// Walks everything beneath `dir` without following links, calling `visit` with each entry
 /// (its folder, name and entry); `visit` says whether to go on. Folders that cannot be opened
 /// or listed, and entries that vanish, are passed over.
-fn walk(dir: Dir, visit: &mut dyn FnMut(&Dir, &OsStr, &Entry) -> bool) -> Result<(), String> {
-    let names = dir.read_names().map_err(text)?;
+fn walk(dir: Dir, rel: &Path, visit: &mut dyn FnMut(&Dir, &OsStr, &Entry) -> bool) -> Result<()> {
+    let names = dir.read_names().map_err(named(rel))?;
     tree::walk(dir, names, Path::new(""), &mut |v| {
         let Visit::Entry { dir, name, rel, .. } = v else {
             return Ok(Then::Next);
@@ -118,7 +138,6 @@ fn walk(dir: Dir, visit: &mut dyn FnMut(&Dir, &OsStr, &Entry) -> bool) -> Result
             Err(_) => Then::Next,
         })
     })
-    .map_err(text)
 }
 
 fn usage(root: &OwnedFd, rel: &Path) -> R {
@@ -131,7 +150,7 @@ fn usage(root: &OwnedFd, rel: &Path) -> R {
         });
     }
     let (mut files, mut dirs, mut bytes) = (0, 0, 0);
-    walk(dir, &mut |_, _, e| {
+    walk(dir, rel, &mut |_, _, e| {
         match e.kind {
             Kind::Dir => dirs += 1,
             Kind::File => {
@@ -146,7 +165,7 @@ fn usage(root: &OwnedFd, rel: &Path) -> R {
 }
 
 fn space(root: &OwnedFd) -> R {
-    let st = rustix::fs::fstatvfs(root).map_err(text)?;
+    let st = rustix::fs::fstatvfs(root).map_err(|e| Error::io(Op::Stat, "", e.into()))?;
     let unit = st.f_frsize;
     Ok(AdminRep::Space {
         total: st.f_blocks * unit,
@@ -159,13 +178,16 @@ fn find(module: &Module, root: &OwnedFd, rel: &Path, glob: &str) -> R {
     let matcher = globset::GlobBuilder::new(glob)
         .literal_separator(true)
         .build()
-        .map_err(|e| format!("bad pattern {glob:?}: {e}"))?
+        .map_err(|e| Error::Pattern {
+            pattern: glob.to_string(),
+            reason: e.kind().to_string(),
+        })?
         .compile_matcher();
     let (dir, _) = open_at(root, rel)?;
     let mut out = Vec::new();
     let mut size = 0;
     let mut more = false;
-    walk(dir, &mut |d, name, e| {
+    walk(dir, rel, &mut |d, name, e| {
         if matcher.is_match(Path::new(name)) {
             if out.len() >= FIND_MAX || size >= PAGE_BYTES {
                 more = true;
@@ -185,18 +207,19 @@ fn find(module: &Module, root: &OwnedFd, rel: &Path, glob: &str) -> R {
 
 fn remove(root: &OwnedFd, rel: &Path) -> R {
     if rel.as_os_str().is_empty() {
-        return Err("will not remove the module's root".into());
+        return Err(Error::rule(Op::Delete, rel, Rule::ModuleRoot));
     }
-    let parent = beneath::open(root, rel.parent().unwrap_or(Path::new(""))).map_err(text)?;
-    let dir = Dir::open(&fd_path(&parent)).map_err(text)?;
+    let parent_rel = rel.parent().unwrap_or(Path::new(""));
+    let parent = beneath::open(root, parent_rel).map_err(at(Op::Open, parent_rel))?;
+    let dir = Dir::open(&fd_path(&parent)).map_err(named(parent_rel))?;
     let name = rel.file_name().unwrap_or_default();
-    let e = sys::stat_at(At::new(&dir, name), rel.to_path_buf()).map_err(text)?;
+    let e = sys::stat_at(At::new(&dir, name), rel.to_path_buf()).map_err(named(rel))?;
     if e.kind != Kind::Dir {
-        sys::unlink_at(At::new(&dir, name)).map_err(text)?;
+        sys::unlink_at(At::new(&dir, name)).map_err(named(rel))?;
         return Ok(AdminRep::Removed { entries: 1 });
     }
-    let top = dir.open_child(name).map_err(text)?;
-    let names = top.read_names().map_err(text)?;
+    let top = dir.open_child(name).map_err(named(rel))?;
+    let names = top.read_names().map_err(named(rel))?;
     let mut entries = 0u64;
     // Children first: a folder goes once everything in it is gone.
     tree::walk(top, names, Path::new(""), &mut |v| {
@@ -221,9 +244,8 @@ fn remove(root: &OwnedFd, rel: &Path) -> R {
         }
         entries += 1;
         Ok(Then::Next)
-    })
-    .map_err(text)?;
-    sys::rmdir_at(At::new(&dir, name)).map_err(text)?;
+    })?;
+    sys::rmdir_at(At::new(&dir, name)).map_err(named(rel))?;
     Ok(AdminRep::Removed {
         entries: entries + 1,
     })

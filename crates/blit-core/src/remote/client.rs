@@ -14,7 +14,7 @@ use super::peer::{Handler, Peer};
 use super::serve::{self, ServeTree};
 use super::source::RemoteSource;
 use super::url::RemoteUrl;
-use super::wire::{self, AdminRep, AdminReq, Finished, Hello, Msg, PushJob, Req, Role};
+use super::wire::{self, AdminRep, AdminReq, Finished, Hello, Msg, PushJob, Req, Role, WireError};
 use super::wirepath;
 use crate::budget::Charge;
 use crate::entry::Entry;
@@ -139,21 +139,19 @@ pub fn open(url: &RemoteUrl, role: Role, access: &Access) -> Result<(Chan, Msg)>
         token: access.token.clone(),
         role,
     });
-    let mut chan = (|| {
-        wire::write_client_preamble(&mut stream, !access.plain)?;
-        let (_, tls) = wire::read_server_preamble(&mut stream)?;
-        match (tls, access.plain) {
-            (true, true) => Err(io::Error::other(
-                "the daemon requires TLS; drop --no-tls",
-            )),
-            (false, false) => Err(io::Error::other(
-                "the daemon does not offer TLS (it runs with TLS off); pass --no-tls to connect in the clear",
-            )),
-            (false, true) => Ok(Chan::Plain(stream)),
-            (true, false) => secure(stream, url, access),
-        }
-    })()
-    .map_err(|e| net_error(url, e))?;
+    let tls = wire::write_client_preamble(&mut stream, !access.plain)
+        .and_then(|()| wire::read_server_preamble(&mut stream))
+        .map_err(|e| net_error(url, e))?
+        .1;
+    let mismatch = |why: &str| Err(Error::Refused(format!("{url}: {why}")));
+    let mut chan = match (tls, access.plain) {
+        (true, true) => return mismatch("the daemon requires TLS; drop --no-tls"),
+        (false, false) => return mismatch(
+            "the daemon does not offer TLS (it runs with TLS off); pass --no-tls to connect in the clear",
+        ),
+        (false, true) => Chan::Plain(stream),
+        (true, false) => secure(stream, url, access).map_err(|e| net_error(url, e))?,
+    };
     let answer = chan
         .send(&hello)
         .and_then(|()| chan.recv())
@@ -519,11 +517,24 @@ pub fn admin(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRep
 fn admin_once(url: &RemoteUrl, req: AdminReq, access: &Access) -> Result<AdminRep> {
     let (_chan, answer) = open(url, Role::Admin(req), access)?;
     match answer {
-        Msg::Admin(AdminRep::Error(why)) => {
-            Err(Error::Refused(format!("{url}: {}", escape_text(&why))))
-        }
+        Msg::Admin(AdminRep::Error(e)) => Err(admin_error(url, e)),
         Msg::Admin(rep) => Ok(rep),
         _ => Err(protocol_error(url, "unexpected answer")),
+    }
+}
+
+/// A daemon's admin failure, named by the URL of the path it was about.
+fn admin_error(url: &RemoteUrl, e: WireError) -> Error {
+    let rel = wirepath::shown(&e.path);
+    let mut path = std::ffi::OsString::from(format!("blit://{}/{}", url.address(), url.module));
+    if !rel.as_os_str().is_empty() {
+        path.push("/");
+        path.push(rel);
+    }
+    Error::Remote {
+        op: escape_text(&e.op),
+        path: path.into(),
+        cause: escape_text(&e.message),
     }
 }
 

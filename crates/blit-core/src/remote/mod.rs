@@ -1,7 +1,7 @@
 //! Remote trees: a `blit-daemon` serves named folders (modules); the `blit` command reaches them
 //! as `blit://HOST[:PORT]/MODULE/PATH`. The engine is the local one: on a pull it runs in the
-//! client and reads through [`source::RemoteSource`]; on a push it runs in the daemon and reads
-//! the client's tree the same way, while the client serves it ([`serve`]). docs/PROTOCOL.md
+//! client and reads through `source::RemoteSource`; on a push it runs in the daemon and reads
+//! the client's tree the same way, while the client serves it (`serve`). docs/PROTOCOL.md
 //! describes the design and the wire format. Everything here but the URL syntax is the `remote`
 //! cargo feature (on by default): a build without it copies locally only and links no TLS.
 
@@ -14,15 +14,19 @@ pub mod client;
 #[cfg(feature = "remote")]
 pub(crate) mod entries;
 #[cfg(feature = "remote")]
+// Parts serve only the daemon, which runs on Linux.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 mod peer;
 #[cfg(feature = "remote")]
-pub mod serve;
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) mod serve;
 #[cfg(feature = "remote")]
-pub mod source;
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) mod source;
 #[cfg(feature = "remote")]
 pub mod wire;
 #[cfg(feature = "remote")]
-pub mod wirepath;
+pub(crate) mod wirepath;
 
 #[cfg(feature = "remote")]
 pub use client::Access;

@@ -18,7 +18,7 @@ use super::wirepath;
 use crate::budget::Charge;
 use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind, Version};
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, Op, Result, Rule};
 use crate::source::{self, RESUME_BLOCK};
 use crate::sys::{self, At};
 
@@ -263,11 +263,7 @@ impl Tree {
         };
         if listed_size(&item) > wire::LISTING_BUDGET {
             // Attributes too large for one message: that entry fails, the listing goes on.
-            let e = Error::io(
-                Op::Xattr,
-                dir.path().join(name),
-                io::Error::other("its extended attributes are larger than one message carries"),
-            );
+            let e = Error::rule(Op::Xattr, dir.path().join(name), Rule::XattrsTooLarge);
             return Some(WireListed::Err(
                 lossy(name),
                 error_to_wire(&e, &child_rel(rel, name)),

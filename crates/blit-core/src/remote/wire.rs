@@ -11,7 +11,7 @@
 //! Every length is checked before anything is allocated: a message frame longer than
 //! [`MAX_FRAME`] (or a data frame with more than [`DATA_CHUNK`] bytes) is an error, and so is any
 //! body that does not decode completely. What a message decodes into is bounded too: each list
-//! in it is counted as it is read, at the size its items take in memory (see [`bounded`]), so a
+//! in it is counted as it is read, at the size its items take in memory (see `bounded`), so a
 //! frame of a megabyte cannot become a hundred megabytes of tiny structures.
 
 use std::io::{self, Read, Write};
@@ -27,10 +27,11 @@ pub const MAGIC: &[u8; 4] = b"BLIT";
 /// `PushJob::delete_after`; version 5 bounds what a peer can make the other side hold: listings
 /// come in pages asked for one at a time (`List::after`, `List::max_bytes`, `Entries::more`),
 /// carry no temporaries, messages are at most 1 MiB, and resume hashes are 16 bytes; version 6 embeds `options::Options` in the push job and encodes every
-/// enum by derive (an unknown value is an error). Older
+/// enum by derive (an unknown value is an error); version 7 types admin errors
+/// (`AdminRep::Error` carries a `WireError`, with operation, path and cause). Older
 /// encodings of these messages differ, so an older peer is refused at the preamble rather than
 /// misread.
-pub const VERSION: u16 = 6;
+pub const VERSION: u16 = 7;
 /// A message frame's body may not exceed this (a data frame's: [`DATA_CHUNK`] bytes and its
 /// 12-byte header). A listing larger than this is cut into frames by its sender.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -222,7 +223,7 @@ pub enum AdminRep {
     Removed {
         entries: u64,
     },
-    Error(String),
+    Error(WireError),
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

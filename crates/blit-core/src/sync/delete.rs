@@ -111,10 +111,10 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
         if self.dst.rmdir(dir, name)? {
             self.emit(Action::Delete, Kind::Dir, rel, "not in source", 0);
         } else if matches!(why, Deleting::InTheWay) {
-            return Err(Error::io(
+            return Err(Error::rule(
                 Op::Delete,
                 self.dst.path(dir, name),
-                std::io::Error::other("folder still holds excluded or unlisted entries"),
+                Rule::HoldsExcluded,
             ));
         }
         Ok(())

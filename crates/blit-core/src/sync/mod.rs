@@ -34,7 +34,7 @@ use crate::cancel::CancelToken;
 use crate::decide::{self, Decision, MetaDiff, Reason, Rules};
 use crate::dest::{Destination, DryRun, FileWrite, LocalDest};
 use crate::entry::{Entry, Kind, Version};
-use crate::error::{Error, Op, Result};
+use crate::error::{Error, Op, Result, Rule};
 use crate::filter::Filter;
 use crate::options::{Mode, Options};
 use crate::report::{Action, Actions, Event, Observer, Stats};

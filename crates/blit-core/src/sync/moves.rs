@@ -138,10 +138,10 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
         if now.kind == Kind::File && now.version() == seen {
             return Ok(());
         }
-        Err(Error::io(
+        Err(Error::rule(
             Op::Delete,
             self.src.path(dir, name),
-            std::io::Error::other("changed during or after its copy; the source is kept"),
+            Rule::ChangedAfterCopy,
         ))
     }
 

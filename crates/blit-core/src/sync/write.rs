@@ -133,10 +133,10 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
         if src.hash()? == self.dst.inside(dir, tmp).hash()? {
             Ok(())
         } else {
-            Err(Error::io(
+            Err(Error::rule(
                 Op::Checksum,
                 self.dst.path(dir, tmp),
-                std::io::Error::other("written copy differs from the source (BLAKE3 mismatch)"),
+                Rule::ChecksumMismatch,
             ))
         }
     }
@@ -244,12 +244,10 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
         if self.opts.job.mode == Mode::Mirror || self.dst.rmdir(dst, name)? {
             return Ok(());
         }
-        Err(Error::io(
+        Err(Error::rule(
             Op::Delete,
             self.dst.path(dst, name),
-            std::io::Error::other(
-                "a non-empty folder stands where the source has a file; copy never deletes (use mirror)",
-            ),
+            Rule::CopyNeverDeletes,
         ))
     }
 

@@ -25,7 +25,7 @@ mod stripes;
 
 use ahead::Ahead;
 use listing::Prefetch;
-pub use stripes::{OpenStreams, StreamSet, Streams};
+pub use stripes::{OpenStreams, StreamSet};
 
 pub struct RemoteSource {
     peer: Arc<Peer>,
