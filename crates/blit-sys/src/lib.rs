@@ -143,6 +143,20 @@ pub struct Output<'a> {
 }
 
 impl Output<'_> {
+    /// Whether a new file of mode `perm` can be created with that mode at once, saving an
+    /// `fchmod`: the kernel keeps it exactly (no special bits, none masked by the umask, no
+    /// default ACL to replace the umask), and it stays writable for the `xattrs` still to be
+    /// set (unless root writes them). Not for a resumed partial (it exists already), nor under
+    /// fake super (the mode stored differs from the mode made).
+    pub fn creates_final_mode(&self, perm: u32, xattrs: bool) -> bool {
+        !self.resume
+            && !self.meta.fake_super
+            && perm & 0o7000 == 0
+            && perm & self.umask == 0
+            && !self.under_acl
+            && (!xattrs || perm & 0o200 != 0 || self.meta.owner)
+    }
+
     /// `chown` is needed unless the new file is certainly owned right already.
     pub fn needs_chown(&self, meta: &crate::entry::Entry) -> bool {
         self.default_owner != Some((meta.uid, meta.gid))

@@ -102,12 +102,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
             false,
         );
     }
-    // Created with its final mode when the kernel will keep it exactly (no special bits, none
-    // masked by the umask, and writable for the xattrs still to come): one `fchmod` less per file.
-    let final_mode = before.perm & 0o7000 == 0
-        && before.perm & req.out.umask == 0
-        && !req.out.under_acl
-        && (!req.src_xattrs || before.perm & 0o200 != 0 || req.out.meta.owner);
+    let final_mode = req.out.creates_final_mode(before.perm, req.src_xattrs);
     let mode = if final_mode { before.perm } else { 0o600 };
     let (mut out, made) = create_output(&req.out, mode)?;
     let (n, method) = match copy_data(
@@ -128,7 +123,7 @@ pub fn copy_to_temp(req: &CopyRequest<'_>) -> Result<CopyOutcome> {
 /// An empty file has no content to read: it is made from the walk's `lstat` alone, without
 /// opening the source (a source that grew since has another size, which the next run sees).
 pub(super) fn make_empty(req: &CopyRequest<'_>, e: &Entry) -> Result<CopyOutcome> {
-    let final_mode = e.perm & 0o7000 == 0 && e.perm & req.out.umask == 0 && !req.out.under_acl;
+    let final_mode = req.out.creates_final_mode(e.perm, false);
     let mode = if final_mode { e.perm } else { 0o600 };
     if let Some(placed) = make_empty_in_place(req, e, mode, final_mode)? {
         return Ok(placed);
@@ -471,13 +466,7 @@ pub fn receive_to_temp(
     xattrs: Option<&Xattrs>,
     feed: &mut dyn FnMut(&File) -> Result<Fed>,
 ) -> Result<CopyOutcome> {
-    // As for a local copy: created with its final mode when the kernel keeps it exactly.
-    let final_mode = !o.resume
-        && !o.meta.fake_super
-        && meta.perm & 0o7000 == 0
-        && meta.perm & o.umask == 0
-        && !o.under_acl
-        && (xattrs.is_none() || meta.perm & 0o200 != 0 || o.meta.owner);
+    let final_mode = o.creates_final_mode(meta.perm, xattrs.is_some());
     let (out, made) = if o.resume {
         (open_partial(o.tmp)?, Made::Temp)
     } else {
