@@ -188,6 +188,12 @@ def mirror_tools(blit, sv):
 
 
 class RemoteBench(common.Bench):
+    def chosen(self, tools):
+        """With --only-blit, Blit's rows alone (TLS and plain, this build and the baseline)."""
+        if not self.args.only_blit:
+            return tools
+        return [(n, c) for n, c in tools if n.startswith("blit")]
+
     def record(self, label, results):
         # Ratios against rsyncd, the peer the targets name.
         super().record(label, results)
@@ -206,7 +212,7 @@ class RemoteBench(common.Bench):
             print(f"  striping: {ONE} / blit = {med[ONE][0] / med['blit'][0]:.2f}")
 
     def push(self, label, src, nbytes, rounds, big):
-        tools = push_tools(self.blit, self.sv, big)
+        tools = self.chosen(push_tools(self.blit, self.sv, big))
         results = {n: [] for n, _ in tools}
         for i in range(rounds):
             for name, cmd in common.rotated(tools, i):
@@ -222,7 +228,7 @@ class RemoteBench(common.Bench):
         self.record(label, results)
 
     def pull(self, label, rel, nbytes, rounds, big):
-        tools = pull_tools(self.blit, self.sv, big)
+        tools = self.chosen(pull_tools(self.blit, self.sv, big))
         results = {n: [] for n, _ in tools}
         base = os.path.join(self.data, "dst", "pulled-big" if big else "pulled")
         os.makedirs(base, exist_ok=True)
@@ -237,7 +243,7 @@ class RemoteBench(common.Bench):
         self.record(label, results)
 
     def noop(self, label, src, rel, rounds):
-        tools = mirror_tools(self.blit, self.sv)
+        tools = self.chosen(mirror_tools(self.blit, self.sv))
         replica = os.path.join(self.sv.module, rel)
         if not os.path.exists(replica):
             common.sh([self.blit, "mirror", "-q", "--no-progress", src, replica], check=True)
@@ -286,6 +292,8 @@ def main():
     ap.add_argument("--only", default=",".join(ALL))
     ap.add_argument("--data", default="/var/tmp/blit-bench")
     ap.add_argument("--out", default=os.path.join(common.HERE, "RESULTS-remote.md"))
+    ap.add_argument("--only-blit", action="store_true",
+                    help="run only Blit's rows (this build's and $BLIT_BASELINE's); no rsync")
     args = ap.parse_args()
     only = args.only.split(",")
     need([("rsync", "rsync"), ("openssh-server", "sshd"), ("openssh-client", "ssh"), ("time", "/usr/bin/time")])

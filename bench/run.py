@@ -370,6 +370,12 @@ def mirror_tools(blit, duty=False, floor=False):
 
 
 class Bench:
+    def chosen(self, tools):
+        """With --only-blit, this build and the baseline alone."""
+        if not self.args.only_blit:
+            return tools
+        return [(n, c) for n, c in tools if n in ("blit", BASELINE)]
+
     def __init__(self, args):
         self.args = args
         self.data = args.data
@@ -417,7 +423,7 @@ class Bench:
         """`few_files`: the destination holds a handful of big files, so deleting the previous one
         costs no inode-allocator slowdown, and keeping every copy would fill the disk (a 1 GiB
         workload x 7 tools x 5 rounds is 35 GiB)."""
-        tools = copy_tools(self.blit)
+        tools = self.chosen(copy_tools(self.blit))
         results = {name: [] for name, _ in tools}
         os.makedirs(dst_base, exist_ok=True)
         if not few_files and not dst_base.startswith("/dev/shm"):
@@ -438,7 +444,7 @@ class Bench:
         self.record(label, results)
 
     def noop_mirror(self, label, src, rounds, duty=False):
-        tools = mirror_tools(self.blit, duty, floor=duty)
+        tools = self.chosen(mirror_tools(self.blit, duty, floor=duty))
         dst = os.path.join(self.data, "dst", os.path.basename(src) + "-replica")
         if not os.path.exists(dst):
             sh([self.blit, "mirror", "-q", "--no-progress", src, dst], check=True)
@@ -454,7 +460,7 @@ class Bench:
 
     def incremental(self, label, base, edited, rounds):
         """Each run: a fresh replica of `base` (made untimed), then a timed mirror of `edited`."""
-        tools = mirror_tools(self.blit, duty=True)
+        tools = self.chosen(mirror_tools(self.blit, duty=True))
         results = {name: [] for name, _ in tools}
         dst = os.path.join(self.data, "dst", "incr")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -530,9 +536,11 @@ class Bench:
 
     def ratio_rows(self, label, med, best, ratio):
         """The bold rows under a workload's tools."""
-        if ratio is None:
-            return []
-        rows = [f"| {label} | **blit / {best[0]}** | **{ratio:.2f}** | | | |"]
+        rows = []
+        if ratio is not None:
+            rows.append(f"| {label} | **blit / {best[0]}** | **{ratio:.2f}** | | | |")
+        if "blit" in med and BASELINE in med:
+            rows.append(f"| {label} | **blit / {BASELINE}** | **{med['blit'][0] / med[BASELINE][0]:.2f}** | | | |")
         for a, b in DUTY_PAIRS:
             if a in med and b in med:
                 rows.append(f"| {label} | same duty: {a} / {b} | {med[a][0] / med[b][0]:.2f} | | | |")
@@ -587,12 +595,14 @@ def main():
     ap.add_argument("--data", default="/var/tmp/blit-bench")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--no-install", action="store_true")
+    ap.add_argument("--only-blit", action="store_true",
+                    help="run only this build's blit and $BLIT_BASELINE's (a change's before/after); no peers")
     ap.add_argument("--no-wait", action="store_true",
                     help="do not wait for the filesystem's inode allocator to recover from deletes")
     args = ap.parse_args()
     only = args.only.split(",")
     os.makedirs(args.data, exist_ok=True)
-    if not args.no_install:
+    if not args.no_install and not args.only_blit:
         install_peers()
     b = Bench(args)
     d = args.data
