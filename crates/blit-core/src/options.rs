@@ -47,6 +47,13 @@ macro_rules! options {
             $($(#[$attr])* pub $field: $ty,)*
         }
 
+        /// The fields of [`Options`] with their types, as written. A push job carries
+        /// `Options`, so a change here changes what the wire carries (see
+        /// `remote::wire::VERSION`, whose test pins this).
+        #[cfg_attr(not(all(test, feature = "remote")), allow(dead_code))]
+        pub(crate) const SHAPE: &str =
+            concat!($(stringify!($field), ": ", stringify!($ty), "; ",)*);
+
         impl Options {
             $(
                 #[doc = concat!("Sets [`Options::", stringify!($field), "`].")]

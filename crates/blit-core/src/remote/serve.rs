@@ -325,65 +325,19 @@ impl Tree {
                 ),
             ));
         }
-        let mut sent = 0u64;
-        // Blocks the receiver holds: sent only where they differ (read whole, holes included,
-        // since the receiver's copy may hold anything there).
-        let block = RESUME_BLOCK;
-        let mut buf = Vec::new();
-        for (i, want) in have.iter().enumerate() {
-            let off = i as u64 * block;
-            if off >= before.size {
-                break;
-            }
-            let len = (before.size - off).min(block) as usize;
-            buf.resize(len, 0);
-            let n = read_at_most(&file, &mut buf, off)
-                .map_err(|e| Error::io(Op::Read, at.path(), e))?;
-            if n < len {
-                return Ok(Rep::Changed);
-            }
-            if peer.is_cancelled(id) {
-                return Ok(Rep::Changed);
-            }
-            if blake3::hash(&buf).as_bytes()[..wire::HAVE_HASH] != want[..] {
-                let mut frame = wire::buffer(17 + len);
-                frame.extend_from_slice(&wire::data_header(id, off, len));
-                frame.extend_from_slice(&buf);
-                peer.send_frame(frame)
-                    .map_err(|e| Error::io(Op::Copy, at.path(), e))?;
-                sent += len as u64;
-            }
-        }
-        let resume_from = (have.len() as u64 * block).min(before.size);
+        let Some(mut sent) = send_differing_blocks(peer, id, &file, at, before.size, have)? else {
+            return Ok(Rep::Changed);
+        };
+        let resume_from = (have.len() as u64 * RESUME_BLOCK).min(before.size);
         let range = range.unwrap_or(0..u64::MAX);
         for (start, end) in data_regions(&file, &before) {
             let (start, end) = (start.max(resume_from).max(range.start), end.min(range.end));
             if start >= end {
                 continue;
             }
-            let mut off = start;
-            while off < end {
-                if peer.is_cancelled(id) {
-                    // Nobody reads this reply; it only ends the request.
-                    return Ok(Rep::Changed);
-                }
-                let want = ((end - off) as usize).min(wire::DATA_CHUNK);
-                let mut frame = wire::buffer_len(17 + want);
-                frame[..17].copy_from_slice(&wire::data_header(id, off, want));
-                let n = read_at_most(&file, &mut frame[17..], off)
-                    .map_err(|e| Error::io(Op::Read, at.path(), e))?;
-                if n == 0 {
-                    // Shorter than it said: it changed.
-                    return Ok(Rep::Changed);
-                }
-                if n < want {
-                    frame.truncate(17 + n);
-                    frame[..4].copy_from_slice(&((n + 12) as u32).to_le_bytes());
-                }
-                peer.send_frame(frame)
-                    .map_err(|e| Error::io(Op::Copy, at.path(), e))?;
-                off += n as u64;
-                sent += n as u64;
+            match send_region(peer, id, &file, at, start..end)? {
+                Some(n) => sent += n,
+                None => return Ok(Rep::Changed),
             }
         }
         let after = sys::stat_settled(&file, at, &before)?;
@@ -554,6 +508,79 @@ fn read_at_most(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+/// The blocks the receiver holds from an interrupted transfer (`have`: a hash prefix of each),
+/// sent again only where the file's differ (read whole, holes included, since the receiver's
+/// copy may hold anything there). The bytes sent; `None` when the file changed or the request
+/// was cancelled.
+fn send_differing_blocks(
+    peer: &Peer,
+    id: u32,
+    file: &std::fs::File,
+    at: At<'_>,
+    size: u64,
+    have: &[[u8; wire::HAVE_HASH]],
+) -> Result<Option<u64>> {
+    let mut sent = 0u64;
+    let mut buf = Vec::new();
+    for (i, want) in have.iter().enumerate() {
+        let off = i as u64 * RESUME_BLOCK;
+        if off >= size {
+            break;
+        }
+        let len = (size - off).min(RESUME_BLOCK) as usize;
+        buf.resize(len, 0);
+        let n = read_at_most(file, &mut buf, off).map_err(|e| Error::io(Op::Read, at.path(), e))?;
+        if n < len || peer.is_cancelled(id) {
+            return Ok(None);
+        }
+        if blake3::hash(&buf).as_bytes()[..wire::HAVE_HASH] != want[..] {
+            let mut frame = wire::buffer(17 + len);
+            frame.extend_from_slice(&wire::data_header(id, off, len));
+            frame.extend_from_slice(&buf);
+            peer.send_frame(frame)
+                .map_err(|e| Error::io(Op::Copy, at.path(), e))?;
+            sent += len as u64;
+        }
+    }
+    Ok(Some(sent))
+}
+
+/// One data region of the file as data frames. The bytes sent; `None` when the file turned out
+/// shorter than it said (it changed) or the request was cancelled (nobody reads the reply then;
+/// it only ends the request).
+fn send_region(
+    peer: &Peer,
+    id: u32,
+    file: &std::fs::File,
+    at: At<'_>,
+    region: std::ops::Range<u64>,
+) -> Result<Option<u64>> {
+    let mut off = region.start;
+    let mut sent = 0u64;
+    while off < region.end {
+        if peer.is_cancelled(id) {
+            return Ok(None);
+        }
+        let want = ((region.end - off) as usize).min(wire::DATA_CHUNK);
+        let mut frame = wire::buffer_len(17 + want);
+        frame[..17].copy_from_slice(&wire::data_header(id, off, want));
+        let n = read_at_most(file, &mut frame[17..], off)
+            .map_err(|e| Error::io(Op::Read, at.path(), e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n < want {
+            frame.truncate(17 + n);
+            frame[..4].copy_from_slice(&((n + 12) as u32).to_le_bytes());
+        }
+        peer.send_frame(frame)
+            .map_err(|e| Error::io(Op::Copy, at.path(), e))?;
+        off += n as u64;
+        sent += n as u64;
+    }
+    Ok(Some(sent))
 }
 
 /// The byte ranges holding data: the whole file, or for a sparse one only its data extents.

@@ -628,6 +628,25 @@ pub fn read_server_preamble(r: &mut impl Read) -> io::Result<(u16, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A push job carries `Options`, whose encoding has no field names: a field added, removed
+    /// or retyped would be misread by a peer of the same version. This fails until `VERSION` is
+    /// bumped with the shape it pins.
+    #[test]
+    fn a_change_to_the_options_bumps_the_protocol_version() {
+        let pinned = (
+            7,
+            "mode: Mode; dry_run: bool; checksum: bool; excludes: Vec<String>; \
+             includes: Vec<String>; max_delete: Option<u64>; delete_after: bool; \
+             workers: Option<u32>; fsync: bool; verify: bool; no_xattrs: bool; force: bool; \
+             resume: bool; ",
+        );
+        assert_eq!(
+            (VERSION, crate::options::SHAPE),
+            pinned,
+            "Options changed: bump wire::VERSION and pin the new shape here"
+        );
+    }
     use crate::entry::Kind;
     use crate::options::{Mode, Options};
 
