@@ -714,7 +714,7 @@ fn child_rel(dir_rel: &[u8], name: &OsStr) -> Vec<u8> {
     out
 }
 
-/// A relative path a request names (see [`wirepath::rel_from_peer`]).
+/// A relative path a request names (see `wirepath::rel_from_peer`).
 pub fn wire_rel(raw: &[u8]) -> Result<PathBuf> {
     wirepath::rel_from_peer(raw).map_err(|e| Error::io(Op::Open, wirepath::shown(raw), e))
 }
