@@ -39,8 +39,9 @@ fn main() -> ExitCode {
 /// A command-line path: a `blit://` URL, or a local path (any bytes).
 fn endpoint(arg: &std::path::Path) -> anyhow::Result<Endpoint> {
     match arg.to_str() {
-        Some(s) if s.starts_with("blit://") => Endpoint::parse(s).map_err(anyhow::Error::msg),
-        _ => Ok(Endpoint::Local(arg.to_path_buf())),
+        Some(s) => Endpoint::parse(s).map_err(anyhow::Error::msg),
+        // Not UTF-8: no URL, a local path.
+        None => Ok(Endpoint::Local(arg.to_path_buf())),
     }
 }
 

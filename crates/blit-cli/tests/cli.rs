@@ -100,6 +100,38 @@ fn usage_errors_exit_2_and_touch_nothing() {
     }
 }
 
+/// `SCHEME://` that Blit does not know is a usage error naming it, on either side; taken as a
+/// path it made a local folder `s3:` in the working folder.
+#[test]
+fn an_unknown_scheme_is_a_usage_error_not_a_folder() {
+    let sb = Sandbox::new();
+    sb.src().file("f", b"x");
+    for mode in ["copy", "mirror", "move"] {
+        for (src, dst) in [
+            (
+                sb.src().root().as_os_str().to_owned(),
+                OsString::from("s3://bucket/x"),
+            ),
+            (
+                OsString::from("ftp://host/x"),
+                sb.dst().root().as_os_str().to_owned(),
+            ),
+        ] {
+            let mut cmd = blit();
+            cmd.args([OsString::from(mode), src.clone(), dst.clone()])
+                .current_dir(sb.path());
+            let a = finish(cmd);
+            expect_code(&a, 2);
+            let err = stderr_of(&a);
+            assert!(err.contains("unknown scheme"), "{mode}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        assert!(!sb.path().join("s3:").exists(), "a folder `s3:` was made");
+        assert!(!sb.dst().exists(""), "the destination was created");
+        assert!(sb.src().exists("f"), "the source was moved");
+    }
+}
+
 #[test]
 fn missing_source_exits_2_without_creating_destination() {
     let sb = Sandbox::new();
