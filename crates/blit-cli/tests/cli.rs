@@ -101,7 +101,7 @@ fn usage_errors_exit_2_and_touch_nothing() {
 }
 
 /// `SCHEME://` that Blit does not know is a usage error naming it, on either side; taken as a
-/// path it made a local folder `s3:` in the working folder.
+/// path it would make a local folder `s3:` in the working folder.
 #[test]
 fn an_unknown_scheme_is_a_usage_error_not_a_folder() {
     let sb = Sandbox::new();
