@@ -111,10 +111,26 @@ pub struct CopyRequest<'a> {
     pub out: Output<'a>,
 }
 
-/// Where and how a new file is written, whatever feeds it (a local source or a peer's bytes).
+/// Where a new file is written, and how (whatever feeds it: a local source or a peer's bytes).
+#[derive(Clone, Copy)]
 pub struct Output<'a> {
     /// Created by the copy; must not exist.
     pub tmp: At<'a>,
+    pub fast: &'a FastPaths,
+    pub how: Writing<'a>,
+}
+
+impl<'a> std::ops::Deref for Output<'a> {
+    type Target = Writing<'a>;
+
+    fn deref(&self) -> &Writing<'a> {
+        &self.how
+    }
+}
+
+/// How a new file is written, wherever it lands: what the engine decides for each file.
+#[derive(Clone, Copy)]
+pub struct Writing<'a> {
     /// The final name, when nothing stands there: the copy may then put the file in place itself
     /// (reported as `placed`).
     pub final_name: Option<&'a OsStr>,
@@ -133,7 +149,6 @@ pub struct Output<'a> {
     pub default_owner: Option<(u32, u32)>,
     /// Flush the temporary to disk before returning.
     pub fsync: bool,
-    pub fast: &'a FastPaths,
     pub cancel: &'a CancelToken,
     /// Called with each increment of bytes copied.
     pub progress: &'a (dyn Fn(u64) + Sync),
@@ -142,7 +157,7 @@ pub struct Output<'a> {
     pub resume: bool,
 }
 
-impl Output<'_> {
+impl Writing<'_> {
     /// Whether a new file of mode `perm` can be created with that mode at once, saving an
     /// `fchmod`: the kernel keeps it exactly (no special bits, none masked by the umask, no
     /// default ACL to replace the umask), and it stays writable for the `xattrs` still to be

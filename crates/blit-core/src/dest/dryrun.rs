@@ -9,12 +9,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Destination, FileWrite, Folder};
+use super::{Destination, Folder};
 use crate::decide::Inside;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Op, Result};
 use crate::source::{Listed, Source};
-use crate::sys::{At, CopyOutcome, MetaOpts, Method, Output, Xattrs};
+use crate::sys::{At, CopyOutcome, MetaOpts, Method, Output, Writing, Xattrs};
 
 /// Wraps a [`Destination`] or a [`Source`]; as either, it reads through and never writes.
 pub struct DryRun<T> {
@@ -239,7 +239,8 @@ impl<D: Destination> Destination for DryRun<D> {
         a: &Entry,
         _first: bool,
         _dir: &Self::Dir,
-        _how: FileWrite<'_>,
+        _tmp: &OsStr,
+        _how: Writing<'_>,
     ) -> Result<CopyOutcome> {
         Ok(CopyOutcome::Done {
             bytes: a.size,

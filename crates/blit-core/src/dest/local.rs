@@ -4,13 +4,13 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Destination, FileWrite};
+use super::Destination;
 use crate::decide::Inside;
 use crate::dirs::DirCache;
 use crate::entry::{Entry, Kind};
 use crate::error::{Error, Op, Result};
 use crate::source::{Listed, Source};
-use crate::sys::{self, At, CopyOutcome, Dir, FastPaths, MetaOpts, Output, Xattrs};
+use crate::sys::{self, At, CopyOutcome, Dir, FastPaths, MetaOpts, Output, Writing, Xattrs};
 
 pub struct LocalDest {
     dirs: DirCache,
@@ -134,21 +134,13 @@ impl Destination for LocalDest {
         a: &Entry,
         first: bool,
         dir: &Dir,
-        how: FileWrite<'_>,
+        tmp: &OsStr,
+        how: Writing<'_>,
     ) -> Result<CopyOutcome> {
         let out = Output {
-            tmp: At::new(dir, how.tmp),
-            final_name: how.final_name,
-            direct: how.direct,
-            meta: how.meta,
-            umask: how.umask,
-            under_acl: how.under_acl,
-            default_owner: how.default_owner,
-            fsync: how.fsync,
+            tmp: At::new(dir, tmp),
             fast: &self.fast,
-            cancel: how.cancel,
-            progress: how.progress,
-            resume: how.resume,
+            how,
         };
         src.copy(sdir, sname, a, first, out)
     }

@@ -10,12 +10,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Destination, FileWrite, Folder};
+use super::{Destination, Folder};
 use crate::decide::Inside;
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, Op, Result};
 use crate::source::{Listed, Source};
-use crate::sys::{At, CopyOutcome, MetaOpts, Method, Output, Xattrs};
+use crate::sys::{At, CopyOutcome, MetaOpts, Method, Output, Writing, Xattrs};
 use crate::tempname;
 
 /// The owner and group of what the tree makes.
@@ -508,7 +508,8 @@ impl Destination for MemTree {
         a: &Entry,
         _first: bool,
         dir: &MemDir,
-        how: FileWrite<'_>,
+        tmp: &OsStr,
+        how: Writing<'_>,
     ) -> Result<CopyOutcome> {
         if how.cancel.is_cancelled() {
             return Err(Error::Cancelled);
@@ -526,7 +527,7 @@ impl Destination for MemTree {
             n.xattrs = inside.xattrs()?;
         }
         let bytes = n.data.len() as u64;
-        let name = how.final_name.unwrap_or(how.tmp);
+        let name = how.final_name.unwrap_or(tmp);
         self.add(&child(dir, name), n)?;
         (how.progress)(bytes);
         Ok(CopyOutcome::Done {

@@ -12,12 +12,11 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cancel::CancelToken;
 use crate::decide::Inside;
 use crate::entry::{Entry, Kind};
 use crate::error::Result;
 use crate::source::{Listed, Source};
-use crate::sys::{CopyOutcome, MetaOpts, Xattrs};
+use crate::sys::{CopyOutcome, MetaOpts, Writing, Xattrs};
 
 mod dryrun;
 mod local;
@@ -26,31 +25,6 @@ pub(crate) mod memory;
 
 pub use dryrun::DryRun;
 pub use local::LocalDest;
-
-/// How a new file is written, whatever feeds it.
-pub struct FileWrite<'a> {
-    /// The temporary the file is written to; must not exist.
-    pub tmp: &'a OsStr,
-    /// The final name, when nothing stands there: the write may put the file in place itself
-    /// (reported as `placed`).
-    pub final_name: Option<&'a OsStr>,
-    /// The folder is one this run made and has not yet named: a new file may be written under
-    /// its final name at once.
-    pub direct: bool,
-    pub meta: MetaOpts,
-    pub umask: u32,
-    /// Created under a default ACL (its mode is always set).
-    pub under_acl: bool,
-    /// Owner and group a new file gets here (the creator's, unless the folder gives another).
-    pub default_owner: Option<(u32, u32)>,
-    /// Flush the file to disk before returning.
-    pub fsync: bool,
-    pub cancel: &'a CancelToken,
-    /// Called with each increment of bytes written.
-    pub progress: &'a (dyn Fn(u64) + Sync),
-    /// `tmp` may hold part of an earlier, interrupted transfer, to be continued (`--resume`).
-    pub resume: bool,
-}
 
 /// The operations the engine performs on the tree it writes. Errors carry the operation and
 /// the entry's path as the user knows it.
@@ -104,7 +78,7 @@ pub trait Destination: Sync {
     /// Whether the folder has a default ACL (which replaces the umask for what is made in it).
     fn has_default_acl(&self, dir: &Self::Dir, name: &OsStr) -> bool;
 
-    /// Writes a new file from `src`'s entry `a` (see [`Source::copy`]).
+    /// Writes a new file from `src`'s entry `a` as `tmp` in `dir` (see [`Source::copy`]).
     #[allow(clippy::too_many_arguments)]
     fn write_file<S: Source>(
         &self,
@@ -114,7 +88,8 @@ pub trait Destination: Sync {
         a: &Entry,
         first: bool,
         dir: &Self::Dir,
-        how: FileWrite<'_>,
+        tmp: &OsStr,
+        how: Writing<'_>,
     ) -> Result<CopyOutcome>;
     fn symlink(&self, dir: &Self::Dir, name: &OsStr, target: &Path, dir_link: bool) -> Result<()>;
     /// A device, fifo or socket (as far as the metadata options allow).

@@ -32,14 +32,14 @@ use std::time::Instant;
 
 use crate::cancel::CancelToken;
 use crate::decide::{self, Decision, MetaDiff, Reason, Rules};
-use crate::dest::{Destination, DryRun, FileWrite, LocalDest};
+use crate::dest::{Destination, DryRun, LocalDest};
 use crate::entry::{Entry, Kind, Version};
 use crate::error::{Error, Op, Result, Rule};
 use crate::filter::Filter;
 use crate::options::{Mode, Options};
 use crate::report::{Action, Actions, Event, Observer, Stats};
 use crate::source::{self, Listed, Source};
-use crate::sys::{self, CopyOutcome, MetaOpts, Method, Xattrs};
+use crate::sys::{self, CopyOutcome, MetaOpts, Method, Writing, Xattrs};
 use crate::tempname;
 use crate::tree::{Then, Visit};
 

@@ -370,8 +370,7 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
             } else {
                 TempGuard::new(self.dst, dst)
             };
-            let how = FileWrite {
-                tmp: &guard.name,
+            let how = Writing {
                 // Nothing stands at the destination: a new file may be put in place directly
                 // (not with `--verify`, which reads the copy back by name before it goes live,
                 // nor when resuming, which needs the data under a name that survives a crash).
@@ -387,9 +386,16 @@ impl<'a, S: Source, D: Destination> Syncer<'a, S, D> {
                 resume,
             };
             let first = attempt == 0;
-            let wrote = self
-                .dst
-                .write_file(self.src, pair.src, pair.sname, a, first, dst, how)?;
+            let wrote = self.dst.write_file(
+                self.src,
+                pair.src,
+                pair.sname,
+                a,
+                first,
+                dst,
+                &guard.name,
+                how,
+            )?;
             match wrote {
                 CopyOutcome::Changed => continue,
                 CopyOutcome::Done {

@@ -24,11 +24,14 @@ pub(super) fn apply_file_meta(
         };
         let (stored, values) = crate::fakesuper::store(meta, Some(&values));
         let o = Output {
-            meta: MetaOpts {
-                fake_super: false,
-                owner: false,
-                xattrs: true,
-                ..o.meta
+            how: Writing {
+                meta: MetaOpts {
+                    fake_super: false,
+                    owner: false,
+                    xattrs: true,
+                    ..o.meta
+                },
+                ..o.how
             },
             ..*o
         };

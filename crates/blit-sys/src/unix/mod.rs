@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, UTIME_OMIT};
 use xattr::FileExt;
 
-use super::{copy_data, At, CopyOutcome, CopyRequest, Fed, MetaOpts, Method, Output, Xattrs};
+use super::{
+    copy_data, At, CopyOutcome, CopyRequest, Fed, MetaOpts, Method, Output, Writing, Xattrs,
+};
 use crate::entry::{Entry, Kind, MTime};
 use crate::error::{Error, IoContext, Op, Result};
 
