@@ -19,7 +19,8 @@ use crate::sys::{At, CopyOutcome, MetaOpts, Method, Output, Writing, Xattrs};
 /// Wraps a [`Destination`] or a [`Source`]; as either, it reads through and never writes.
 pub struct DryRun<T> {
     inner: T,
-    /// Folders the run would have made, by their paths as messages show them.
+    /// Folders the run would have made in existing ones (and the root, if it would be made), by
+    /// their paths as messages show them.
     planned: Mutex<HashSet<PathBuf>>,
 }
 
@@ -95,13 +96,28 @@ impl<D: Destination> DryRun<D> {
         (Arc::new(DryDir::Real(dir)), name)
     }
 
-    /// The folder holding `rel` is one the run would have made: it cannot be opened.
-    fn planned_parent(&self, rel: &Path) -> Option<(Arc<DryDir<D::Dir>>, OsString)> {
+    /// Where `rel` would be, in a folder the run would have made (which cannot be opened).
+    fn planned_at(&self, rel: &Path) -> (Arc<DryDir<D::Dir>>, OsString) {
         let path = self.inner.root_path().join(rel);
-        let parent = path.parent()?;
-        let name = path.file_name()?.to_os_string();
-        self.is_planned(parent)
-            .then(|| (Arc::new(DryDir::Planned(parent.to_path_buf())), name))
+        let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = path.file_name().unwrap_or_default().to_os_string();
+        (Arc::new(DryDir::Planned(parent)), name)
+    }
+
+    /// The folder holding `rel` as the inner destination `found` it, or, where a folder on the
+    /// way does not exist, where it would be: the run would have made it.
+    fn or_planned(
+        &self,
+        rel: &Path,
+        found: Result<(Arc<D::Dir>, OsString)>,
+    ) -> Result<(Arc<DryDir<D::Dir>>, OsString)> {
+        match found {
+            Ok(f) => Ok(self.wrap(f)),
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(self.planned_at(rel))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -143,22 +159,7 @@ impl<D: Destination> Destination for DryRun<D> {
     }
 
     fn parent_of(&self, rel: &Path) -> Result<(Arc<Self::Dir>, OsString)> {
-        if let Some(p) = self.planned_parent(rel) {
-            return Ok(p);
-        }
-        match self.inner.parent_of(rel) {
-            Ok(found) => Ok(self.wrap(found)),
-            // A single file's folder, which a real run would have made first.
-            Err(Error::Io { source, path, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                let name = rel
-                    .file_name()
-                    .or_else(|| self.inner.root_path().file_name())
-                    .unwrap_or_default()
-                    .to_os_string();
-                Ok((Arc::new(DryDir::Planned(path)), name))
-            }
-            Err(e) => Err(e),
-        }
+        self.or_planned(rel, self.inner.parent_of(rel))
     }
 
     fn finish_at(&self, rel: &Path) -> Result<(Arc<Self::Dir>, OsString)> {
@@ -166,10 +167,7 @@ impl<D: Destination> Destination for DryRun<D> {
             let root = self.inner.root_path().to_path_buf();
             return Ok((Arc::new(DryDir::Planned(root)), ".".into()));
         }
-        if let Some(p) = self.planned_parent(rel) {
-            return Ok(p);
-        }
-        self.inner.finish_at(rel).map(|f| self.wrap(f))
+        self.or_planned(rel, self.inner.finish_at(rel))
     }
 
     fn path(&self, dir: &Self::Dir, name: &OsStr) -> PathBuf {
@@ -261,8 +259,12 @@ impl<D: Destination> Destination for DryRun<D> {
         Ok(())
     }
 
+    /// Only a folder made in one that exists is remembered: everything beneath a planned folder
+    /// is planned already, so what is held grows with the new subtrees' tops, not their size.
     fn mkdir(&self, dir: &Self::Dir, name: &OsStr) -> Result<()> {
-        self.plan(self.path(dir, name));
+        if let DryDir::Real(_) = dir {
+            self.plan(self.path(dir, name));
+        }
         Ok(())
     }
 

@@ -91,6 +91,9 @@ fn a_source_and_a_stale_destination() -> (MemTree, MemTree) {
     src.dir("a")
         .file("a/f", b"one")
         .file("a/g", b"two")
+        .dir("n")
+        .dir("n/m")
+        .file("n/m/deep", b"three levels down")
         .symlink("l", "a/f")
         .file("t", b"top");
     let dst = MemTree::with_root("/dst");
@@ -113,7 +116,10 @@ fn a_mirror_makes_the_destination_equal_and_reports_each_action() {
     let out = out.unwrap();
     assert!(out.failures.is_empty(), "{:?}", out.failures);
     assert_eq!(dst.contents(), src.contents());
-    assert_eq!(log.of(Action::Create), paths(&["a/g", "l"]));
+    assert_eq!(
+        log.of(Action::Create),
+        paths(&["a/g", "l", "n", "n/m", "n/m/deep"])
+    );
     assert_eq!(log.of(Action::Update), paths(&["a/f"]));
     assert_eq!(log.of(Action::Metadata), paths(&["t"]));
     assert_eq!(
@@ -123,7 +129,7 @@ fn a_mirror_makes_the_destination_equal_and_reports_each_action() {
     // A second run finds nothing to do.
     let (again, log) = sync(&src, &dst, mirror(), &[]);
     assert!(log.sorted().is_empty(), "{:?}", log.sorted());
-    assert_eq!(again.unwrap().unchanged, 4);
+    assert_eq!(again.unwrap().unchanged, 5);
 }
 
 #[test]
@@ -141,7 +147,7 @@ fn copy_never_deletes_and_a_new_destination_is_made_whole() {
     assert_eq!(fresh.contents(), src.contents());
     assert_eq!(
         log.of(Action::Create),
-        paths(&["", "a", "a/f", "a/g", "l", "t"])
+        paths(&["", "a", "a/f", "a/g", "l", "n", "n/m", "n/m/deep", "t"])
     );
 }
 
@@ -332,7 +338,7 @@ fn a_dry_run_reports_what_a_real_run_does_and_changes_nothing() {
     assert!(out.unwrap().failures.is_empty());
     assert_eq!(
         log.of(Action::Create),
-        paths(&["", "a", "a/f", "a/g", "l", "t"])
+        paths(&["", "a", "a/f", "a/g", "l", "n", "n/m", "n/m/deep", "t"])
     );
     assert!(fresh.into_inner().snapshot().is_empty());
 }
